@@ -1,0 +1,2 @@
+//! Criterion benches (gemm); filled in by its module's author.
+fn main() {}

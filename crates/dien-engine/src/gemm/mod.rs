@@ -1,0 +1,239 @@
+//! GEMM: `C = alpha·op(A)·op(B) + beta·C` with transposes expressed by strides.
+//!
+//! [`gemm`] is a thin, safe wrapper over `matrixmultiply::{sgemm, dgemm}`
+//! that checks every index it will touch lies inside the given slices.
+//! Weight gradients accumulate in place (`beta = 1`) without temporaries.
+//! Note: `matrixmultiply` allocates a packing buffer on every call, so hot
+//! per-time-step products use the small kernel in [`small`] instead.
+
+pub mod small;
+
+/// An immutable strided matrix view over a slice.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// A mutable strided matrix view over a slice.
+#[derive(Debug)]
+pub struct MatMut<'a, T> {
+    data: &'a mut [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// Largest offset a `rows × cols` view with strides `rs`, `cs` touches, plus one.
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A view with explicit strides (in elements). Panics if the view reaches
+    /// past the end of `data`.
+    pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(
+            extent(rows, cols, rs, cs) <= data.len(),
+            "MatRef {rows}x{cols} (strides {rs},{cs}) exceeds slice of {}",
+            data.len()
+        );
+        Self { data, rows, cols, rs, cs }
+    }
+    /// A dense row-major `rows × cols` view of the first `rows·cols` elements.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+    /// The transposed view (no data is moved).
+    pub fn t(self) -> Self {
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+impl<'a, T> MatMut<'a, T> {
+    /// A mutable view with explicit strides. Panics if the view reaches past
+    /// the end of `data`, or if distinct indices could alias (a zero stride
+    /// on a dimension longer than one).
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(
+            extent(rows, cols, rs, cs) <= data.len(),
+            "MatMut {rows}x{cols} (strides {rs},{cs}) exceeds slice of {}",
+            data.len()
+        );
+        assert!((rows <= 1 || rs > 0) && (cols <= 1 || cs > 0), "MatMut strides must not alias");
+        Self { data, rows, cols, rs, cs }
+    }
+    /// A dense row-major `rows × cols` mutable view.
+    pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+    /// The transposed view.
+    pub fn t(self) -> Self {
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// Element types [`gemm`] supports (`f32` → `sgemm`, `f64` → `dgemm`).
+pub trait GemmScalar: Copy + Send + Sync + 'static {
+    /// Calls the matching `matrixmultiply` routine.
+    ///
+    /// # Safety
+    /// The pointers with their strides must describe valid, non-overlapping
+    /// (for `c`) matrices of the given shapes.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn raw_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl GemmScalar for f32 {
+    unsafe fn raw_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded contract of `GemmScalar::raw_gemm`.
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+impl GemmScalar for f64 {
+    unsafe fn raw_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded contract of `GemmScalar::raw_gemm`.
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+/// `C = alpha·A·B + beta·C`. Transposes are views ([`MatRef::t`]).
+/// When `beta` is zero, `C` is not read (NaNs in it are overwritten).
+///
+/// Panics on mismatched shapes.
+pub fn gemm<T: GemmScalar>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
+    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ ({}x{} · {}x{})", a.rows, a.cols, b.rows, b.cols);
+    assert_eq!(c.rows, a.rows, "gemm: C has {} rows, A has {}", c.rows, a.rows);
+    assert_eq!(c.cols, b.cols, "gemm: C has {} cols, B has {}", c.cols, b.cols);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the constructors checked that every index of each view lies in
+    // its slice, `c` is uniquely borrowed and its strides do not alias, and
+    // the shapes agree (asserted above). matrixmultiply handles k == 0 by
+    // scaling C by beta.
+    unsafe {
+        T::raw_gemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.data.as_mut_ptr(),
+            c.rs as isize,
+            c.cs as isize,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn transposed_views_and_beta_zero_ignores_nan() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        // A stored transposed ([k, m]) and used through a view.
+        let mut at = vec![0.0; k * m];
+        for i in 0..m {
+            for p in 0..k {
+                at[p * m + i] = a[i * k + p];
+            }
+        }
+        let mut c = vec![f64::NAN; m * n];
+        gemm(1.0, MatRef::row_major(&at, k, m).t(), MatRef::row_major(&b, k, n), 0.0, MatMut::row_major(&mut c, m, n));
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-12);
+        }
+        // beta = 1 accumulates.
+        gemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 1.0, MatMut::row_major(&mut c, m, n));
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds slice")]
+    fn view_past_end_panics() {
+        let v = [0.0f32; 5];
+        let _ = MatRef::row_major(&v, 2, 3);
+    }
+}

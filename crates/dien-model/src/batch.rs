@@ -1,0 +1,257 @@
+//! A batch of samples (SPEC §1) in the padded layout every model consumes,
+//! and the JSON batch-file format of SPEC §14.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::ModelError;
+
+/// A batch of `B` samples with histories padded to `T` steps.
+///
+/// Histories are stored row-major `[B, T]`, oldest first; positions
+/// `t ≥ lengths[b]` are padding (index 0) and never influence any output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Number of samples `B`.
+    pub batch: usize,
+    /// Padded history length `T` (the longest history in the batch, or more).
+    pub steps: usize,
+    /// User index `[B]`.
+    pub uid: Vec<u32>,
+    /// Target item index `[B]`.
+    pub mid: Vec<u32>,
+    /// Target category index `[B]`.
+    pub cat: Vec<u32>,
+    /// History item indices `[B, T]`.
+    pub hist_mid: Vec<u32>,
+    /// History category indices `[B, T]`.
+    pub hist_cat: Vec<u32>,
+    /// Sampled negative items `[B, T]`, one per history step (training).
+    pub neg_mid: Option<Vec<u32>>,
+    /// Categories of the negatives `[B, T]`.
+    pub neg_cat: Option<Vec<u32>>,
+    /// True history lengths `[B]`, each `≤ T`.
+    pub lengths: Vec<usize>,
+    /// Labels `[B]`, 0.0 or 1.0.
+    pub label: Vec<f32>,
+}
+
+/// The JSON batch file of SPEC §14 (unknown keys are ignored).
+#[derive(Deserialize)]
+struct BatchFile {
+    uid: Vec<u32>,
+    mid: Vec<u32>,
+    cat: Vec<u32>,
+    hist_mid: Vec<Vec<u32>>,
+    hist_cat: Vec<Vec<u32>>,
+    #[serde(default)]
+    neg_mid: Option<Vec<Vec<u32>>>,
+    #[serde(default)]
+    neg_cat: Option<Vec<Vec<u32>>>,
+    label: Vec<f32>,
+}
+
+impl Batch {
+    /// An empty batch with room for `batch` samples of `steps` steps: all
+    /// indices 0, all lengths 0, labels 0, negatives present iff `with_neg`.
+    pub fn zeros(batch: usize, steps: usize, with_neg: bool) -> Self {
+        let bt = batch * steps;
+        Self {
+            batch,
+            steps,
+            uid: vec![0; batch],
+            mid: vec![0; batch],
+            cat: vec![0; batch],
+            hist_mid: vec![0; bt],
+            hist_cat: vec![0; bt],
+            neg_mid: with_neg.then(|| vec![0; bt]),
+            neg_cat: with_neg.then(|| vec![0; bt]),
+            lengths: vec![0; batch],
+            label: vec![0.0; batch],
+        }
+    }
+
+    /// Builds a batch from per-sample histories (`hist_mid[b]` etc. hold the
+    /// true history of sample `b`). `T` is the longest history. Checks that
+    /// every per-sample list has the same length as its history.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_samples(
+        uid: Vec<u32>,
+        mid: Vec<u32>,
+        cat: Vec<u32>,
+        hist_mid: &[Vec<u32>],
+        hist_cat: &[Vec<u32>],
+        neg_mid: Option<&[Vec<u32>]>,
+        neg_cat: Option<&[Vec<u32>]>,
+        label: Vec<f32>,
+    ) -> Result<Self, ModelError> {
+        let b = uid.len();
+        for (name, len) in [
+            ("mid", mid.len()),
+            ("cat", cat.len()),
+            ("hist_mid", hist_mid.len()),
+            ("hist_cat", hist_cat.len()),
+            ("label", label.len()),
+        ] {
+            if len != b {
+                return Err(ModelError::Batch(format!("field `{name}` has {len} samples, `uid` has {b}")));
+            }
+        }
+        if neg_mid.is_some() != neg_cat.is_some() {
+            return Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into()));
+        }
+        let steps = hist_mid.iter().map(Vec::len).max().unwrap_or(0);
+        let mut out = Self::zeros(b, steps, neg_mid.is_some());
+        out.uid = uid;
+        out.mid = mid;
+        out.cat = cat;
+        out.label = label;
+        for s in 0..b {
+            let l = hist_mid[s].len();
+            if hist_cat[s].len() != l {
+                return Err(ModelError::Batch(format!(
+                    "sample {s}: `hist_cat` has {} entries, `hist_mid` has {l}",
+                    hist_cat[s].len()
+                )));
+            }
+            out.lengths[s] = l;
+            out.hist_mid[s * steps..s * steps + l].copy_from_slice(&hist_mid[s]);
+            out.hist_cat[s * steps..s * steps + l].copy_from_slice(&hist_cat[s]);
+            if let (Some(nm), Some(nc)) = (neg_mid, neg_cat) {
+                for (name, v) in [("neg_mid", nm), ("neg_cat", nc)] {
+                    if v.len() != b {
+                        return Err(ModelError::Batch(format!(
+                            "field `{name}` has {} samples, `uid` has {b}",
+                            v.len()
+                        )));
+                    }
+                    if v[s].len() != l {
+                        return Err(ModelError::Batch(format!(
+                            "sample {s}: `{name}` has {} entries, `hist_mid` has {l}",
+                            v[s].len()
+                        )));
+                    }
+                }
+                out.neg_mid.as_mut().expect("allocated")[s * steps..s * steps + l].copy_from_slice(&nm[s]);
+                out.neg_cat.as_mut().expect("allocated")[s * steps..s * steps + l].copy_from_slice(&nc[s]);
+            }
+        }
+        for (s, &y) in out.label.iter().enumerate() {
+            if y != 0.0 && y != 1.0 {
+                return Err(ModelError::Batch(format!("sample {s}: label {y} is not 0 or 1")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses the JSON batch format of SPEC §14.
+    pub fn from_json_str(text: &str) -> Result<Self, ModelError> {
+        let f: BatchFile = serde_json::from_str(text).map_err(|e| ModelError::Batch(format!("batch JSON: {e}")))?;
+        Self::from_samples(
+            f.uid,
+            f.mid,
+            f.cat,
+            &f.hist_mid,
+            &f.hist_cat,
+            f.neg_mid.as_deref(),
+            f.neg_cat.as_deref(),
+            f.label,
+        )
+    }
+
+    /// Reads a JSON batch file (SPEC §14).
+    pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            ModelError::Batch(m) => ModelError::Batch(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Whether negatives are present (then the auxiliary loss is evaluated).
+    pub fn has_negatives(&self) -> bool {
+        self.neg_mid.is_some()
+    }
+
+    /// Checks every index against the table sizes; the error names the field
+    /// and sample of the first offending index.
+    pub fn validate(&self, n_uid: usize, n_mid: usize, n_cat: usize) -> Result<(), ModelError> {
+        let bt = self.batch * self.steps;
+        let sizes = [
+            ("uid", self.uid.len(), self.batch),
+            ("mid", self.mid.len(), self.batch),
+            ("cat", self.cat.len(), self.batch),
+            ("label", self.label.len(), self.batch),
+            ("lengths", self.lengths.len(), self.batch),
+            ("hist_mid", self.hist_mid.len(), bt),
+            ("hist_cat", self.hist_cat.len(), bt),
+        ];
+        for (name, got, want) in sizes {
+            if got != want {
+                return Err(ModelError::Batch(format!("field `{name}` has {got} entries, expected {want}")));
+            }
+        }
+        if let Some(s) = self.lengths.iter().position(|&l| l > self.steps) {
+            return Err(ModelError::Batch(format!(
+                "sample {s}: length {} exceeds T = {}",
+                self.lengths[s], self.steps
+            )));
+        }
+        let check_flat = |name: &str, v: &[u32], n: usize, per_sample: usize| -> Result<(), ModelError> {
+            for (i, &x) in v.iter().enumerate() {
+                let (s, t) = if per_sample == 1 { (i, 0) } else { (i / per_sample, i % per_sample) };
+                if per_sample > 1 && t >= self.lengths[s] {
+                    continue;
+                }
+                if x as usize >= n {
+                    let at = if per_sample == 1 { format!("sample {s}") } else { format!("sample {s}, step {t}") };
+                    return Err(ModelError::Batch(format!(
+                        "{at}: `{name}` index {x} out of range (table has {n} rows)"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check_flat("uid", &self.uid, n_uid, 1)?;
+        check_flat("mid", &self.mid, n_mid, 1)?;
+        check_flat("cat", &self.cat, n_cat, 1)?;
+        check_flat("hist_mid", &self.hist_mid, n_mid, self.steps.max(1))?;
+        check_flat("hist_cat", &self.hist_cat, n_cat, self.steps.max(1))?;
+        match (&self.neg_mid, &self.neg_cat) {
+            (Some(nm), Some(nc)) => {
+                if nm.len() != bt || nc.len() != bt {
+                    return Err(ModelError::Batch(format!("negatives must have {bt} entries")));
+                }
+                check_flat("neg_mid", nm, n_mid, self.steps.max(1))?;
+                check_flat("neg_cat", nc, n_cat, self.steps.max(1))?;
+            }
+            (None, None) => {}
+            _ => return Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into())),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_and_errors() {
+        let j = r#"{"uid":[1,2],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2,1],[]],
+                   "neg_mid":[[8,9,1],[]],"neg_cat":[[2,2,2],[]],"label":[1,0],"extra":true}"#;
+        let b = Batch::from_json_str(j).unwrap();
+        assert_eq!((b.batch, b.steps), (2, 3));
+        assert_eq!(b.lengths, vec![3, 0]);
+        assert_eq!(b.hist_mid, vec![5, 6, 7, 0, 0, 0]);
+        assert!(b.validate(3, 10, 3).is_ok());
+        let e = b.validate(3, 9, 3).unwrap_err().to_string();
+        assert!(e.contains("neg_mid") && e.contains("sample 0, step 1"), "{e}");
+        let bad = r#"{"uid":[1],"mid":[3],"cat":[1],"hist_mid":[[5,6]],"hist_cat":[[1]],"label":[1]}"#;
+        let e = Batch::from_json_str(bad).unwrap_err().to_string();
+        assert!(e.contains("hist_cat"), "{e}");
+        let bad = r#"{"uid":[1],"mid":[3],"cat":[1],"hist_mid":[[]],"hist_cat":[[]],"label":[0.5]}"#;
+        assert!(Batch::from_json_str(bad).unwrap_err().to_string().contains("label"));
+    }
+}

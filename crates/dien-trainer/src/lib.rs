@@ -1,0 +1,1 @@
+//! Trainer crate: data, negative sampling, optimisers, metrics.

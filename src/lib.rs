@@ -1,0 +1,1 @@
+//! Cross-crate benchmarks and integration tests live in `benches/` and `tests/`.
