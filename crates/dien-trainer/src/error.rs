@@ -1,0 +1,59 @@
+//! Errors of the trainer crate.
+
+use std::path::PathBuf;
+
+use dien_model::ModelError;
+use thiserror::Error;
+
+/// Everything that can go wrong reading data, vocabularies or configuration,
+/// or running the trainer, on user-supplied input.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// An I/O error on the named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed data line: names the file, the 1-based line number and the
+    /// field (`label`, `uid`, `mid`, `cat`, `mid_hist`, `cat_hist`, `line`…).
+    #[error("{}:{line}: field `{field}`: {msg}", path.display())]
+    Line {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A vocabulary file cannot be read or holds an invalid entry.
+    #[error("vocabulary {}: {msg}", path.display())]
+    Vocab {
+        /// The vocabulary file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// An invalid option or a data set that cannot be used as configured
+    /// (names the option or file).
+    #[error("config: {0}")]
+    Config(String),
+    /// The background batch loader stopped unexpectedly.
+    #[error("batch loader: {0}")]
+    Loader(String),
+    /// An error of the model crate.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl TrainError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+}
