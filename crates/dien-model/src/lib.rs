@@ -6,7 +6,11 @@
 //! safetensors checkpoints.
 
 pub mod batch;
+pub mod config;
 pub mod error;
+pub mod params;
 
 pub use batch::Batch;
+pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 pub use error::ModelError;
+pub use params::{Init, ParamStore, TensorKind, TensorSpec, tensor_specs};
