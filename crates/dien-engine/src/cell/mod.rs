@@ -21,6 +21,7 @@
 //!   `last [B, H]`, the state at `t = L−1` (`h0` when `L = 0`).
 
 pub mod reference;
+pub mod unfused;
 
 /// The state update of a cell (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
