@@ -1,5 +1,6 @@
 //! Trainer crate: data, negative sampling, optimisers, metrics.
 
+pub mod data;
 pub mod error;
 pub mod metrics;
 

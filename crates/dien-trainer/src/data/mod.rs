@@ -1,0 +1,103 @@
+//! The data layer: the reference code's data layout (SPEC §12), its
+//! vocabularies, negative sampling (SPEC §4) and batching (SPEC §11).
+//!
+//! - [`line`]: one sample line, the streaming line reader, malformed-line
+//!   bookkeeping.
+//! - [`vocab`]: string id → index maps (pickle, JSON, or built).
+//! - [`iteminfo`]: `item-info` (item → category) and `reviews-info` (the
+//!   sampling corpus).
+//! - [`sampler`]: popularity-weighted negative sampling.
+//! - [`batcher`]: grouping, sorting, truncation, negatives → `dien_model::Batch`,
+//!   in the foreground or on a background thread, resumable.
+//!
+//! The layout is described for users in `docs/DATA.md`.
+
+pub mod batcher;
+pub mod iteminfo;
+pub mod line;
+pub mod sampler;
+pub mod vocab;
+
+use std::path::{Path, PathBuf};
+
+pub use batcher::{BatchStream, Batcher, BatcherConfig, DataPosition, LoadedBatch, batch_seed};
+pub use iteminfo::{ItemCategories, ItemCounts};
+pub use line::{BadLines, LineReader, TableSizes};
+pub use sampler::NegativeSampler;
+pub use vocab::{Vocab, VocabSource, Vocabs};
+
+use crate::error::TrainError;
+
+/// Training file name inside a data directory.
+pub const TRAIN_FILE: &str = "local_train_splitByUser";
+/// Test file name inside a data directory.
+pub const TEST_FILE: &str = "local_test_splitByUser";
+/// Item → category file name.
+pub const ITEM_INFO_FILE: &str = "item-info";
+/// Sampling-corpus file name.
+pub const REVIEWS_INFO_FILE: &str = "reviews-info";
+
+/// Everything batching needs besides the data file: vocabularies and, when
+/// `item-info` and `reviews-info` exist, the negative sampler.
+#[derive(Clone, Debug)]
+pub struct DataSet {
+    /// The three vocabularies.
+    pub vocabs: Vocabs,
+    /// The negative sampler (`None` without `item-info`/`reviews-info`).
+    pub sampler: Option<NegativeSampler>,
+}
+
+/// What [`DataSet::open`] found.
+#[derive(Clone, Debug, Default)]
+pub struct DataSetReport {
+    /// Where each of the uid, mid, cat vocabularies came from (`None` when
+    /// they were given by the caller).
+    pub vocab_sources: Option<[VocabSource; 3]>,
+    /// Why there is no sampler, if there is none.
+    pub no_sampler: Option<String>,
+    /// Malformed lines skipped while building vocabularies or reading
+    /// `item-info`/`reviews-info` (`skip_bad_lines` mode).
+    pub bad_lines: BadLines,
+}
+
+impl DataSet {
+    /// Opens a data directory: takes `vocabs` if given (e.g. a checkpoint's
+    /// sidecar), else loads or builds them (see [`Vocabs::load_or_build`]);
+    /// then reads `item-info` and `reviews-info` when both exist.
+    pub fn open(dir: &Path, vocabs: Option<Vocabs>, skip_bad_lines: bool) -> Result<(Self, DataSetReport), TrainError> {
+        let mut report = DataSetReport::default();
+        let vocabs = match vocabs {
+            Some(v) => v,
+            None => {
+                let (v, src, bad) = Vocabs::load_or_build(dir, &dir.join(TRAIN_FILE), skip_bad_lines)?;
+                report.vocab_sources = Some(src);
+                report.bad_lines.merge(&bad);
+                v
+            }
+        };
+        let (item_info, reviews) = (dir.join(ITEM_INFO_FILE), dir.join(REVIEWS_INFO_FILE));
+        let sampler = if item_info.is_file() && reviews.is_file() {
+            let (cats, bad) = ItemCategories::load(&item_info, &vocabs, skip_bad_lines)?;
+            report.bad_lines.merge(&bad);
+            let (counts, bad) = ItemCounts::load_reviews(&reviews, &vocabs.mid, skip_bad_lines)?;
+            report.bad_lines.merge(&bad);
+            Some(NegativeSampler::new(&counts, cats)?)
+        } else {
+            let missing: Vec<String> =
+                [&item_info, &reviews].iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+            report.no_sampler = Some(format!("missing {}", missing.join(" and ")));
+            None
+        };
+        Ok((Self { vocabs, sampler }, report))
+    }
+
+    /// The training file of a data directory.
+    pub fn train_file(dir: &Path) -> PathBuf {
+        dir.join(TRAIN_FILE)
+    }
+
+    /// The test file of a data directory.
+    pub fn test_file(dir: &Path) -> PathBuf {
+        dir.join(TEST_FILE)
+    }
+}
