@@ -1,2 +1,108 @@
-//! Criterion benches (gemm); filled in by its module's author.
-fn main() {}
+//! GEMM benches: the pre-packed small kernel (`small_gemm`) against the
+//! `matrixmultiply` wrapper (`gemm::gemm`) on the shapes of the DIEN GRU
+//! layers (hidden 36, batch·time 12800), plus the cost of (re)packing the
+//! right-hand side.
+//!
+//! Throughput is reported as elements = `m·n·k` multiply-adds per second, so
+//! GFLOP/s = 2 × Gelem/s. The 1024³ `sgemm` yardstick is printed first.
+//!
+//! Run: `cargo bench --bench gemm -- --warm-up-time 1 --measurement-time 2`
+
+mod common;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::{MatMut, MatRef, gemm};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+
+fn rand_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// `[m, k] · [k, n]` products: forward `h·U_ruᵀ`, `(r∘h)·U_cᵀ`, backward
+/// `dz·U`, and the hoisted input projection.
+const SHAPES: &[(usize, usize, usize)] =
+    &[(16, 36, 72), (32, 36, 72), (16, 36, 36), (32, 72, 36), (128, 36, 108), (12800, 36, 108)];
+
+fn products(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for &(m, k, n) in SHAPES {
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let mut out = vec![0.0f32; m * n];
+        let packed = PackedRhs::new(&b, k, n, n, 1);
+        let mut g = c.benchmark_group(format!("gemm/{m}x{k}x{n}"));
+        g.throughput(Throughput::Elements((m * n * k) as u64));
+        g.bench_function("small_gemm", |bn| {
+            bn.iter(|| small_gemm(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No))
+        });
+        g.bench_function("matrixmultiply", |bn| {
+            bn.iter(|| {
+                gemm(
+                    1.0,
+                    MatRef::row_major(black_box(&a), m, k),
+                    MatRef::row_major(&b, k, n),
+                    0.0,
+                    MatMut::row_major(&mut out, m, n),
+                )
+            })
+        });
+        g.finish();
+    }
+}
+
+/// Weight gradient `dW [108, 36] += dGᵀ · X` over all `B·T = 12800` rows,
+/// through transposed views (no copy): matrixmultiply only, as `small_gemm`
+/// needs a row-major left-hand side.
+fn weight_gradient(c: &mut Criterion) {
+    let (rows, out_w, in_w) = (12800, 108, 36);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let dg = rand_vec(&mut rng, rows * out_w);
+    let x = rand_vec(&mut rng, rows * in_w);
+    let mut dw = vec![0.0f32; out_w * in_w];
+    let mut g = c.benchmark_group(format!("gemm/{out_w}x{rows}x{in_w}"));
+    g.throughput(Throughput::Elements((out_w * rows * in_w) as u64));
+    g.bench_function("matrixmultiply_tn", |bn| {
+        bn.iter(|| {
+            gemm(
+                1.0,
+                MatRef::row_major(black_box(&dg), rows, out_w).t(),
+                MatRef::row_major(&x, rows, in_w),
+                1.0,
+                MatMut::row_major(&mut dw, out_w, in_w),
+            )
+        })
+    });
+    g.finish();
+}
+
+/// Refilling a pack from a `[n, k]` weight (`x·Wᵀ` layout), once per
+/// training step per weight. Elements = `k·n` values packed.
+fn packing(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut g = c.benchmark_group("gemm/pack");
+    for &(k, n) in &[(36, 72), (36, 36), (72, 36), (36, 108)] {
+        let w = rand_vec(&mut rng, n * k);
+        let mut packed = PackedRhs::from_weight_t(&w, n, k);
+        g.throughput(Throughput::Elements((k * n) as u64));
+        g.bench_function(BenchmarkId::new("repack_weight_t", format!("{k}x{n}")), |bn| {
+            bn.iter(|| packed.repack_weight_t(black_box(&w)))
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    println!(
+        "yardstick: matrixmultiply::sgemm 1024x1024x1024, 1 thread: {:.1} GFLOP/s ({})",
+        common::sgemm_yardstick_gflops(),
+        dien_engine::simd_target()
+    );
+    let mut c = Criterion::default().configure_from_args();
+    products(&mut c);
+    weight_gradient(&mut c);
+    packing(&mut c);
+    c.final_summary();
+}
