@@ -20,6 +20,7 @@
 //! - outputs: `states [B, T, H]` with zeros at padded steps, and
 //!   `last [B, H]`, the state at `t = L−1` (`h0` when `L = 0`).
 
+pub mod fast;
 pub mod reference;
 pub mod unfused;
 

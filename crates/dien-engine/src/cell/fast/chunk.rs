@@ -1,0 +1,479 @@
+//! One batch chunk of the fast cells: its length-sorted, time-major compact
+//! layout, the forward time loop, and backward through time.
+//!
+//! Compact layout: the chunk's samples are ordered by length, longest first
+//! (`perm`), so at step `t` the active samples are the prefix `0..n_t`. Row
+//! `off[t] + i` of every per-step matrix belongs to sample `perm[i]` at step
+//! `t`; the blocks of consecutive steps are contiguous, `N = Σ_b L_b` rows
+//! in all, so padded steps cost neither time nor memory.
+
+use wide::f32x8;
+
+use super::GruCell;
+use super::kernel::{LANES, gemm_acc_long_k, gemm_ep, load, load_n, store, store_n};
+use crate::cell::{CellKind, SeqInput};
+use crate::vecmath::simd::{sigmoid8, tanh8};
+
+/// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
+/// vectors past the last column of their last row.
+const SLACK: usize = LANES;
+
+/// Grows `v` to at least `n` elements (new ones zero). Never shrinks, so a
+/// workspace that has seen a size never allocates for it again.
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+/// Scratch and forward cache of one chunk.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    /// Samples in the chunk.
+    nb: usize,
+    /// Padded length `T` of the call that filled the cache.
+    steps: usize,
+    /// Whether the buffers hold a `Mode::Train` forward not yet consumed.
+    pub(crate) cached: bool,
+    /// Local sample of each sorted slot, longest first.
+    perm: Vec<usize>,
+    /// Sorted lengths.
+    lens: Vec<usize>,
+    /// `n_t`: active samples at step `t`, for `t ≤ T` (`n_T = 0`).
+    active: Vec<usize>,
+    /// Row offset of step `t`'s block, for `t ≤ T` (`off[T] = N`).
+    off: Vec<usize>,
+    /// Inputs (`a·x` for AIGRU) `[N, in]`.
+    x: Vec<f32>,
+    /// Gates `[N, 3H]`: input projection + bias, then `r | u | c` after
+    /// the forward, then `dG` (pre-activation gradients) after the backward.
+    g: Vec<f32>,
+    /// Previous states `[N + CHUNK, Hp]` in training (row `off[t] + i` is
+    /// the state before step `t`), `[CHUNK, Hp]` updated in place otherwise.
+    hprev: Vec<f32>,
+    /// `r ∘ h_prev`, `[N, Hp]` in training, `[CHUNK, Hp]` otherwise.
+    rh: Vec<f32>,
+    /// Attention scores `[N]` (zero for kinds without attention).
+    att: Vec<f32>,
+    /// State gradient carried through time `[CHUNK, Hp]`.
+    dh: Vec<f32>,
+    /// `∂L/∂(c pre-activation)` of the current step, padded `[CHUNK, Hp]`.
+    dgc: Vec<f32>,
+    /// `∂L/∂a` per row `[N]`.
+    da: Vec<f32>,
+    /// This chunk's `∂L/∂w_ihᵀ [in, 3H]`.
+    pub(crate) gw_ih_t: Vec<f32>,
+    /// This chunk's `∂L/∂w_hhᵀ [H, 3H]`.
+    pub(crate) gw_hh_t: Vec<f32>,
+    /// This chunk's `∂L/∂b [3H]`.
+    pub(crate) gb: Vec<f32>,
+}
+
+/// `h_t` from `h_{t−1}`, the gates and the attention score (SPEC §6).
+#[inline(always)]
+fn update(kind: CellKind, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> f32x8 {
+    match kind {
+        CellKind::Gru | CellKind::Aigru => u.mul_add(c - hp, hp),
+        CellKind::Augru => (a * u).mul_add(c - hp, hp),
+        CellKind::AugruRef => {
+            let k = (f32x8::ONE - a) * (f32x8::ONE - u);
+            k.mul_add(hp - c, c)
+        }
+        CellKind::Agru => a.mul_add(c - hp, hp),
+    }
+}
+
+/// Gradients of the state update: given `dh = ∂L/∂h_t`, returns
+/// `(∂L/∂h_{t−1} through the update, ∂L/∂u, ∂L/∂c, lane terms of ∂L/∂a)`.
+#[inline(always)]
+fn update_grad(kind: CellKind, dh: f32x8, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> [f32x8; 4] {
+    let one = f32x8::ONE;
+    match kind {
+        CellKind::Gru | CellKind::Aigru => {
+            let dc = dh * u;
+            [dh - dc, dh * (c - hp), dc, f32x8::ZERO]
+        }
+        CellKind::Augru => {
+            let ua = a * u;
+            let dd = dh * (c - hp);
+            let dc = dh * ua;
+            [dh - dc, dd * a, dc, dd * u]
+        }
+        CellKind::AugruRef => {
+            let k = (one - a) * (one - u);
+            let dk = dh * (hp - c);
+            [dh * k, -(dk * (one - a)), dh - dh * k, -(dk * (one - u))]
+        }
+        CellKind::Agru => {
+            let dc = dh * a;
+            [dh - dc, f32x8::ZERO, dc, dh * (c - hp)]
+        }
+    }
+}
+
+impl Chunk {
+    /// Sorts the chunk's samples by length and sizes every buffer for a
+    /// chunk of `nb` samples of `steps` steps (any lengths).
+    fn layout(&mut self, cell: &GruCell, lengths: &[usize], steps: usize, train: bool) {
+        let nb = lengths.len();
+        let (h, hp, n_in) = (cell.hidden, cell.hp, cell.input);
+        self.nb = nb;
+        self.steps = steps;
+        grow(&mut self.perm, nb);
+        grow(&mut self.lens, nb);
+        grow(&mut self.active, steps + 1);
+        grow(&mut self.off, steps + 1);
+        let perm = &mut self.perm[..nb];
+        for (i, p) in perm.iter_mut().enumerate() {
+            *p = i;
+        }
+        // Ties by index keep the order deterministic (and this sort does
+        // not allocate).
+        perm.sort_unstable_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+        for (l, &p) in self.lens[..nb].iter_mut().zip(perm.iter()) {
+            *l = lengths[p];
+        }
+        let mut n = nb;
+        let mut off = 0;
+        for t in 0..=steps {
+            while n > 0 && self.lens[n - 1] <= t {
+                n -= 1;
+            }
+            self.active[t] = n;
+            self.off[t] = off;
+            off += n;
+        }
+        // Capacity for the longest possible chunk of this shape, so calls
+        // of the same or smaller size never allocate whatever the lengths.
+        let cap = nb * steps;
+        let state_rows = if train { cap + nb } else { nb };
+        grow(&mut self.x, cap * n_in + SLACK);
+        grow(&mut self.g, cap * 3 * h + SLACK);
+        grow(&mut self.hprev, state_rows * hp);
+        grow(&mut self.rh, if train { cap * hp } else { nb * hp });
+        grow(&mut self.att, cap);
+        grow(&mut self.da, cap);
+        grow(&mut self.dh, nb * hp);
+        grow(&mut self.dgc, nb * hp);
+        grow(&mut self.gw_ih_t, n_in * 3 * h);
+        grow(&mut self.gw_hh_t, h * 3 * h);
+        grow(&mut self.gb, 3 * h);
+    }
+
+    /// Forward over samples `b0 .. b0 + states.len() / (T·H)` of `inp`,
+    /// writing their `states [nb, T, H]` and `last [nb, H]`.
+    pub(crate) fn forward(
+        &mut self,
+        cell: &GruCell,
+        inp: &SeqInput<'_, f32>,
+        b0: usize,
+        train: bool,
+        states: &mut [f32],
+        last: &mut [f32],
+    ) {
+        let (h, hp, n_in, steps) = (cell.hidden, cell.hp, cell.input, inp.steps);
+        let kind = cell.kind;
+        let nb = last.len() / h;
+        self.layout(cell, &inp.lengths[b0..b0 + nb], steps, train);
+        self.cached = false;
+        let h3 = 3 * h;
+        let nvh = hp / LANES;
+        let Chunk { perm, lens, active, off, x, g, hprev, rh, att, .. } = self;
+        let (perm, lens) = (&perm[..nb], &lens[..nb]);
+
+        // Padded steps of the outputs are zero.
+        for (s, st) in states.chunks_exact_mut(steps * h).enumerate() {
+            st[inp.lengths[b0 + s] * h..].fill(0.0);
+        }
+
+        // Gather the active rows into the compact layout.
+        for t in 0..steps {
+            for (i, &p) in perm[..active[t]].iter().enumerate() {
+                let row = off[t] + i;
+                let bt = (b0 + p) * steps + t;
+                let a = inp.att.map_or(0.0, |a| a[bt]);
+                att[row] = a;
+                let src = &inp.x[bt * n_in..(bt + 1) * n_in];
+                let dst = &mut x[row * n_in..(row + 1) * n_in];
+                if kind == CellKind::Aigru {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = a * s;
+                    }
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+
+        // Input projection of all steps, hoisted out of the time loop:
+        // G = X · W_ihᵀ + b, one product over all N compact rows (in blocks
+        // of 64 rows so each block of X stays in L1).
+        let rows = off[steps];
+        let nv3 = cell.wih_t.nvec();
+        let mut r0 = 0;
+        while r0 < rows {
+            let m = 64.min(rows - r0);
+            let mut epi = |i: usize, v: usize, acc: f32x8| {
+                let w = (h3 - v * LANES).min(LANES);
+                store_n(g, (r0 + i) * h3 + v * LANES, w, acc + load(&cell.b, v * LANES));
+            };
+            gemm_ep::<4, 3, _>(m, n_in, nv3, &x[r0 * n_in..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+            r0 += m;
+        }
+
+        // Initial states (padding lanes zero); samples of length 0 end here.
+        for (i, &p) in perm.iter().enumerate() {
+            let b = b0 + p;
+            if i < active[0] {
+                let dst = &mut hprev[i * hp..(i + 1) * hp];
+                dst.fill(0.0);
+                if let Some(h0) = inp.h0 {
+                    dst[..h].copy_from_slice(&h0[b * h..(b + 1) * h]);
+                }
+            } else {
+                let dst = &mut last[p * h..(p + 1) * h];
+                match inp.h0 {
+                    Some(h0) => dst.copy_from_slice(&h0[b * h..(b + 1) * h]),
+                    None => dst.fill(0.0),
+                }
+            }
+        }
+
+        let tmax = lens.first().copied().unwrap_or(0);
+        let nvru = cell.uru_t.nvec();
+        for t in 0..tmax {
+            let n = active[t];
+            let row0 = off[t];
+            let (hp_off, hn_off) = if train { (off[t], off[t + 1]) } else { (0, 0) };
+            let rh_off = if train { off[t] } else { 0 };
+
+            // Pass 1: [r | u] = σ(G_ru + h_{t−1} · U_ruᵀ), and r ∘ h_{t−1}.
+            // It must finish before pass 2, whose product reads r ∘ h_{t−1}
+            // of every row ("reset before matmul").
+            {
+                let hprev: &[f32] = hprev;
+                let mut epi = |i: usize, v: usize, acc: f32x8| {
+                    let o = (row0 + i) * h3 + v * LANES;
+                    let s = sigmoid8(acc + load(g, o));
+                    store_n(g, o, (2 * h - v * LANES).min(LANES), s);
+                    if v * LANES < h {
+                        // Lanes past H multiply u by the zero padding of h.
+                        let hv = load(hprev, (hp_off + i) * hp + v * LANES);
+                        store(rh, (rh_off + i) * hp + v * LANES, s * hv);
+                    }
+                };
+                gemm_ep::<4, 3, _>(
+                    n,
+                    h,
+                    nvru,
+                    &hprev[hp_off * hp..],
+                    hp,
+                    1,
+                    cell.uru_t.data(),
+                    cell.uru_t.ld(),
+                    &mut epi,
+                );
+            }
+
+            // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
+            {
+                let mut epi = |i: usize, v: usize, acc: f32x8| {
+                    let row = row0 + i;
+                    let w = (h - v * LANES).min(LANES);
+                    let oc = row * h3 + 2 * h + v * LANES;
+                    let c = tanh8(acc + load(g, oc));
+                    let u = load(g, row * h3 + h + v * LANES);
+                    let hv = load(hprev, (hp_off + i) * hp + v * LANES);
+                    let hn = update(kind, hv, u, c, f32x8::splat(att[row])) & cell.masks[v];
+                    store_n(g, oc, w, c);
+                    store(hprev, (hn_off + i) * hp + v * LANES, hn);
+                    store_n(states, (perm[i] * steps + t) * h + v * LANES, w, hn);
+                };
+                gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
+            }
+
+            // Samples whose last step this was.
+            for i in active[t + 1]..n {
+                let p = perm[i];
+                last[p * h..(p + 1) * h].copy_from_slice(&hprev[(hn_off + i) * hp..(hn_off + i) * hp + h]);
+            }
+        }
+        self.cached = train;
+    }
+
+    /// Backward through the cached forward of the same samples: writes
+    /// `dx [nb, T, in]`, `d_att [nb, T]`, `dh0 [nb, H]` of the chunk and
+    /// overwrites the chunk's parameter gradients (`gw_*`, `gb`).
+    /// Consumes the cache (the gate buffer now holds gradients).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward(
+        &mut self,
+        cell: &GruCell,
+        inp: &SeqInput<'_, f32>,
+        b0: usize,
+        d_states: Option<&[f32]>,
+        d_last: Option<&[f32]>,
+        dx: &mut [f32],
+        d_att: &mut [f32],
+        dh0: &mut [f32],
+    ) {
+        let (h, hp, n_in, steps) = (cell.hidden, cell.hp, cell.input, inp.steps);
+        let kind = cell.kind;
+        let nb = self.nb;
+        assert!(self.cached, "backward needs the cache of a Mode::Train forward (consumed by one backward)");
+        assert_eq!(self.steps, steps, "backward: T differs from the cached forward");
+        assert_eq!(dh0.len(), nb * h, "backward: batch differs from the cached forward");
+        for (i, &p) in self.perm[..nb].iter().enumerate() {
+            assert_eq!(self.lens[i], inp.lengths[b0 + p], "backward: lengths differ from the cached forward");
+        }
+        self.cached = false;
+        let h3 = 3 * h;
+        let nvh = hp / LANES;
+        let uses_att = kind.uses_attention();
+        let Chunk { perm, lens, active, off, x, g, hprev, rh, att, dh, dgc, da, gw_ih_t, gw_hh_t, gb, .. } = self;
+        let (perm, lens) = (&perm[..nb], &lens[..nb]);
+        let rows = off[steps];
+
+        // Padded steps get zero gradient.
+        for (s, d) in dx.chunks_exact_mut(steps * n_in).enumerate() {
+            d[inp.lengths[b0 + s] * n_in..].fill(0.0);
+        }
+        for (s, d) in d_att.chunks_exact_mut(steps).enumerate() {
+            d[if uses_att { inp.lengths[b0 + s] } else { 0 }..].fill(0.0);
+        }
+        // Samples of length 0 pass d_last straight to h0.
+        for &p in &perm[active[0]..] {
+            let dst = &mut dh0[p * h..(p + 1) * h];
+            match d_last {
+                Some(dl) => dst.copy_from_slice(&dl[(b0 + p) * h..(b0 + p + 1) * h]),
+                None => dst.fill(0.0),
+            }
+        }
+
+        let tmax = lens.first().copied().unwrap_or(0);
+        for t in (0..tmax).rev() {
+            let n = active[t];
+            let row0 = off[t];
+            // Samples whose last step is t start from d_last.
+            for i in active[t + 1]..n {
+                let dst = &mut dh[i * hp..(i + 1) * hp];
+                dst.fill(0.0);
+                if let Some(dl) = d_last {
+                    let b = b0 + perm[i];
+                    dst[..h].copy_from_slice(&dl[b * h..(b + 1) * h]);
+                }
+            }
+
+            // Pass A: through the state update to dG_u, dG_c (in place of
+            // u, c), the direct part of dh_{t−1}, and ∂L/∂a.
+            for (i, &p) in perm[..n].iter().enumerate() {
+                let row = row0 + i;
+                let a = f32x8::splat(att[row]);
+                let mut da_acc = f32x8::ZERO;
+                for v in 0..nvh {
+                    let w = (h - v * LANES).min(LANES);
+                    let mut d = load(dh, i * hp + v * LANES);
+                    if let Some(ds) = d_states {
+                        d += load_n(ds, ((b0 + p) * steps + t) * h + v * LANES, w);
+                    }
+                    let ou = row * h3 + h + v * LANES;
+                    let oc = ou + h;
+                    let (u, c) = (load(g, ou), load(g, oc));
+                    let hv = load(hprev, row * hp + v * LANES);
+                    let [dhp, du, dc, dat] = update_grad(kind, d, hv, u, c, a);
+                    let dgcv = dc * c.mul_neg_add(c, f32x8::ONE);
+                    let dguv = du * u * (f32x8::ONE - u);
+                    store_n(g, ou, w, dguv);
+                    store_n(g, oc, w, dgcv);
+                    store(dgc, i * hp + v * LANES, dgcv & cell.masks[v]);
+                    store(dh, i * hp + v * LANES, dhp & cell.masks[v]);
+                    da_acc += dat & cell.masks[v];
+                }
+                da[row] = if kind == CellKind::Aigru { 0.0 } else { da_acc.reduce_add() };
+            }
+
+            // Pass B: dq = dG_c · U_c is ∂L/∂(r ∘ h_{t−1}); it gives dG_r
+            // and the reset path of dh_{t−1}.
+            {
+                let hprev: &[f32] = hprev;
+                let mut epi = |i: usize, v: usize, dq: f32x8| {
+                    let row = row0 + i;
+                    let o = row * h3 + v * LANES;
+                    let r = load(g, o);
+                    let hv = load(hprev, row * hp + v * LANES);
+                    let dgr = dq * hv * r * (f32x8::ONE - r);
+                    store_n(g, o, (h - v * LANES).min(LANES), dgr);
+                    let od = i * hp + v * LANES;
+                    let cur = load(dh, od);
+                    store(dh, od, dq.mul_add(r, cur));
+                };
+                gemm_ep::<4, 3, _>(n, h, nvh, dgc, hp, 1, cell.uc.data(), cell.uc.ld(), &mut epi);
+            }
+
+            // Pass C: dh_{t−1} += [dG_r | dG_u] · U_ru.
+            {
+                let mut epi = |i: usize, v: usize, acc: f32x8| {
+                    let od = i * hp + v * LANES;
+                    let cur = load(dh, od);
+                    store(dh, od, acc + cur);
+                };
+                gemm_ep::<4, 3, _>(n, 2 * h, nvh, &g[row0 * h3..], h3, 1, cell.uru.data(), cell.uru.ld(), &mut epi);
+            }
+        }
+        for (i, &p) in perm[..active[0]].iter().enumerate() {
+            dh0[p * h..(p + 1) * h].copy_from_slice(&dh[i * hp..i * hp + h]);
+        }
+
+        // dX = dG · W_ih for all rows at once (blocked by step to map rows
+        // back to samples), then scaled by a for AIGRU.
+        let nvin = cell.wih.nvec();
+        for t in 0..tmax {
+            let row0 = off[t];
+            let mut epi = |i: usize, v: usize, acc: f32x8| {
+                let w = (n_in - v * LANES).min(LANES);
+                let bt = perm[i] * steps + t;
+                let o = bt * n_in + v * LANES;
+                if kind == CellKind::Aigru {
+                    let row = row0 + i;
+                    let xo = load_n(inp.x, b0 * steps * n_in + o, w);
+                    da[row] += (acc * xo).reduce_add();
+                    store_n(dx, o, w, acc * f32x8::splat(att[row]));
+                } else {
+                    store_n(dx, o, w, acc);
+                }
+            };
+            gemm_ep::<4, 3, _>(active[t], h3, nvin, &g[row0 * h3..], h3, 1, cell.wih.data(), cell.wih.ld(), &mut epi);
+        }
+        if uses_att {
+            for t in 0..tmax {
+                for (i, &p) in perm[..active[t]].iter().enumerate() {
+                    d_att[p * steps + t] = da[off[t] + i];
+                }
+            }
+        }
+
+        // Parameter gradients of this chunk, as products over all rows.
+        gw_ih_t[..n_in * h3].fill(0.0);
+        gw_hh_t[..h * h3].fill(0.0);
+        gemm_acc_long_k(n_in, rows, h3, x, 1, n_in, g, h3, gw_ih_t, h3);
+        gemm_acc_long_k(h, rows, 2 * h, hprev, 1, hp, g, h3, gw_hh_t, h3);
+        gemm_acc_long_k(h, rows, h, rh, 1, hp, &g[2 * h..], h3, &mut gw_hh_t[2 * h..], h3);
+        // Bias: column sums of dG, 8 vectors at a time.
+        let nv3 = h3.div_ceil(LANES);
+        let mut v0 = 0;
+        while v0 < nv3 {
+            let nv = (nv3 - v0).min(8);
+            let mut acc = [f32x8::ZERO; 8];
+            for r in 0..rows {
+                for (j, s) in acc[..nv].iter_mut().enumerate() {
+                    *s += load(g, r * h3 + (v0 + j) * LANES);
+                }
+            }
+            for (j, s) in acc[..nv].iter().enumerate() {
+                let c = (v0 + j) * LANES;
+                store_n(gb, c, (h3 - c).min(LANES), *s);
+            }
+            v0 += nv;
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Fast fused `f32` cells (GRU, AUGRU, AUGRU-ref, AGRU, AIGRU): forward and
+//! hand-written backward through time, batch-parallel, allocation-free once
+//! the workspace has grown.
+//!
+//! Same semantics and layouts as [`super::reference`] (see [`super`]): `x
+//! [B, T, in]`, `states [B, T, H]` zero at padded steps, `last [B, H]`.
+//!
+//! # Design
+//!
+//! **Chunks.** The batch is cut into chunks of [`CHUNK`] consecutive
+//! samples, a constant independent of the thread count. Chunks run in
+//! parallel on the current rayon pool, each with its own scratch and its
+//! own parameter-gradient buffer; those are added to the caller's gradients
+//! in chunk order afterwards. Every chunk computes the same thing whichever
+//! thread runs it, so results are bit-identical for any number of threads.
+//!
+//! **Length-sorted, time-major compact rows.** Within a chunk, samples are
+//! ordered by length, longest first (the permutation is kept in the
+//! workspace), so the samples active at step `t` are a prefix `0..n_t`.
+//! Every per-step matrix stores step `t`'s rows as one contiguous block, so
+//! step `t`'s products run on the `n_t` active rows only, inactive samples
+//! keep their state untouched, and padded steps cost nothing.
+//!
+//! **Forward.** The input projection of all steps, `G = X · W_ihᵀ + b`, is
+//! hoisted out of the time loop as one product over all compact rows. Each
+//! step then runs two recurrent products with fused epilogues:
+//! 1. `h_{t−1} · U_ruᵀ`; its epilogue adds `G_ru`, applies σ, stores `r, u`
+//!    and `r ∘ h_{t−1}`;
+//! 2. `(r ∘ h_{t−1}) · U_cᵀ`; its epilogue adds `G_c`, applies tanh and the
+//!    kind's state update, and writes the new state (cache and output).
+//!
+//! It takes two products because the reset gate is applied *before* the
+//! candidate's product (SPEC §3): product 2's left operand needs `r` for
+//! every hidden unit, so product 1 must be complete first. In training the
+//! cache keeps `r, u, c`, the previous states and `r ∘ h_{t−1}` of every
+//! step (plus the gathered inputs and scores); in inference states are
+//! updated in place and nothing is kept.
+//!
+//! **Backward.** Per step, in reverse: a fused pass through the state update
+//! gives `∂L/∂` of the `u` and `c` pre-activations, the direct part of
+//! `dh_{t−1}` and `∂L/∂a`; the product `dG_c · U_c` gives `∂L/∂(r∘h_{t−1})`,
+//! whose epilogue forms `dG_r` and the reset path of `dh_{t−1}`; the product
+//! `[dG_r | dG_u] · U_ru` completes `dh_{t−1}`. The pre-activation
+//! gradients of every step are kept (in place of the gates), and after the
+//! time loop the parameter and input gradients are products over all rows:
+//! `dW_ih = dGᵀ·X`, `dW_hh(ru) = dG_ruᵀ·H_prev`, `dW_hh(c) = dG_cᵀ·(R∘H_prev)`,
+//! `db` = column sums, `dX = dG · W_ih`.
+//!
+//! **Products.** All products use one register-tiled `f32x8` kernel whose
+//! epilogue closure receives each finished accumulator (`kernel` module).
+//! It reads weights packed once per [`GruCell::set_params`] (`W_ihᵀ, U_ruᵀ,
+//! U_cᵀ` forward; `U_c, U_ru, W_ih` backward) and never allocates. (A
+//! general GEMM such as `gemm::gemm` allocates a packing buffer per call, so
+//! it is not used here.)
+//!
+//! **Widths not a multiple of 8** (`H = 36`). Per-step state rows are
+//! padded to `Hp = pad8(H)` with zero padding lanes (kept zero by a lane
+//! mask); the gate and input matrices are unpadded, and their last vector
+//! per row is stored with a masked (partial) store. Loads may read past a
+//! row's end into the next row or the buffers' slack; those lanes never
+//! reach a stored or summed value.
+
+mod chunk;
+mod kernel;
+
+use rayon::prelude::*;
+use wide::f32x8;
+
+use self::chunk::Chunk;
+use self::kernel::{Packed, lane_masks, pad8};
+use super::{CellKind, GruGrads, GruParams, SeqInput};
+
+/// Samples per batch chunk: the unit of parallel work and of the fixed
+/// gradient-reduction order.
+pub const CHUNK: usize = 32;
+
+/// Whether a forward pass keeps what backward needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep the cache for one [`GruCell::backward`].
+    Train,
+    /// Keep nothing (states are updated in place).
+    Infer,
+}
+
+/// A fast cell of a given kind and widths, with its packed weights.
+#[derive(Clone, Debug)]
+pub struct GruCell {
+    kind: CellKind,
+    input: usize,
+    hidden: usize,
+    /// `pad8(hidden)`.
+    hp: usize,
+    /// `W_ihᵀ [in, 3H]` (forward input projection).
+    wih_t: Packed,
+    /// `U_ruᵀ [H, 2H]` (forward product 1).
+    uru_t: Packed,
+    /// `U_cᵀ [H, H]` (forward product 2).
+    uc_t: Packed,
+    /// `U_c [H, H]` (backward, `dG_c · U_c`).
+    uc: Packed,
+    /// `U_ru [2H, H]` (backward, `[dG_r | dG_u] · U_ru`).
+    uru: Packed,
+    /// `W_ih [3H, in]` (backward, `dX = dG · W_ih`).
+    wih: Packed,
+    /// Bias `[3H]`, zero-padded to a multiple of 8.
+    b: Vec<f32>,
+    /// Lane masks of a width-`H` row.
+    masks: Vec<f32x8>,
+    has_params: bool,
+}
+
+impl GruCell {
+    /// A cell with no parameters yet (call [`GruCell::set_params`]).
+    /// Panics if a width is zero.
+    pub fn new(kind: CellKind, input: usize, hidden: usize) -> Self {
+        assert!(input > 0 && hidden > 0, "GruCell: widths must be positive (input {input}, hidden {hidden})");
+        Self {
+            kind,
+            input,
+            hidden,
+            hp: pad8(hidden),
+            wih_t: Packed::default(),
+            uru_t: Packed::default(),
+            uc_t: Packed::default(),
+            uc: Packed::default(),
+            uru: Packed::default(),
+            wih: Packed::default(),
+            b: vec![0.0; pad8(3 * hidden)],
+            masks: lane_masks(hidden),
+            has_params: false,
+        }
+    }
+
+    /// The cell's kind.
+    pub fn kind(&self) -> CellKind {
+        self.kind
+    }
+    /// Input width.
+    pub fn input(&self) -> usize {
+        self.input
+    }
+    /// Hidden width `H`.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Packs the parameters (after every optimiser step). Allocates only on
+    /// the first call. Panics if their widths differ from the cell's.
+    pub fn set_params(&mut self, p: &GruParams<'_, f32>) {
+        p.check();
+        assert!(p.input == self.input && p.hidden == self.hidden, "set_params: widths differ from the cell's");
+        let (h, n) = (self.hidden, self.input);
+        let (u_ru, u_c) = p.w_hh.split_at(2 * h * h);
+        self.wih_t.fill_t(p.w_ih, 3 * h, n);
+        self.uru_t.fill_t(u_ru, 2 * h, h);
+        self.uc_t.fill_t(u_c, h, h);
+        self.uc.fill_n(u_c, h, h);
+        self.uru.fill_n(u_ru, 2 * h, h);
+        self.wih.fill_n(p.w_ih, 3 * h, n);
+        self.b[..3 * h].copy_from_slice(p.b);
+        self.has_params = true;
+    }
+
+    fn check_input(&self, input: &SeqInput<'_, f32>) {
+        assert!(self.has_params, "GruCell: set_params was never called");
+        let shape = GruParams::<f32> { w_ih: &[], w_hh: &[], b: &[], input: self.input, hidden: self.hidden };
+        input.check(self.kind, &shape);
+    }
+
+    /// Runs the cell over the batch: writes `states [B, T, H]` (zero at
+    /// padded steps) and `last [B, H]`. In [`Mode::Train`] the workspace
+    /// keeps the cache for one [`GruCell::backward`] on the same input.
+    pub fn forward(
+        &self,
+        input: &SeqInput<'_, f32>,
+        ws: &mut CellWorkspace,
+        mode: Mode,
+        states: &mut [f32],
+        last: &mut [f32],
+    ) {
+        self.check_input(input);
+        let (b, t, h) = (input.batch, input.steps, self.hidden);
+        assert_eq!(states.len(), b * t * h, "states must be [B, T, H]");
+        assert_eq!(last.len(), b * h, "last must be [B, H]");
+        let train = mode == Mode::Train;
+        ws.tag = None;
+        if t == 0 {
+            // Nothing runs: every sample has length 0.
+            match input.h0 {
+                Some(h0) => last.copy_from_slice(h0),
+                None => last.fill(0.0),
+            }
+        } else if b > 0 {
+            let nc = b.div_ceil(CHUNK);
+            ws.ensure_chunks(nc);
+            ws.chunks[..nc]
+                .par_iter_mut()
+                .zip(states.par_chunks_mut(CHUNK * t * h))
+                .zip(last.par_chunks_mut(CHUNK * h))
+                .enumerate()
+                .for_each(|(c, ((ch, st), la))| ch.forward(self, input, c * CHUNK, train, st, la));
+        }
+        if train {
+            ws.tag = Some(Tag { kind: self.kind, input: self.input, hidden: self.hidden, batch: b, steps: t });
+        }
+    }
+
+    /// Backward through the [`Mode::Train`] forward cached in `ws` (same
+    /// `input`). `d_states [B, T, H]` (padded entries ignored) and `d_last
+    /// [B, H]` are the output gradients, `None` meaning zero. Parameter
+    /// gradients are *accumulated* into `grads`; `dx [B, T, in]`, `d_att [B,
+    /// T]` and `dh0 [B, H]` are overwritten (zero at padded steps; `d_att`
+    /// all zero for [`CellKind::Gru`]). Consumes the cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        input: &SeqInput<'_, f32>,
+        ws: &mut CellWorkspace,
+        d_states: Option<&[f32]>,
+        d_last: Option<&[f32]>,
+        grads: &mut GruGrads<f32>,
+        dx: &mut [f32],
+        d_att: Option<&mut [f32]>,
+        dh0: Option<&mut [f32]>,
+    ) {
+        self.check_input(input);
+        let (b, t, h, n) = (input.batch, input.steps, self.hidden, self.input);
+        let tag = Tag { kind: self.kind, input: n, hidden: h, batch: b, steps: t };
+        assert!(ws.tag == Some(tag), "backward needs the cache of a Mode::Train forward of this cell and input");
+        ws.tag = None;
+        if let Some(ds) = d_states {
+            assert_eq!(ds.len(), b * t * h, "d_states must be [B, T, H]");
+        }
+        if let Some(dl) = d_last {
+            assert_eq!(dl.len(), b * h, "d_last must be [B, H]");
+        }
+        assert_eq!(dx.len(), b * t * n, "dx must be [B, T, in]");
+        assert_eq!(grads.w_ih.len(), 3 * h * n, "grads.w_ih must be [3H, in]");
+        assert_eq!(grads.w_hh.len(), 3 * h * h, "grads.w_hh must be [3H, H]");
+        assert_eq!(grads.b.len(), 3 * h, "grads.b must be [3H]");
+        let CellWorkspace { chunks, att_sink, h0_sink, .. } = ws;
+        let d_att: &mut [f32] = match d_att {
+            Some(d) => {
+                assert_eq!(d.len(), b * t, "d_att must be [B, T]");
+                d
+            }
+            None => {
+                chunk_grow(att_sink, b * t);
+                &mut att_sink[..b * t]
+            }
+        };
+        let dh0: &mut [f32] = match dh0 {
+            Some(d) => {
+                assert_eq!(d.len(), b * h, "dh0 must be [B, H]");
+                d
+            }
+            None => {
+                chunk_grow(h0_sink, b * h);
+                &mut h0_sink[..b * h]
+            }
+        };
+        if t == 0 {
+            match d_last {
+                Some(dl) => dh0.copy_from_slice(dl),
+                None => dh0.fill(0.0),
+            }
+            return;
+        }
+        if b == 0 {
+            return;
+        }
+        let nc = b.div_ceil(CHUNK);
+        chunks[..nc]
+            .par_iter_mut()
+            .zip(dx.par_chunks_mut(CHUNK * t * n))
+            .zip(d_att.par_chunks_mut(CHUNK * t))
+            .zip(dh0.par_chunks_mut(CHUNK * h))
+            .enumerate()
+            .for_each(|(c, (((ch, dxc), dac), dhc))| {
+                ch.backward(self, input, c * CHUNK, d_states, d_last, dxc, dac, dhc)
+            });
+        // Fixed reduction order: chunk 0, 1, 2, ...
+        let h3 = 3 * h;
+        for ch in &chunks[..nc] {
+            for g in 0..h3 {
+                for p in 0..n {
+                    grads.w_ih[g * n + p] += ch.gw_ih_t[p * h3 + g];
+                }
+                for p in 0..h {
+                    grads.w_hh[g * h + p] += ch.gw_hh_t[p * h3 + g];
+                }
+                grads.b[g] += ch.gb[g];
+            }
+        }
+    }
+}
+
+/// What the cached forward was run on (checked by backward).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tag {
+    kind: CellKind,
+    input: usize,
+    hidden: usize,
+    batch: usize,
+    steps: usize,
+}
+
+/// Scratch of [`GruCell`] and the cache backward needs. Grows on first use
+/// and is reused: calls of the same or smaller size never allocate. One
+/// workspace holds one cached forward at a time.
+#[derive(Debug, Default)]
+pub struct CellWorkspace {
+    chunks: Vec<Chunk>,
+    tag: Option<Tag>,
+    att_sink: Vec<f32>,
+    h0_sink: Vec<f32>,
+}
+
+impl CellWorkspace {
+    /// An empty workspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn ensure_chunks(&mut self, nc: usize) {
+        if self.chunks.len() < nc {
+            self.chunks.resize_with(nc, Chunk::default);
+        }
+    }
+}
+
+fn chunk_grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
