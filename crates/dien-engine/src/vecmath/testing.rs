@@ -103,11 +103,22 @@ impl UnaryOpTester {
     /// Measures `xs` and panics, naming the worst input, if a bound is broken.
     pub fn check(&self, xs: &[f32], what: &str) -> Report {
         let rep = self.measure(xs);
-        // Shown with `--nocapture`: the measured worst cases behind the bounds.
+        self.print(&rep, what);
+        self.assert_within_bounds(&rep, what);
+        rep
+    }
+
+    /// Prints a report; shown with `--nocapture`: the measured worst cases
+    /// behind the stated bounds.
+    fn print(&self, rep: &Report, what: &str) {
         eprintln!(
-            "{:<12} {what:<14} {:>7} points: max {:.3} ulp at x = {:e}; max rel {:.3e} at x = {:e}",
+            "{:<12} {what:<14} {:>10} points: max {:.3} ulp at x = {:e}; max rel {:.3e} at x = {:e}",
             self.name, rep.points, rep.max_ulp, rep.worst_ulp_input, rep.max_rel, rep.worst_rel_input
         );
+    }
+
+    /// Panics, naming the worst input, if the report breaks a bound.
+    fn assert_within_bounds(&self, rep: &Report, what: &str) {
         let show = |x: f32| {
             let mut y = [0.0f32];
             (self.op)(&[x], &mut y);
@@ -130,7 +141,6 @@ impl UnaryOpTester {
                 show(rep.worst_rel_input)
             );
         }
-        rep
     }
 
     /// Dense, evenly spaced grid of `n` points over the range, ends included.
@@ -168,6 +178,39 @@ impl UnaryOpTester {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let xs: Vec<f32> = (0..n).map(|_| f32::from_bits(rng.random())).collect();
         self.check(&xs, "random bits")
+    }
+
+    /// Every `f32` with `min_abs ≤ |x| < max_abs`, both signs, in chunks.
+    pub fn check_all_floats(&self, min_abs: f32, max_abs: f32) -> Report {
+        const CHUNK: u32 = 1 << 20;
+        let mut worst: Option<Report> = None;
+        let mut xs = Vec::with_capacity(2 * CHUNK as usize);
+        let (lo, hi) = (min_abs.to_bits(), max_abs.to_bits());
+        let mut start = lo;
+        while start < hi {
+            let end = hi.min(start.saturating_add(CHUNK));
+            xs.clear();
+            for b in start..end {
+                xs.push(f32::from_bits(b));
+                xs.push(-f32::from_bits(b));
+            }
+            let r = self.measure(&xs);
+            self.assert_within_bounds(&r, "all floats");
+            worst = Some(match worst {
+                None => r,
+                Some(w) => Report {
+                    points: w.points + r.points,
+                    max_ulp: w.max_ulp.max(r.max_ulp),
+                    worst_ulp_input: if r.max_ulp > w.max_ulp { r.worst_ulp_input } else { w.worst_ulp_input },
+                    max_rel: w.max_rel.max(r.max_rel),
+                    worst_rel_input: if r.max_rel > w.max_rel { r.worst_rel_input } else { w.worst_rel_input },
+                },
+            });
+            start = end;
+        }
+        let w = worst.expect("empty magnitude range");
+        self.print(&w, "all floats");
+        w
     }
 
     /// Every length `0..=67` (all tail sizes, several full registers): the
