@@ -145,7 +145,7 @@ pub fn small_gemm(m: usize, a: &[f32], lda: usize, b: &PackedRhs, c: &mut [f32],
     let mut i = 0;
     // SAFETY (all calls below): `check_args` asserted that rows `i < m` of A
     // hold `k` readable values at `i·lda` and rows of C hold `n` writable
-    // values at `i·ldc`; each tile reads rows `i..i+R < =m` of A, vectors
+    // values at `i·ldc`; each tile reads rows `i..i+R ≤ m` of A, vectors
     // `v0..v0+V ≤ nvec` of each of the `k` packed rows of B (`data.len() ==
     // k·nvec`), and writes only columns `< n` of rows `i..i+R` of C.
     while i < m {
@@ -155,20 +155,12 @@ pub fn small_gemm(m: usize, a: &[f32], lda: usize, b: &PackedRhs, c: &mut [f32],
             let width = (nvec - v0).div_ceil(nblocks - blk);
             unsafe {
                 let (a_i, c_i) = (ap.add(i * lda), cp.add(i * ldc));
-                match (rows, width) {
-                    (4, 3) => t.run::<4, 3>(a_i, bp, c_i, v0),
-                    (4, 2) => t.run::<4, 2>(a_i, bp, c_i, v0),
-                    (4, 1) => t.run::<4, 1>(a_i, bp, c_i, v0),
-                    (3, 3) => t.run::<3, 3>(a_i, bp, c_i, v0),
-                    (3, 2) => t.run::<3, 2>(a_i, bp, c_i, v0),
-                    (3, 1) => t.run::<3, 1>(a_i, bp, c_i, v0),
-                    (2, 3) => t.run::<2, 3>(a_i, bp, c_i, v0),
-                    (2, 2) => t.run::<2, 2>(a_i, bp, c_i, v0),
-                    (2, 1) => t.run::<2, 1>(a_i, bp, c_i, v0),
-                    (1, 3) => t.run::<1, 3>(a_i, bp, c_i, v0),
-                    (1, 2) => t.run::<1, 2>(a_i, bp, c_i, v0),
-                    (1, 1) => t.run::<1, 1>(a_i, bp, c_i, v0),
-                    _ => unreachable!("tile {rows}x{width} exceeds {MR}x{NV}"),
+                match rows {
+                    1 => t.cols::<1>(a_i, bp, c_i, v0, width),
+                    2 => t.cols::<2>(a_i, bp, c_i, v0, width),
+                    3 => t.cols::<3>(a_i, bp, c_i, v0, width),
+                    4 => t.cols::<4>(a_i, bp, c_i, v0, width),
+                    _ => unreachable!("{rows} rows exceed MR = {MR}"),
                 }
             }
             v0 += width;
@@ -190,6 +182,23 @@ struct Tile {
 }
 
 impl Tile {
+    /// Dispatches a tile of `R` rows and `width ≤ NV` vectors.
+    ///
+    /// # Safety
+    /// As [`Tile::run`] with `V = width`.
+    #[inline(always)]
+    unsafe fn cols<const R: usize>(&self, a: *const f32, b: *const f32x8, c: *mut f32, v0: usize, width: usize) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match width {
+                1 => self.run::<R, 1>(a, b, c, v0),
+                2 => self.run::<R, 2>(a, b, c, v0),
+                3 => self.run::<R, 3>(a, b, c, v0),
+                _ => unreachable!("{width} vectors exceed NV = {NV}"),
+            }
+        }
+    }
+
     /// `C[0..R, 8·v0 .. 8·(v0+V)] (+)= A[0..R, :] · B[:, same columns]`,
     /// storing only columns `< n`.
     ///
@@ -200,7 +209,8 @@ impl Tile {
     #[inline(always)]
     unsafe fn run<const R: usize, const V: usize>(&self, a: *const f32, b: *const f32x8, c: *mut f32, v0: usize) {
         let mut s = [[f32x8::ZERO; V]; R];
-        let mut bp = unsafe { b.add(v0) };
+        // Wrapping: with `k == 0` the pack is empty and nothing is read.
+        let mut bp = b.wrapping_add(v0);
         for p in 0..self.k {
             // SAFETY: `p < k` and `v0 + v < nvec`: inside the pack; rows
             // `r < R` of A hold `k` values.
