@@ -1,0 +1,425 @@
+//! Attention (SPEC §5) over chunks of samples, forward and backward.
+//!
+//! `mlp` form with the algebra of SPEC §13: the first layer acts on
+//! `z_t = [q; k_t; q − k_t; q ∘ k_t]`, so with `W1 = [Wq | Wk | Wd | Wp]`
+//!
+//! ```text
+//! W1 z_t + b1 = (Wk − Wd)·k_t + Wp·(q ∘ k_t) + [(Wq + Wd)·q + b1]
+//! ```
+//!
+//! The bracket is computed once per sample and the per-step product has
+//! inner width `2A` instead of `4A`.
+
+use dien_engine::gemm::small::Accumulate;
+
+use super::dense::{Dense, axpy, dot, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use crate::config::AttForm;
+use crate::params::ParamStore;
+
+/// Hidden widths of the attention MLP (SPEC §5).
+pub(crate) const F1: usize = 80;
+pub(crate) const F2: usize = 40;
+
+/// Packed attention weights.
+#[derive(Clone, Debug)]
+pub(crate) struct AttPacked {
+    pub form: AttForm,
+    /// Key width `A`.
+    pub a: usize,
+    /// Query (target item) width `E`.
+    pub e: usize,
+    // mlp form
+    q: Dense,
+    q_b: Vec<f32>,
+    prelu: Vec<f32>,
+    /// `[Wk − Wd | Wp]`, shape `[F1, 2A]`.
+    fc1_kp: Dense,
+    /// `Wq + Wd`, shape `[F1, A]`.
+    fc1_q: Dense,
+    fc1_b: Vec<f32>,
+    fc2: Dense,
+    fc2_b: Vec<f32>,
+    fc3_w: Vec<f32>,
+    fc3_b: f32,
+    // bilinear form: `att.w [A, E]`
+    bil: Dense,
+    tmp_kp: Vec<f32>,
+    tmp_q: Vec<f32>,
+}
+
+/// Per-chunk attention gradients (full SPEC tensors).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AttGrads {
+    pub q_w: Vec<f32>,
+    pub q_b: Vec<f32>,
+    pub prelu: Vec<f32>,
+    pub fc1_w: Vec<f32>,
+    pub fc1_b: Vec<f32>,
+    pub fc2_w: Vec<f32>,
+    pub fc2_b: Vec<f32>,
+    pub fc3_w: Vec<f32>,
+    pub fc3_b: Vec<f32>,
+    pub bil_w: Vec<f32>,
+}
+
+impl AttGrads {
+    fn new(form: AttForm, a: usize, e: usize) -> Self {
+        match form {
+            AttForm::Mlp => Self {
+                q_w: vec![0.0; a * e],
+                q_b: vec![0.0; a],
+                prelu: vec![0.0; a],
+                fc1_w: vec![0.0; F1 * 4 * a],
+                fc1_b: vec![0.0; F1],
+                fc2_w: vec![0.0; F2 * F1],
+                fc2_b: vec![0.0; F2],
+                fc3_w: vec![0.0; F2],
+                fc3_b: vec![0.0; 1],
+                bil_w: Vec::new(),
+            },
+            AttForm::Bilinear => Self { bil_w: vec![0.0; a * e], ..Default::default() },
+        }
+    }
+
+    pub fn zero(&mut self) {
+        for v in self.tensors_mut() {
+            v.1.fill(0.0);
+        }
+    }
+
+    /// `(SPEC name, gradient)` pairs.
+    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        vec![
+            ("att.q.w", &mut self.q_w),
+            ("att.q.b", &mut self.q_b),
+            ("att.q.prelu", &mut self.prelu),
+            ("att.fc1.w", &mut self.fc1_w),
+            ("att.fc1.b", &mut self.fc1_b),
+            ("att.fc2.w", &mut self.fc2_w),
+            ("att.fc2.b", &mut self.fc2_b),
+            ("att.fc3.w", &mut self.fc3_w),
+            ("att.fc3.b", &mut self.fc3_b),
+            ("att.w", &mut self.bil_w),
+        ]
+    }
+}
+
+impl AttPacked {
+    pub fn new(form: AttForm, a: usize, e: usize) -> Self {
+        Self {
+            form,
+            a,
+            e,
+            q: Dense::new(a, e),
+            q_b: vec![0.0; a],
+            prelu: vec![0.0; a],
+            fc1_kp: Dense::new(F1, 2 * a),
+            fc1_q: Dense::new(F1, a),
+            fc1_b: vec![0.0; F1],
+            fc2: Dense::new(F2, F1),
+            fc2_b: vec![0.0; F2],
+            fc3_w: vec![0.0; F2],
+            fc3_b: 0.0,
+            bil: Dense::new(a, e),
+            tmp_kp: vec![0.0; F1 * 2 * a],
+            tmp_q: vec![0.0; F1 * a],
+        }
+    }
+
+    /// Repacks from the parameter store (no allocation).
+    pub fn set(&mut self, p: &ParamStore<f32>) {
+        let a = self.a;
+        match self.form {
+            AttForm::Mlp => {
+                self.q.set(p.get("att.q.w"));
+                self.q_b.copy_from_slice(p.get("att.q.b"));
+                self.prelu.copy_from_slice(p.get("att.q.prelu"));
+                let w1 = p.get("att.fc1.w");
+                for o in 0..F1 {
+                    let row = &w1[o * 4 * a..(o + 1) * 4 * a];
+                    let (wq, rest) = row.split_at(a);
+                    let (wk, rest) = rest.split_at(a);
+                    let (wd, wp) = rest.split_at(a);
+                    for j in 0..a {
+                        self.tmp_kp[o * 2 * a + j] = wk[j] - wd[j];
+                        self.tmp_kp[o * 2 * a + a + j] = wp[j];
+                        self.tmp_q[o * a + j] = wq[j] + wd[j];
+                    }
+                }
+                self.fc1_kp.set(&self.tmp_kp);
+                self.fc1_q.set(&self.tmp_q);
+                self.fc1_b.copy_from_slice(p.get("att.fc1.b"));
+                self.fc2.set(p.get("att.fc2.w"));
+                self.fc2_b.copy_from_slice(p.get("att.fc2.b"));
+                self.fc3_w.copy_from_slice(p.get("att.fc3.w"));
+                self.fc3_b = p.get("att.fc3.b")[0];
+            }
+            AttForm::Bilinear => self.bil.set(p.get("att.w")),
+        }
+    }
+}
+
+/// Scratch and cache of one chunk of `bc` samples with `t` steps.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AttChunk {
+    bc: usize,
+    t: usize,
+    /// Query pre-activation `[bc, A]` (mlp) or `att.w·e_a` `[bc, A]` (bilinear).
+    q_pre: Vec<f32>,
+    /// Query after PReLU `[bc, A]`.
+    q: Vec<f32>,
+    /// Per-sample constant of the first layer `[bc, F1]`.
+    cb: Vec<f32>,
+    /// `[k_t | q ∘ k_t]` rows `[bc·t, 2A]`.
+    x1: Vec<f32>,
+    y1: Vec<f32>,
+    y2: Vec<f32>,
+    /// Attention weights `[bc, t]`.
+    pub weights: Vec<f32>,
+    // backward scratch
+    ds: Vec<f32>,
+    g2: Vec<f32>,
+    g1: Vec<f32>,
+    dx1: Vec<f32>,
+    gsum: Vec<f32>,
+    dq: Vec<f32>,
+    tmp_p: Vec<f32>,
+    tmp_q: Vec<f32>,
+    tmp_r: Vec<f32>,
+    pub grads: AttGrads,
+}
+
+fn resize(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+impl AttChunk {
+    /// Sizes the buffers for `bc` samples of `t` steps (grows only).
+    pub fn prepare(&mut self, pk: &AttPacked, bc: usize, t: usize) {
+        let (a, rows) = (pk.a, bc * t);
+        self.bc = bc;
+        self.t = t;
+        for (v, n) in [
+            (&mut self.q_pre, bc * a),
+            (&mut self.q, bc * a),
+            (&mut self.cb, bc * F1),
+            (&mut self.x1, rows * 2 * a),
+            (&mut self.y1, rows * F1),
+            (&mut self.y2, rows * F2),
+            (&mut self.weights, rows),
+            (&mut self.ds, rows),
+            (&mut self.g2, rows * F2),
+            (&mut self.g1, rows * F1),
+            (&mut self.dx1, rows * 2 * a),
+            (&mut self.gsum, bc * F1),
+            (&mut self.dq, bc * a),
+            (&mut self.tmp_p, F1 * a),
+            (&mut self.tmp_q, F1 * a),
+            (&mut self.tmp_r, F1 * a),
+        ] {
+            resize(v, n);
+        }
+        if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
+            self.grads = AttGrads::new(pk.form, a, pk.e);
+        }
+    }
+
+    /// Scores and softmax weights for `bc` samples: `keys [bc, t, A]`,
+    /// `e_a [bc, E]`, `lengths [bc]`. Weights at padded steps are zero.
+    pub fn forward(&mut self, pk: &AttPacked, keys: &[f32], e_a: &[f32], lengths: &[usize]) {
+        let (a, bc, t) = (pk.a, self.bc, self.t);
+        let rows = bc * t;
+        match pk.form {
+            AttForm::Mlp => {
+                pk.q.forward(bc, e_a, pk.e, &pk.q_b, &mut self.q_pre, a);
+                for (qv, (&z, &s)) in
+                    self.q[..bc * a].iter_mut().zip(self.q_pre[..bc * a].iter().zip(pk.prelu.iter().cycle()))
+                {
+                    *qv = if z > 0.0 { z } else { s * z };
+                }
+                pk.fc1_q.forward(bc, &self.q, a, &pk.fc1_b, &mut self.cb, F1);
+                for s in 0..bc {
+                    let q = &self.q[s * a..(s + 1) * a];
+                    for tt in 0..t {
+                        let r = s * t + tt;
+                        let x = &mut self.x1[r * 2 * a..(r + 1) * 2 * a];
+                        if tt < lengths[s] {
+                            let k = &keys[r * a..(r + 1) * a];
+                            x[..a].copy_from_slice(k);
+                            for j in 0..a {
+                                x[a + j] = q[j] * k[j];
+                            }
+                        } else {
+                            x.fill(0.0);
+                        }
+                        self.y1[r * F1..(r + 1) * F1].copy_from_slice(&self.cb[s * F1..(s + 1) * F1]);
+                    }
+                }
+                pk.fc1_kp.forward_acc(rows, &self.x1, 2 * a, &mut self.y1, F1, Accumulate::Yes);
+                sigmoid_inplace(&mut self.y1[..rows * F1]);
+                pk.fc2.forward(rows, &self.y1, F1, &pk.fc2_b, &mut self.y2, F2);
+                sigmoid_inplace(&mut self.y2[..rows * F2]);
+                for r in 0..rows {
+                    self.weights[r] = dot(&self.y2[r * F2..(r + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+                }
+            }
+            AttForm::Bilinear => {
+                // v = att.w · e_a, s_t = k_t · v
+                pk.bil.forward(bc, e_a, pk.e, &[], &mut self.q_pre, a);
+                for s in 0..bc {
+                    let v = &self.q_pre[s * a..(s + 1) * a];
+                    for tt in 0..lengths[s] {
+                        let r = s * t + tt;
+                        self.weights[r] = dot(&keys[r * a..(r + 1) * a], v);
+                    }
+                }
+            }
+        }
+        // Masked, max-subtracted softmax per sample (in place over the scores).
+        for s in 0..bc {
+            let w = &mut self.weights[s * t..(s + 1) * t];
+            let l = lengths[s];
+            if l > 0 {
+                let m = w[..l].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0;
+                for v in &mut w[..l] {
+                    *v = (*v - m).exp();
+                    z += *v;
+                }
+                let inv = 1.0 / z;
+                for v in &mut w[..l] {
+                    *v *= inv;
+                }
+            }
+            w[l..].fill(0.0);
+        }
+    }
+
+    /// Backward from `d_weights [bc, t]` (ignored at padded steps):
+    /// accumulates `d_keys [bc, t, A]`, `d_e_a [bc, E]` and the chunk's
+    /// parameter gradients (`self.grads`, which the caller zeroes).
+    pub fn backward(
+        &mut self,
+        pk: &AttPacked,
+        keys: &[f32],
+        e_a: &[f32],
+        lengths: &[usize],
+        d_weights: &[f32],
+        d_keys: &mut [f32],
+        d_e_a: &mut [f32],
+    ) {
+        let (a, bc, t) = (pk.a, self.bc, self.t);
+        let rows = bc * t;
+        // Softmax backward: ds_t = a_t (da_t − Σ_j a_j da_j).
+        for s in 0..bc {
+            let l = lengths[s];
+            let w = &self.weights[s * t..(s + 1) * t];
+            let da = &d_weights[s * t..(s + 1) * t];
+            let inner: f32 = (0..l).map(|j| w[j] * da[j]).sum();
+            let ds = &mut self.ds[s * t..(s + 1) * t];
+            for j in 0..l {
+                ds[j] = w[j] * (da[j] - inner);
+            }
+            ds[l..].fill(0.0);
+        }
+        match pk.form {
+            AttForm::Mlp => {
+                let g = &mut self.grads;
+                // fc3
+                for r in 0..rows {
+                    let d = self.ds[r];
+                    g.fc3_b[0] += d;
+                    axpy(d, &self.y2[r * F2..(r + 1) * F2], &mut g.fc3_w);
+                    let g2 = &mut self.g2[r * F2..(r + 1) * F2];
+                    for j in 0..F2 {
+                        g2[j] = d * pk.fc3_w[j];
+                    }
+                }
+                sigmoid_backward_inplace(&mut self.g2[..rows * F2], &self.y2[..rows * F2]);
+                weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
+                pk.fc2.backward_input(rows, &self.g2, F2, &mut self.g1, F1, Accumulate::No);
+                sigmoid_backward_inplace(&mut self.g1[..rows * F1], &self.y1[..rows * F1]);
+                // Rows of padded steps have ds = 0, hence g1 = 0: they add nothing below.
+                pk.fc1_kp.backward_input(rows, &self.g1, F1, &mut self.dx1, 2 * a, Accumulate::No);
+                // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
+                self.tmp_p[..F1 * a].fill(0.0);
+                self.tmp_q[..F1 * a].fill(0.0);
+                weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b);
+                weight_grad(rows, &self.g1, F1, F1, &self.x1[a..], 2 * a, a, &mut self.tmp_q, &mut []);
+                // G_s = Σ_t g1; R = Σ_s G_s q_sᵀ.
+                for s in 0..bc {
+                    let gs = &mut self.gsum[s * F1..(s + 1) * F1];
+                    gs.fill(0.0);
+                    for tt in 0..lengths[s] {
+                        let r = s * t + tt;
+                        for (x, &y) in gs.iter_mut().zip(&self.g1[r * F1..(r + 1) * F1]) {
+                            *x += y;
+                        }
+                    }
+                }
+                self.tmp_r[..F1 * a].fill(0.0);
+                weight_grad(bc, &self.gsum, F1, F1, &self.q, a, a, &mut self.tmp_r, &mut []);
+                // Map back to W1 = [Wq | Wk | Wd | Wp]: dWq = R, dWk = P, dWd = R − P, dWp = Q.
+                for o in 0..F1 {
+                    let row = &mut g.fc1_w[o * 4 * a..(o + 1) * 4 * a];
+                    for j in 0..a {
+                        let (p, q, r) = (self.tmp_p[o * a + j], self.tmp_q[o * a + j], self.tmp_r[o * a + j]);
+                        row[j] += r;
+                        row[a + j] += p;
+                        row[2 * a + j] += r - p;
+                        row[3 * a + j] += q;
+                    }
+                }
+                // dq = (Wq + Wd)ᵀ G + Σ_t k_t ∘ dx1[t, A..]; dk_t += dx1[t, ..A] + q ∘ dx1[t, A..].
+                pk.fc1_q.backward_input(bc, &self.gsum, F1, &mut self.dq, a, Accumulate::No);
+                for s in 0..bc {
+                    let q = &self.q[s * a..(s + 1) * a];
+                    let dq = &mut self.dq[s * a..(s + 1) * a];
+                    for tt in 0..lengths[s] {
+                        let r = s * t + tt;
+                        let dx = &self.dx1[r * 2 * a..(r + 1) * 2 * a];
+                        let k = &keys[r * a..(r + 1) * a];
+                        let dk = &mut d_keys[r * a..(r + 1) * a];
+                        for j in 0..a {
+                            dk[j] += dx[j] + q[j] * dx[a + j];
+                            dq[j] += k[j] * dx[a + j];
+                        }
+                    }
+                }
+                // PReLU and the query layer.
+                for s in 0..bc {
+                    for j in 0..a {
+                        let i = s * a + j;
+                        let z = self.q_pre[i];
+                        if z > 0.0 {
+                            // dq passes through unchanged.
+                        } else {
+                            g.prelu[j] += self.dq[i] * z;
+                            self.dq[i] *= pk.prelu[j];
+                        }
+                    }
+                }
+                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut g.q_w, &mut g.q_b);
+                pk.q.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
+            }
+            AttForm::Bilinear => {
+                // s_t = k_t·v, v = W e_a: dk_t += ds_t v; dv = Σ_t ds_t k_t.
+                for s in 0..bc {
+                    let v = &self.q_pre[s * a..(s + 1) * a];
+                    let dv = &mut self.dq[s * a..(s + 1) * a];
+                    dv.fill(0.0);
+                    for tt in 0..lengths[s] {
+                        let r = s * t + tt;
+                        let d = self.ds[r];
+                        axpy(d, v, &mut d_keys[r * a..(r + 1) * a]);
+                        axpy(d, &keys[r * a..(r + 1) * a], dv);
+                    }
+                }
+                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut self.grads.bil_w, &mut []);
+                pk.bil.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Prediction head (SPEC §7): BatchNorm → fc1 → Dice → fc2 → Dice → fc3,
+//! and the target loss. Works on the whole batch (its statistics couple the
+//! samples); it is a small part of the cost.
+
+use dien_engine::gemm::small::Accumulate;
+
+use super::dense::{Dense, dot, sigmoid, softplus, weight_grad};
+use crate::mode::Mode;
+use crate::params::ParamStore;
+
+pub(crate) const H1: usize = 200;
+pub(crate) const H2: usize = 80;
+const BN_EPS: f32 = 1e-3;
+const DICE_EPS: f32 = 1e-8;
+/// Weight of the new batch statistic in the running averages.
+pub(crate) const MOMENTUM: f32 = 0.01;
+
+/// Mean and biased variance of each column of `x [rows, cols]`, in f64.
+fn column_stats(x: &[f32], rows: usize, cols: usize, mean: &mut [f32], var: &mut [f32]) {
+    for j in 0..cols {
+        let mut s = 0.0f64;
+        for r in 0..rows {
+            s += x[r * cols + j] as f64;
+        }
+        let m = s / rows as f64;
+        let mut v = 0.0f64;
+        for r in 0..rows {
+            let d = x[r * cols + j] as f64 - m;
+            v += d * d;
+        }
+        mean[j] = m as f32;
+        var[j] = (v / rows as f64) as f32;
+    }
+}
+
+/// Normalisation statistics used by one forward pass.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NormStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    /// `1 / sqrt(var + eps)`.
+    pub inv_std: Vec<f32>,
+}
+
+impl NormStats {
+    fn new(n: usize) -> Self {
+        Self { mean: vec![0.0; n], var: vec![0.0; n], inv_std: vec![0.0; n] }
+    }
+
+    fn compute(&mut self, mode: Mode, x: &[f32], rows: usize, run_mean: &[f32], run_var: &[f32], eps: f32) {
+        let cols = self.mean.len();
+        match mode {
+            Mode::Train => column_stats(x, rows, cols, &mut self.mean, &mut self.var),
+            Mode::Eval => {
+                self.mean.copy_from_slice(run_mean);
+                self.var.copy_from_slice(run_var);
+            }
+        }
+        for (s, &v) in self.inv_std.iter_mut().zip(&self.var) {
+            *s = 1.0 / (v + eps).sqrt();
+        }
+    }
+}
+
+/// Backward of `x̂ = (x − μ)·s` where μ, σ² are the batch statistics:
+/// `dx += s·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))` per column (training); in
+/// evaluation the statistics are constants and `dx += s·dx̂`.
+fn norm_backward_acc(mode: Mode, xhat: &[f32], dxhat: &[f32], inv_std: &[f32], rows: usize, dx: &mut [f32]) {
+    let cols = inv_std.len();
+    match mode {
+        Mode::Eval => {
+            for r in 0..rows {
+                for j in 0..cols {
+                    dx[r * cols + j] += inv_std[j] * dxhat[r * cols + j];
+                }
+            }
+        }
+        Mode::Train => {
+            for j in 0..cols {
+                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+                for r in 0..rows {
+                    let g = dxhat[r * cols + j] as f64;
+                    sg += g;
+                    sgx += g * xhat[r * cols + j] as f64;
+                }
+                let (mg, mgx) = ((sg / rows as f64) as f32, (sgx / rows as f64) as f32);
+                for r in 0..rows {
+                    let i = r * cols + j;
+                    dx[i] += inv_std[j] * (dxhat[i] - mg - xhat[i] * mgx);
+                }
+            }
+        }
+    }
+}
+
+/// Packed head weights.
+#[derive(Clone, Debug)]
+pub(crate) struct HeadPacked {
+    pub d: usize,
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl HeadPacked {
+    pub fn new(d: usize) -> Self {
+        Self { d, fc1: Dense::new(H1, d), fc2: Dense::new(H2, H1) }
+    }
+    pub fn set(&mut self, p: &ParamStore<f32>) {
+        self.fc1.set(p.get("head.fc1.w"));
+        self.fc2.set(p.get("head.fc2.w"));
+    }
+}
+
+/// Activations and scratch of the head for a batch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeadWs {
+    rows: usize,
+    /// Head input `[B, D]` (filled by the model).
+    pub x: Vec<f32>,
+    xhat: Vec<f32>,
+    y0: Vec<f32>,
+    z1: Vec<f32>,
+    z1hat: Vec<f32>,
+    y1: Vec<f32>,
+    z2: Vec<f32>,
+    z2hat: Vec<f32>,
+    y2: Vec<f32>,
+    /// Logits `[B]`.
+    pub logits: Vec<f32>,
+    pub bn: NormStats,
+    pub dice1: NormStats,
+    pub dice2: NormStats,
+    // backward
+    g: Vec<f32>,
+    g2: Vec<f32>,
+    g1: Vec<f32>,
+    gh: Vec<f32>,
+    /// Gradient w.r.t. the head input `[B, D]`.
+    pub dx: Vec<f32>,
+}
+
+fn resize(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Dice forward: `y = x·(α + ρ(1 − α))`, `ρ = σ(x̂)`.
+fn dice_forward(z: &[f32], zhat: &mut [f32], y: &mut [f32], st: &NormStats, alpha: &[f32], rows: usize) {
+    let cols = alpha.len();
+    for r in 0..rows {
+        for j in 0..cols {
+            let i = r * cols + j;
+            let xh = (z[i] - st.mean[j]) * st.inv_std[j];
+            zhat[i] = xh;
+            let rho = sigmoid(xh);
+            y[i] = z[i] * (alpha[j] + rho * (1.0 - alpha[j]));
+        }
+    }
+}
+
+/// Dice backward: overwrites `g` (in: dL/dy, out: dL/dz), accumulates `dalpha`.
+#[allow(clippy::too_many_arguments)]
+fn dice_backward(
+    mode: Mode,
+    z: &[f32],
+    zhat: &[f32],
+    st: &NormStats,
+    alpha: &[f32],
+    rows: usize,
+    g: &mut [f32],
+    gh: &mut [f32],
+    dalpha: &mut [f32],
+) {
+    let cols = alpha.len();
+    let n = rows * cols;
+    for r in 0..rows {
+        for j in 0..cols {
+            let i = r * cols + j;
+            let rho = sigmoid(zhat[i]);
+            let a = alpha[j];
+            dalpha[j] += g[i] * z[i] * (1.0 - rho);
+            // Through ρ(x̂): dy/dx̂ = x (1 − α) ρ (1 − ρ).
+            gh[i] = g[i] * z[i] * (1.0 - a) * rho * (1.0 - rho);
+            g[i] *= a + rho * (1.0 - a);
+        }
+    }
+    norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, &mut g[..n]);
+}
+
+/// Head parameter gradients (SPEC names).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeadGrads {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub fc1_w: Vec<f32>,
+    pub fc1_b: Vec<f32>,
+    pub dice1_alpha: Vec<f32>,
+    pub fc2_w: Vec<f32>,
+    pub fc2_b: Vec<f32>,
+    pub dice2_alpha: Vec<f32>,
+    pub fc3_w: Vec<f32>,
+    pub fc3_b: Vec<f32>,
+}
+
+impl HeadGrads {
+    pub fn new(d: usize) -> Self {
+        Self {
+            gamma: vec![0.0; d],
+            beta: vec![0.0; d],
+            fc1_w: vec![0.0; H1 * d],
+            fc1_b: vec![0.0; H1],
+            dice1_alpha: vec![0.0; H1],
+            fc2_w: vec![0.0; H2 * H1],
+            fc2_b: vec![0.0; H2],
+            dice2_alpha: vec![0.0; H2],
+            fc3_w: vec![0.0; H2],
+            fc3_b: vec![0.0; 1],
+        }
+    }
+    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        vec![
+            ("head.bn.gamma", &mut self.gamma),
+            ("head.bn.beta", &mut self.beta),
+            ("head.fc1.w", &mut self.fc1_w),
+            ("head.fc1.b", &mut self.fc1_b),
+            ("head.dice1.alpha", &mut self.dice1_alpha),
+            ("head.fc2.w", &mut self.fc2_w),
+            ("head.fc2.b", &mut self.fc2_b),
+            ("head.dice2.alpha", &mut self.dice2_alpha),
+            ("head.fc3.w", &mut self.fc3_w),
+            ("head.fc3.b", &mut self.fc3_b),
+        ]
+    }
+}
+
+impl HeadWs {
+    pub fn prepare(&mut self, d: usize, rows: usize) {
+        self.rows = rows;
+        for (v, n) in [
+            (&mut self.x, rows * d),
+            (&mut self.xhat, rows * d),
+            (&mut self.y0, rows * d),
+            (&mut self.z1, rows * H1),
+            (&mut self.z1hat, rows * H1),
+            (&mut self.y1, rows * H1),
+            (&mut self.z2, rows * H2),
+            (&mut self.z2hat, rows * H2),
+            (&mut self.y2, rows * H2),
+            (&mut self.logits, rows),
+            (&mut self.g, rows),
+            (&mut self.g2, rows * H2),
+            (&mut self.g1, rows * H1),
+            (&mut self.gh, rows * H1.max(d)),
+            (&mut self.dx, rows * d),
+        ] {
+            resize(v, n);
+        }
+        if self.bn.mean.len() != d {
+            self.bn = NormStats::new(d);
+            self.dice1 = NormStats::new(H1);
+            self.dice2 = NormStats::new(H2);
+        }
+    }
+
+    /// Forward from `self.x` to `self.logits`.
+    pub fn forward(&mut self, pk: &HeadPacked, p: &ParamStore<f32>, mode: Mode) {
+        let (d, rows) = (pk.d, self.rows);
+        let n = rows * d;
+        self.bn.compute(mode, &self.x[..n], rows, p.get("head.bn.running_mean"), p.get("head.bn.running_var"), BN_EPS);
+        let (gamma, beta) = (p.get("head.bn.gamma"), p.get("head.bn.beta"));
+        for r in 0..rows {
+            for j in 0..d {
+                let i = r * d + j;
+                let xh = (self.x[i] - self.bn.mean[j]) * self.bn.inv_std[j];
+                self.xhat[i] = xh;
+                self.y0[i] = gamma[j].mul_add(xh, beta[j]);
+            }
+        }
+        pk.fc1.forward(rows, &self.y0, d, p.get("head.fc1.b"), &mut self.z1, H1);
+        let z1 = &self.z1[..rows * H1];
+        self.dice1.compute(mode, z1, rows, p.get("head.dice1.running_mean"), p.get("head.dice1.running_var"), DICE_EPS);
+        dice_forward(z1, &mut self.z1hat, &mut self.y1, &self.dice1, p.get("head.dice1.alpha"), rows);
+        pk.fc2.forward(rows, &self.y1, H1, p.get("head.fc2.b"), &mut self.z2, H2);
+        let z2 = &self.z2[..rows * H2];
+        self.dice2.compute(mode, z2, rows, p.get("head.dice2.running_mean"), p.get("head.dice2.running_var"), DICE_EPS);
+        dice_forward(z2, &mut self.z2hat, &mut self.y2, &self.dice2, p.get("head.dice2.alpha"), rows);
+        let (w3, b3) = (p.get("head.fc3.w"), p.get("head.fc3.b")[0]);
+        for r in 0..rows {
+            self.logits[r] = dot(&self.y2[r * H2..(r + 1) * H2], w3) + b3;
+        }
+    }
+
+    /// Mean target loss over the batch (SPEC §7), computed in f64.
+    pub fn target_loss(&self, labels: &[f32]) -> f64 {
+        let rows = self.rows;
+        let s: f64 = (0..rows)
+            .map(|r| {
+                let z = self.logits[r];
+                (if labels[r] == 1.0 { softplus(-z) } else { softplus(z) }) as f64
+            })
+            .sum();
+        s / rows as f64
+    }
+
+    /// Backward of the mean target loss: fills `self.dx` and accumulates `g`.
+    pub fn backward(&mut self, pk: &HeadPacked, p: &ParamStore<f32>, mode: Mode, labels: &[f32], g: &mut HeadGrads) {
+        let (d, rows) = (pk.d, self.rows);
+        let inv_b = 1.0 / rows as f32;
+        for r in 0..rows {
+            let z = self.logits[r];
+            self.g[r] = inv_b * if labels[r] == 1.0 { -sigmoid(-z) } else { sigmoid(z) };
+        }
+        let w3 = p.get("head.fc3.w");
+        for r in 0..rows {
+            let gr = self.g[r];
+            g.fc3_b[0] += gr;
+            for j in 0..H2 {
+                g.fc3_w[j] += gr * self.y2[r * H2 + j];
+                self.g2[r * H2 + j] = gr * w3[j];
+            }
+        }
+        dice_backward(
+            mode,
+            &self.z2,
+            &self.z2hat,
+            &self.dice2,
+            p.get("head.dice2.alpha"),
+            rows,
+            &mut self.g2,
+            &mut self.gh,
+            &mut g.dice2_alpha,
+        );
+        weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b);
+        pk.fc2.backward_input(rows, &self.g2, H2, &mut self.g1, H1, Accumulate::No);
+        dice_backward(
+            mode,
+            &self.z1,
+            &self.z1hat,
+            &self.dice1,
+            p.get("head.dice1.alpha"),
+            rows,
+            &mut self.g1,
+            &mut self.gh,
+            &mut g.dice1_alpha,
+        );
+        weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
+        // dL/dy0 into gh, then through BatchNorm.
+        pk.fc1.backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
+        let gamma = p.get("head.bn.gamma");
+        for r in 0..rows {
+            for j in 0..d {
+                let i = r * d + j;
+                g.beta[j] += self.gh[i];
+                g.gamma[j] += self.gh[i] * self.xhat[i];
+                self.gh[i] *= gamma[j];
+            }
+        }
+        self.dx[..rows * d].fill(0.0);
+        norm_backward_acc(mode, &self.xhat, &self.gh, &self.bn.inv_std, rows, &mut self.dx);
+    }
+}
