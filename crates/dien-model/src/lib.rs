@@ -6,6 +6,7 @@
 //! safetensors checkpoints.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod params;
