@@ -295,6 +295,7 @@ struct Scratch {
     level: Vec<f64>,
     walk: Vec<f64>,
     weights: Vec<f64>,
+    after: Vec<f64>,
     pick: Vec<f64>,
 }
 
@@ -305,17 +306,16 @@ fn mixture_at(s: &Scratch, len: usize, j: usize, out: &mut [f64]) {
     let k = s.interests.len();
     let tau = (j as f64 - 0.5) / len as f64;
     let mut max = f64::NEG_INFINITY;
-    for i in 0..k {
-        let a = s.level[i] + s.slope[i] * (tau - 0.5) + s.walk[i * (len + 2) + j];
-        out[i] = a;
-        max = max.max(a);
+    for (i, o) in out[..k].iter_mut().enumerate() {
+        *o = s.level[i] + s.slope[i] * (tau - 0.5) + s.walk[i * (len + 2) + j];
+        max = max.max(*o);
     }
     let mut sum = 0.0;
-    for w in out.iter_mut().take(k) {
+    for w in &mut out[..k] {
         *w = (*w - max).exp();
         sum += *w;
     }
-    for w in out.iter_mut().take(k) {
+    for w in &mut out[..k] {
         *w /= sum;
     }
 }
@@ -395,7 +395,8 @@ fn generate_user(cfg: &GenerateConfig, cat: &Catalogue, s: &mut Scratch, rng: &m
     }
 
     // (k⁺, k⁻) jointly ∝ w_after(k⁺) · w_before(k⁻), k⁺ ≠ k⁻.
-    let mut after = vec![0.0; k];
+    let mut after = std::mem::take(&mut s.after);
+    after.resize(k, 0.0);
     mixture_at(s, len, len + 1, &mut after);
     mixture_at(s, len, 0, &mut weights);
     s.pick.clear();
@@ -408,6 +409,7 @@ fn generate_user(cfg: &GenerateConfig, cat: &Catalogue, s: &mut Scratch, rng: &m
     let pair = sample_weights(&s.pick, rng);
     let (kp, kn) = (pair / k, pair % k);
     s.weights = weights;
+    s.after = after;
 
     let positive = cat.item_in(s.interests[kp], rng);
     let negative = if rng.random::<f64>() < cfg.random_negative {
