@@ -7,6 +7,10 @@
 //! GFLOP/s = 2 × Gelem/s. The 1024³ `sgemm` yardstick is printed first.
 //!
 //! Run: `cargo bench --bench gemm -- --warm-up-time 1 --measurement-time 2`
+//!
+//! With `GEMM_CROSSOVER=1` in the environment, a sweep over `m` (best of 25
+//! interleaved rounds, robust to a busy machine) is printed first, showing
+//! where `matrixmultiply` overtakes the small kernel.
 
 mod common;
 
@@ -16,6 +20,7 @@ use dien_engine::gemm::{MatMut, MatRef, gemm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
+use std::time::Instant;
 
 fn rand_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -94,7 +99,44 @@ fn packing(c: &mut Criterion) {
     g.finish();
 }
 
+/// Best-of-rounds GFLOP/s of both kernels for `m` from 1 to 4096, the two
+/// timed alternately so that background load hits both alike.
+fn crossover_sweep() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    println!("crossover: GFLOP/s small_gemm / matrixmultiply (best of 25 rounds)");
+    for &(k, n) in &[(36, 36), (36, 72), (72, 36), (36, 108)] {
+        let mut line = format!("  k={k:<3} n={n:<3}:");
+        for &m in &[1, 4, 8, 16, 32, 64, 128, 256, 1024, 4096] {
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, k * n);
+            let packed = PackedRhs::new(&b, k, n, n, 1);
+            let mut out = vec![0.0f32; m * n];
+            let reps = (4_000_000 / (m * n * k)).max(1);
+            let mut best = [f64::MAX; 2];
+            for _ in 0..25 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    small_gemm(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No);
+                }
+                best[0] = best[0].min(t.elapsed().as_secs_f64() / reps as f64);
+                let t = Instant::now();
+                for _ in 0..reps {
+                    let (av, bv) = (MatRef::row_major(black_box(&a), m, k), MatRef::row_major(&b, k, n));
+                    gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut out, m, n));
+                }
+                best[1] = best[1].min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let gflops = |secs: f64| 2.0 * (m * n * k) as f64 / secs / 1e9;
+            line += &format!(" m{m}={:.0}/{:.0}", gflops(best[0]), gflops(best[1]));
+        }
+        println!("{line}");
+    }
+}
+
 fn main() {
+    if std::env::var_os("GEMM_CROSSOVER").is_some() {
+        crossover_sweep();
+    }
     println!(
         "yardstick: matrixmultiply::sgemm 1024x1024x1024, 1 thread: {:.1} GFLOP/s ({})",
         common::sgemm_yardstick_gflops(),
