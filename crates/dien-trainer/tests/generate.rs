@@ -311,3 +311,37 @@ fn label_follows_the_trend_not_the_count() {
     assert!((count_auc - 0.5).abs() < 0.04, "count AUC {count_auc}");
     assert!(trend_auc > 0.75, "trend AUC {trend_auc}");
 }
+
+#[test]
+fn trainer_data_layer_reads_the_generated_set() {
+    use dien_trainer::data::line::parse_sample;
+    use dien_trainer::data::{DataSet, VocabSource};
+    let dir = scratch_dir("reader");
+    let summary = generate(&dir, &small(9)).unwrap();
+    let (ds, report) = DataSet::open(&dir, None, false).unwrap();
+    assert!(report.no_sampler.is_none(), "{:?}", report.no_sampler);
+    assert_eq!(report.bad_lines.count, 0);
+    let sources = report.vocab_sources.expect("vocabularies loaded from the directory");
+    for (src, file) in sources.iter().zip(["uid_voc.pkl", "mid_voc.pkl", "cat_voc.pkl"]) {
+        assert_eq!(src, &VocabSource::File(dir.join(file)), "{file} not read from the pickle");
+    }
+    let sizes = ds.vocabs.sizes();
+    assert_eq!((sizes.uid, sizes.mid, sizes.cat), (summary.uid_vocab, summary.mid_vocab, summary.cat_vocab));
+    for (file, known) in [(DataSet::train_file(&dir), true), (DataSet::test_file(&dir), false)] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let s = parse_sample(line.as_bytes(), &ds.vocabs, &sizes)
+                .unwrap_or_else(|e| panic!("{}:{}: {e:?}", file.display(), n + 1));
+            if known {
+                // Every training id is in its vocabulary, so none maps to 0.
+                let head = s.head;
+                assert!(head.uid > 0 && head.mid > 0 && head.cat > 0, "{}:{}", file.display(), n + 1);
+                assert!(s.hist_mid.iter().chain(&s.hist_cat).all(|&i| i > 0), "{}:{}", file.display(), n + 1);
+            } else {
+                // Test users are never in the training vocabulary.
+                assert_eq!(s.head.uid, 0, "{}:{}", file.display(), n + 1);
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
