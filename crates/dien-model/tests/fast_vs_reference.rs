@@ -203,3 +203,49 @@ fn bad_batches_are_errors() {
     let e = m.forward_backward(&b).unwrap_err().to_string();
     assert!(e.contains("hist_mid") && e.contains("sample 2"), "{e}");
 }
+
+/// After recalibration the running statistics equal the exact population
+/// statistics of each layer's input: the batch statistics of a single
+/// training-mode pass over the whole set (where BatchNorm normalises with the
+/// population statistics, exactly as evaluation mode then does).
+#[test]
+fn recalibration_gives_population_statistics() {
+    let cfg = tiny(ModelKind::Dien, Variant::Augru, AttForm::Mlp, AuxForm::Mlp);
+    let p = random_params(&cfg, 21);
+    let all = random_batch(&cfg, 40, 6, 5, true);
+    let mut m = Model::new(cfg.clone(), p).unwrap();
+    // Collect head inputs in evaluation mode, in two uneven batches.
+    let mut xs = Vec::new();
+    for (lo, hi) in [(0, 17), (17, 40)] {
+        let part = slice_batch(&all, lo, hi);
+        m.forward(&part, Mode::Eval).unwrap();
+        xs.extend_from_slice(m.head_input());
+    }
+    m.recalibrate(&xs).unwrap();
+    m.forward(&all, Mode::Train).unwrap();
+    for (name, batch_stat) in m.last_stats() {
+        let running = m.params().get(&name);
+        for (j, (&r, &s)) in running.iter().zip(&batch_stat).enumerate() {
+            assert!((r - s).abs() <= 1e-5 * s.abs().max(1.0), "{name}[{j}]: running {r} vs population {s}");
+        }
+    }
+    assert!(m.recalibrate(&xs[..5]).is_err());
+}
+
+fn slice_batch(b: &Batch, lo: usize, hi: usize) -> Batch {
+    let t = b.steps;
+    let r = lo * t..hi * t;
+    Batch {
+        batch: hi - lo,
+        steps: t,
+        uid: b.uid[lo..hi].to_vec(),
+        mid: b.mid[lo..hi].to_vec(),
+        cat: b.cat[lo..hi].to_vec(),
+        hist_mid: b.hist_mid[r.clone()].to_vec(),
+        hist_cat: b.hist_cat[r.clone()].to_vec(),
+        neg_mid: b.neg_mid.as_ref().map(|v| v[r.clone()].to_vec()),
+        neg_cat: b.neg_cat.as_ref().map(|v| v[r.clone()].to_vec()),
+        lengths: b.lengths[lo..hi].to_vec(),
+        label: b.label[lo..hi].to_vec(),
+    }
+}

@@ -360,3 +360,44 @@ impl HeadWs {
         norm_backward_acc(mode, &self.xhat, &self.gh, &self.bn.inv_std, rows, &mut self.dx);
     }
 }
+
+/// Exact mean and biased variance of each column (two passes, f64).
+fn exact_stats(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut mean, mut var) = (vec![0.0; cols], vec![0.0; cols]);
+    column_stats(x, rows, cols, &mut mean, &mut var);
+    (mean, var)
+}
+
+/// Recalibration (SPEC §11): sets the running statistics of BatchNorm, then
+/// Dice 1, then Dice 2, to the exact mean and biased variance of each
+/// layer's input over `x [n, D]` (head inputs of a sample of the training
+/// set), the network in evaluation mode so each layer sees the already
+/// recalibrated layers before it.
+pub(crate) fn recalibrate(pk: &HeadPacked, p: &mut ParamStore<f32>, x: &[f32], n: usize) {
+    let d = pk.d;
+    let (mean, var) = exact_stats(x, n, d);
+    p.get_mut("head.bn.running_mean").copy_from_slice(&mean);
+    p.get_mut("head.bn.running_var").copy_from_slice(&var);
+    let mut ws = HeadWs::default();
+    // Block the rows to bound memory; the layer inputs of all rows are kept.
+    const BLOCK: usize = 1024;
+    let mut z1 = vec![0.0f32; n * H1];
+    let mut z2 = vec![0.0f32; n * H2];
+    for stage in 0..2 {
+        for r0 in (0..n).step_by(BLOCK) {
+            let m = BLOCK.min(n - r0);
+            ws.prepare(d, m);
+            ws.x[..m * d].copy_from_slice(&x[r0 * d..(r0 + m) * d]);
+            ws.forward(pk, p, Mode::Eval);
+            if stage == 0 {
+                z1[r0 * H1..(r0 + m) * H1].copy_from_slice(&ws.z1[..m * H1]);
+            } else {
+                z2[r0 * H2..(r0 + m) * H2].copy_from_slice(&ws.z2[..m * H2]);
+            }
+        }
+        let (name, z, w) = if stage == 0 { ("head.dice1", &z1, H1) } else { ("head.dice2", &z2, H2) };
+        let (mean, var) = exact_stats(z, n, w);
+        p.get_mut(&format!("{name}.running_mean")).copy_from_slice(&mean);
+        p.get_mut(&format!("{name}.running_var")).copy_from_slice(&var);
+    }
+}

@@ -425,6 +425,31 @@ impl Model {
         out
     }
 
+    /// Head inputs `[B, D]` (`D = config().head_in()`) of the last forward:
+    /// `[u; e_a; s; e_a ∘ s; interest]` per sample. They do not depend on the
+    /// BatchNorm or Dice statistics, so recalibration collects them once.
+    pub fn head_input(&self) -> &[f32] {
+        &self.ws.head.x[..self.ws.b * self.cfg.head_in()]
+    }
+
+    /// Recalibrates the running statistics of BatchNorm and both Dice layers
+    /// (SPEC §11) from head inputs `[n, D]` collected with
+    /// [`Model::head_input`] over the training set or a sample of it: each
+    /// becomes the exact mean and biased variance of its layer's input, in
+    /// order, with the network in evaluation mode.
+    pub fn recalibrate(&mut self, head_inputs: &[f32]) -> Result<(), ModelError> {
+        let d = self.cfg.head_in();
+        if head_inputs.is_empty() || head_inputs.len() % d != 0 {
+            return Err(ModelError::Batch(format!(
+                "recalibration needs a non-empty [n, {d}] matrix of head inputs, got {} values",
+                head_inputs.len()
+            )));
+        }
+        self.repack();
+        head::recalibrate(&self.pk.head, &mut self.params, head_inputs, head_inputs.len() / d);
+        Ok(())
+    }
+
     fn prepare(&mut self, b: usize, t: usize, with_neg: bool) {
         let cfg = &self.cfg;
         let (d, e, h) = (cfg.d, cfg.e(), cfg.hidden);
