@@ -9,9 +9,13 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod gradcheck;
+pub mod mode;
 pub mod params;
+pub mod reference;
 
 pub use batch::Batch;
 pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 pub use error::ModelError;
+pub use mode::Mode;
 pub use params::{Init, ParamStore, TensorKind, TensorSpec, tensor_specs};

@@ -1,0 +1,680 @@
+//! The whole model in `f64`: embedding, interest extractor, auxiliary loss,
+//! attention, interest evolving layer (every variant), DIN and base
+//! interests, the prediction head and the losses (SPEC §2–§9).
+
+use dien_engine::cell::reference::{self as cell, RefForward};
+use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
+
+use super::attention::{AttCache, AttGrads, AttParams, attention_backward, attention_forward};
+use super::aux::{AuxGrads, AuxInputs, AuxParams, aux_loss};
+use super::layers::{
+    DiceCache, MlpGrads, MlpParams, NormCache, batch_mean_var, batch_norm_backward, batch_norm_forward, dense_backward,
+    dense_forward, dice_backward, dice_forward, target_loss,
+};
+use crate::config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
+use crate::mode::Mode;
+use crate::params::{ParamStore, tensor_specs};
+use crate::{Batch, ModelError};
+
+/// Losses and logits of one reference forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefOutput {
+    /// Logits `z [B]`.
+    pub logits: Vec<f64>,
+    /// The objective `L_target + α_aux · L_aux` (SPEC §7).
+    pub loss: f64,
+    /// `L_target`, the mean log-loss of the logits.
+    pub loss_target: f64,
+    /// `L_aux` (unweighted), 0 when the model has no auxiliary head or the
+    /// batch has no negatives.
+    pub loss_aux: f64,
+    /// Training mode: the batch mean and biased batch variance of every
+    /// normalising layer, named like the running buffers they would update
+    /// (`head.bn.running_mean`, `head.bn.running_var`,
+    /// `head.dice1.running_mean`, …), in network order. Empty in evaluation.
+    pub batch_stats: Vec<(String, Vec<f64>)>,
+}
+
+/// Intermediate values of a reference pass, for comparing a fast path
+/// stage by stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefTrace {
+    /// Head input `x = [u; e_a; s; e_a ∘ s; interest]`, `[B, D]`.
+    pub head_input: Vec<f64>,
+    /// The interest slot `[B, interest_width]`.
+    pub interest: Vec<f64>,
+    /// Attention weights `[B, T]`, zero at padded steps (for `gru_att` the
+    /// weights over the evolving states); empty for `base`.
+    pub att_weights: Vec<f64>,
+    /// Extractor states `h [B, T, H]` (zero at padded steps); empty without GRUs.
+    pub extractor_states: Vec<f64>,
+    /// Evolving states `h' [B, T, H]` (zero at padded steps); empty without GRUs.
+    pub evolving_states: Vec<f64>,
+    /// `∂L/∂head_input [B, D]` after a backward pass; empty after a forward only.
+    pub d_head_input: Vec<f64>,
+}
+
+/// Runs the model on `batch` in `mode`.
+///
+/// Errors: an invalid configuration, a parameter store whose tensors differ
+/// from `tensor_specs(cfg)`, an empty batch, or an index out of range.
+pub fn forward(
+    cfg: &ModelConfig,
+    params: &ParamStore<f64>,
+    batch: &Batch,
+    mode: Mode,
+) -> Result<RefOutput, ModelError> {
+    Ok(forward_traced(cfg, params, batch, mode)?.0)
+}
+
+/// [`forward`], also returning the intermediate values.
+pub fn forward_traced(
+    cfg: &ModelConfig,
+    params: &ParamStore<f64>,
+    batch: &Batch,
+    mode: Mode,
+) -> Result<(RefOutput, RefTrace), ModelError> {
+    check_inputs(cfg, params, batch)?;
+    let f = run_forward(cfg, params, batch, mode);
+    let trace = f.trace();
+    Ok((f.out, trace))
+}
+
+/// Training-mode forward and backward: the output and `∂loss/∂θ` for every
+/// tensor of `params` (dense, also for the embedding tables; zero for the
+/// running-statistics buffers). Nothing in `params` changes.
+pub fn forward_backward(
+    cfg: &ModelConfig,
+    params: &ParamStore<f64>,
+    batch: &Batch,
+) -> Result<(RefOutput, ParamStore<f64>), ModelError> {
+    let (out, grads, _) = forward_backward_traced(cfg, params, batch)?;
+    Ok((out, grads))
+}
+
+/// [`forward_backward`], also returning the intermediate values (including
+/// `∂L/∂head_input`).
+pub fn forward_backward_traced(
+    cfg: &ModelConfig,
+    params: &ParamStore<f64>,
+    batch: &Batch,
+) -> Result<(RefOutput, ParamStore<f64>, RefTrace), ModelError> {
+    check_inputs(cfg, params, batch)?;
+    let f = run_forward(cfg, params, batch, Mode::Train);
+    let mut grads = ParamStore::<f64>::zeros(cfg);
+    let d_head_input = run_backward(cfg, params, batch, &f, &mut grads);
+    let mut trace = f.trace();
+    trace.d_head_input = d_head_input;
+    Ok((f.out, grads, trace))
+}
+
+fn check_inputs(cfg: &ModelConfig, params: &ParamStore<f64>, batch: &Batch) -> Result<(), ModelError> {
+    cfg.validate()?;
+    let want = tensor_specs(cfg);
+    let got = params.specs();
+    for (i, w) in want.iter().enumerate() {
+        match got.get(i) {
+            Some(g) if g.name == w.name && g.shape == w.shape => {}
+            Some(g) => {
+                return Err(ModelError::Config(format!(
+                    "parameter {i} is `{}` {:?}, the configuration needs `{}` {:?}",
+                    g.name, g.shape, w.name, w.shape
+                )));
+            }
+            None => return Err(ModelError::Config(format!("parameter `{}` is missing", w.name))),
+        }
+    }
+    if let Some(extra) = got.get(want.len()) {
+        return Err(ModelError::Config(format!("parameter `{}` is not part of this configuration", extra.name)));
+    }
+    if batch.batch == 0 {
+        return Err(ModelError::Batch("the batch is empty".into()));
+    }
+    batch.validate(cfg.n_uid, cfg.n_mid, cfg.n_cat)
+}
+
+fn mlp_params<'a>(p: &'a ParamStore<f64>, prefix: &str) -> MlpParams<'a> {
+    MlpParams {
+        w1: p.get(&format!("{prefix}.fc1.w")),
+        b1: p.get(&format!("{prefix}.fc1.b")),
+        w2: p.get(&format!("{prefix}.fc2.w")),
+        b2: p.get(&format!("{prefix}.fc2.b")),
+        w3: p.get(&format!("{prefix}.fc3.w")),
+        b3: p.get(&format!("{prefix}.fc3.b")),
+    }
+}
+
+fn att_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AttParams<'a> {
+    match cfg.att {
+        AttForm::Mlp => AttParams::Mlp {
+            q_w: p.get("att.q.w"),
+            q_b: p.get("att.q.b"),
+            prelu: p.get("att.q.prelu"),
+            mlp: mlp_params(p, "att"),
+        },
+        AttForm::Bilinear => AttParams::Bilinear { w: p.get("att.w") },
+    }
+}
+
+fn aux_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AuxParams<'a> {
+    match cfg.aux {
+        AuxForm::Mlp => AuxParams::Mlp(mlp_params(p, "aux")),
+        AuxForm::Dot => AuxParams::Dot,
+    }
+}
+
+fn gru_params<'a>(p: &'a ParamStore<f64>, prefix: &str, input: usize, hidden: usize) -> GruParams<'a, f64> {
+    GruParams {
+        w_ih: p.get(&format!("{prefix}.w_ih")),
+        w_hh: p.get(&format!("{prefix}.w_hh")),
+        b: p.get(&format!("{prefix}.b")),
+        input,
+        hidden,
+    }
+}
+
+/// The cell of the interest evolving layer (`gru_att` runs a plain GRU and
+/// pools afterwards).
+fn evolving_cell(variant: Variant) -> CellKind {
+    match variant {
+        Variant::Augru => CellKind::Augru,
+        Variant::AugruRef => CellKind::AugruRef,
+        Variant::Agru => CellKind::Agru,
+        Variant::Aigru => CellKind::Aigru,
+        Variant::GruAtt => CellKind::Gru,
+    }
+}
+
+/// Adds `v` into the gradient tensor `name`.
+fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
+    for (g, x) in grads.get_mut(name).iter_mut().zip(v) {
+        *g += x;
+    }
+}
+
+fn add_mlp(grads: &mut ParamStore<f64>, prefix: &str, g: &MlpGrads) {
+    add(grads, &format!("{prefix}.fc1.w"), &g.w1);
+    add(grads, &format!("{prefix}.fc1.b"), &g.b1);
+    add(grads, &format!("{prefix}.fc2.w"), &g.w2);
+    add(grads, &format!("{prefix}.fc2.b"), &g.b2);
+    add(grads, &format!("{prefix}.fc3.w"), &g.w3);
+    add(grads, &format!("{prefix}.fc3.b"), &g.b3);
+}
+
+fn add_gru(grads: &mut ParamStore<f64>, prefix: &str, g: &GruGrads<f64>) {
+    add(grads, &format!("{prefix}.w_ih"), &g.w_ih);
+    add(grads, &format!("{prefix}.w_hh"), &g.w_hh);
+    add(grads, &format!("{prefix}.b"), &g.b);
+}
+
+/// Head activations (SPEC §7), all `[B, width]`.
+struct HeadCache {
+    x: Vec<f64>,
+    bn: NormCache,
+    y0: Vec<f64>,
+    a1: Vec<f64>,
+    dice1: DiceCache,
+    y1: Vec<f64>,
+    a2: Vec<f64>,
+    dice2: DiceCache,
+    y2: Vec<f64>,
+}
+
+/// Everything the forward pass computed.
+struct Fwd {
+    out: RefOutput,
+    /// `d`, `E`, `H`, interest width, head width.
+    dims: (usize, usize, usize, usize, usize),
+    /// `e_a [B, E]`.
+    ea: Vec<f64>,
+    /// `e [B, T, E]`, zero at padded steps.
+    items: Vec<f64>,
+    /// `ê [B, T, E]`, zero at padded steps (when negatives are given).
+    neg: Option<Vec<f64>>,
+    /// `s [B, E]`.
+    s: Vec<f64>,
+    gru1: Option<RefForward<f64>>,
+    gru2: Option<RefForward<f64>>,
+    /// Per-sample attention (empty for `base`).
+    att: Vec<AttCache>,
+    /// Attention weights `[B, T]`, zero at padding.
+    att_full: Vec<f64>,
+    /// Interest `[B, interest_width]`.
+    interest: Vec<f64>,
+    head: HeadCache,
+    /// `∂L_target/∂z [B]`.
+    dz: Vec<f64>,
+}
+
+impl Fwd {
+    fn trace(&self) -> RefTrace {
+        RefTrace {
+            head_input: self.head.x.clone(),
+            interest: self.interest.clone(),
+            att_weights: self.att_full.clone(),
+            extractor_states: self.gru1.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
+            evolving_states: self.gru2.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
+            d_head_input: Vec::new(),
+        }
+    }
+}
+
+/// Statistics of a normalising layer: the batch's own in training (recorded
+/// under the running buffers' names), the running ones in evaluation.
+fn norm_stats(
+    p: &ParamStore<f64>,
+    layer: &str,
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    mode: Mode,
+    record: &mut Vec<(String, Vec<f64>)>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mean_name, var_name) = (format!("{layer}.running_mean"), format!("{layer}.running_var"));
+    match mode {
+        Mode::Train => {
+            let (m, v) = batch_mean_var(x, rows, cols);
+            record.push((mean_name, m.clone()));
+            record.push((var_name, v.clone()));
+            (m, v)
+        }
+        Mode::Eval => (p.get(&mean_name).to_vec(), p.get(&var_name).to_vec()),
+    }
+}
+
+/// Dense layer applied to every row of `x [rows, in]`.
+fn dense_rows(w: &[f64], b: &[f64], x: &[f64], rows: usize) -> Vec<f64> {
+    let (n_out, n_in) = (b.len(), x.len() / rows);
+    let mut y = vec![0.0; rows * n_out];
+    for r in 0..rows {
+        dense_forward(w, b, &x[r * n_in..(r + 1) * n_in], &mut y[r * n_out..(r + 1) * n_out]);
+    }
+    y
+}
+
+/// Backward of [`dense_rows`]; returns `∂L/∂x [rows, in]`.
+fn dense_rows_backward(
+    w: &[f64],
+    x: &[f64],
+    dy: &[f64],
+    rows: usize,
+    grads: &mut ParamStore<f64>,
+    layer: &str,
+) -> Vec<f64> {
+    let (n_in, n_out) = (x.len() / rows, dy.len() / rows);
+    let mut dw = vec![0.0; w.len()];
+    let mut db = vec![0.0; n_out];
+    let mut dx = vec![0.0; x.len()];
+    for r in 0..rows {
+        dense_backward(
+            w,
+            &x[r * n_in..(r + 1) * n_in],
+            &dy[r * n_out..(r + 1) * n_out],
+            &mut dw,
+            &mut db,
+            Some(&mut dx[r * n_in..(r + 1) * n_in]),
+        );
+    }
+    add(grads, &format!("{layer}.w"), &dw);
+    add(grads, &format!("{layer}.b"), &db);
+    dx
+}
+
+fn head_forward(
+    p: &ParamStore<f64>,
+    x: Vec<f64>,
+    rows: usize,
+    mode: Mode,
+    record: &mut Vec<(String, Vec<f64>)>,
+) -> (HeadCache, Vec<f64>) {
+    let cols = x.len() / rows;
+    let (m, v) = norm_stats(p, "head.bn", &x, rows, cols, mode, record);
+    let mut y0 = vec![0.0; x.len()];
+    let bn = batch_norm_forward(&x, rows, cols, p.get("head.bn.gamma"), p.get("head.bn.beta"), &m, &v, &mut y0);
+
+    let a1 = dense_rows(p.get("head.fc1.w"), p.get("head.fc1.b"), &y0, rows);
+    let n1 = a1.len() / rows;
+    let (m, v) = norm_stats(p, "head.dice1", &a1, rows, n1, mode, record);
+    let mut y1 = vec![0.0; a1.len()];
+    let dice1 = dice_forward(&a1, rows, n1, p.get("head.dice1.alpha"), &m, &v, &mut y1);
+
+    let a2 = dense_rows(p.get("head.fc2.w"), p.get("head.fc2.b"), &y1, rows);
+    let n2 = a2.len() / rows;
+    let (m, v) = norm_stats(p, "head.dice2", &a2, rows, n2, mode, record);
+    let mut y2 = vec![0.0; a2.len()];
+    let dice2 = dice_forward(&a2, rows, n2, p.get("head.dice2.alpha"), &m, &v, &mut y2);
+
+    let logits = dense_rows(p.get("head.fc3.w"), p.get("head.fc3.b"), &y2, rows);
+    (HeadCache { x, bn, y0, a1, dice1, y1, a2, dice2, y2 }, logits)
+}
+
+/// Training-mode head backward; returns `∂L/∂x [B, D]`.
+fn head_backward(p: &ParamStore<f64>, c: &HeadCache, dz: &[f64], grads: &mut ParamStore<f64>) -> Vec<f64> {
+    let rows = dz.len();
+    let dy2 = dense_rows_backward(p.get("head.fc3.w"), &c.y2, dz, rows, grads, "head.fc3");
+    let n2 = c.a2.len() / rows;
+    let mut da2 = vec![0.0; c.a2.len()];
+    let mut dalpha = vec![0.0; n2];
+    dice_backward(&c.dice2, &c.a2, rows, n2, p.get("head.dice2.alpha"), &dy2, true, &mut dalpha, &mut da2);
+    add(grads, "head.dice2.alpha", &dalpha);
+
+    let dy1 = dense_rows_backward(p.get("head.fc2.w"), &c.y1, &da2, rows, grads, "head.fc2");
+    let n1 = c.a1.len() / rows;
+    let mut da1 = vec![0.0; c.a1.len()];
+    let mut dalpha = vec![0.0; n1];
+    dice_backward(&c.dice1, &c.a1, rows, n1, p.get("head.dice1.alpha"), &dy1, true, &mut dalpha, &mut da1);
+    add(grads, "head.dice1.alpha", &dalpha);
+
+    let dy0 = dense_rows_backward(p.get("head.fc1.w"), &c.y0, &da1, rows, grads, "head.fc1");
+    let cols = c.x.len() / rows;
+    let (mut dgamma, mut dbeta, mut dx) = (vec![0.0; cols], vec![0.0; cols], vec![0.0; c.x.len()]);
+    batch_norm_backward(&c.bn, rows, cols, p.get("head.bn.gamma"), &dy0, true, &mut dgamma, &mut dbeta, &mut dx);
+    add(grads, "head.bn.gamma", &dgamma);
+    add(grads, "head.bn.beta", &dbeta);
+    dx
+}
+
+fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode) -> Fwd {
+    let (bn, tn) = (batch.batch, batch.steps);
+    let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
+    let lengths = &batch.lengths;
+
+    // Embeddings (SPEC §2); padded positions are never read.
+    let (uid_t, mid_t, cat_t) = (p.get("emb.uid"), p.get("emb.mid"), p.get("emb.cat"));
+    let row = |i: u32| i as usize * d..(i as usize + 1) * d;
+    let item = |m: u32, c: u32, out: &mut [f64]| {
+        out[..d].copy_from_slice(&mid_t[row(m)]);
+        out[d..].copy_from_slice(&cat_t[row(c)]);
+    };
+    let mut u = vec![0.0; bn * d];
+    let mut ea = vec![0.0; bn * e];
+    let mut items = vec![0.0; bn * tn * e];
+    let mut neg = batch.neg_mid.as_ref().map(|_| vec![0.0; bn * tn * e]);
+    let mut s = vec![0.0; bn * e];
+    for b in 0..bn {
+        u[b * d..(b + 1) * d].copy_from_slice(&uid_t[row(batch.uid[b])]);
+        item(batch.mid[b], batch.cat[b], &mut ea[b * e..(b + 1) * e]);
+        for t in 0..lengths[b] {
+            let (i, o) = (b * tn + t, (b * tn + t) * e);
+            item(batch.hist_mid[i], batch.hist_cat[i], &mut items[o..o + e]);
+            for k in 0..e {
+                s[b * e + k] += items[o + k];
+            }
+            if let (Some(ng), Some(nm), Some(nc)) = (neg.as_mut(), &batch.neg_mid, &batch.neg_cat) {
+                item(nm[i], nc[i], &mut ng[o..o + e]);
+            }
+        }
+    }
+
+    // Interest extractor (SPEC §3).
+    let gru1 = cfg.has_gru().then(|| {
+        let input = SeqInput { x: &items, lengths, att: None, h0: None, batch: bn, steps: tn };
+        cell::forward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input)
+    });
+
+    // Attention (SPEC §5), interest evolving (SPEC §6) and the interest slot (SPEC §9).
+    let mut att = Vec::new();
+    let mut att_full = Vec::new();
+    let mut gru2 = None;
+    let mut interest = vec![0.0; bn * iw];
+    let attend = |keys_all: &[f64], width: usize, att: &mut Vec<AttCache>, att_full: &mut Vec<f64>| {
+        let ap = att_params(cfg, p);
+        *att_full = vec![0.0; bn * tn];
+        for b in 0..bn {
+            let start = b * tn * width;
+            let keys = &keys_all[start..start + lengths[b] * width];
+            let c = attention_forward(&ap, width, &ea[b * e..(b + 1) * e], keys);
+            att_full[b * tn..b * tn + lengths[b]].copy_from_slice(&c.weights);
+            att.push(c);
+        }
+    };
+    // Σ_t a_t v_t over the valid steps of `values [B, T, width]`.
+    let pool = |values: &[f64], width: usize, att: &[AttCache], interest: &mut [f64]| {
+        for b in 0..bn {
+            for (t, a) in att[b].weights.iter().enumerate() {
+                let v = &values[(b * tn + t) * width..(b * tn + t + 1) * width];
+                for (o, x) in interest[b * width..(b + 1) * width].iter_mut().zip(v) {
+                    *o += a * x;
+                }
+            }
+        }
+    };
+    match cfg.model {
+        ModelKind::Dien | ModelKind::DienNoaux => {
+            let h_states = &gru1.as_ref().expect("GRU model").states;
+            let gp = gru_params(p, "gru2", h, h);
+            if cfg.variant == Variant::GruAtt {
+                let input = SeqInput { x: h_states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                let g2 = cell::forward(CellKind::Gru, &gp, &input);
+                attend(&g2.states, h, &mut att, &mut att_full);
+                pool(&g2.states, h, &att, &mut interest);
+                gru2 = Some(g2);
+            } else {
+                attend(h_states, h, &mut att, &mut att_full);
+                let input = SeqInput { x: h_states, lengths, att: Some(&att_full), h0: None, batch: bn, steps: tn };
+                let g2 = cell::forward(evolving_cell(cfg.variant), &gp, &input);
+                interest.copy_from_slice(&g2.last);
+                gru2 = Some(g2);
+            }
+        }
+        ModelKind::Din => {
+            attend(&items, e, &mut att, &mut att_full);
+            pool(&items, e, &att, &mut interest);
+        }
+        ModelKind::Base => interest.copy_from_slice(&s),
+    }
+
+    // Head input x = [u; e_a; s; e_a ∘ s; interest] (SPEC §7).
+    let mut x = Vec::with_capacity(bn * dh);
+    for b in 0..bn {
+        let (eab, sb) = (&ea[b * e..(b + 1) * e], &s[b * e..(b + 1) * e]);
+        x.extend_from_slice(&u[b * d..(b + 1) * d]);
+        x.extend_from_slice(eab);
+        x.extend_from_slice(sb);
+        x.extend(eab.iter().zip(sb).map(|(a, b)| a * b));
+        x.extend_from_slice(&interest[b * iw..(b + 1) * iw]);
+    }
+    let mut batch_stats = Vec::new();
+    let (head, logits) = head_forward(p, x, bn, mode, &mut batch_stats);
+
+    // Losses (SPEC §4, §7).
+    let (loss_target, dz) = target_loss(&logits, &batch.label);
+    let loss_aux = match (&neg, &gru1) {
+        (Some(ng), Some(g1)) if cfg.has_aux() => {
+            let inp = AuxInputs { states: &g1.states, pos: &items, neg: ng, lengths, steps: tn, hidden: h, item: e };
+            aux_loss(&aux_params(cfg, p), &inp, None)
+        }
+        _ => 0.0,
+    };
+    let loss = loss_target + f64::from(cfg.alpha_aux) * loss_aux;
+    Fwd {
+        out: RefOutput { logits, loss, loss_target, loss_aux, batch_stats },
+        dims: (d, e, h, iw, dh),
+        ea,
+        items,
+        neg,
+        s,
+        gru1,
+        gru2,
+        att,
+        att_full,
+        interest,
+        head,
+        dz,
+    }
+}
+
+/// Backward of [`run_forward`] (training mode); fills `grads` and returns
+/// `∂L/∂head_input`.
+fn run_backward(
+    cfg: &ModelConfig,
+    p: &ParamStore<f64>,
+    batch: &Batch,
+    f: &Fwd,
+    grads: &mut ParamStore<f64>,
+) -> Vec<f64> {
+    let (bn, tn) = (batch.batch, batch.steps);
+    let (d, e, h, iw, dh) = f.dims;
+    let lengths = &batch.lengths;
+
+    let dx = head_backward(p, &f.head, &f.dz, grads);
+
+    // Split ∂x into its slots.
+    let mut du = vec![0.0; bn * d];
+    let mut dea = vec![0.0; bn * e];
+    let mut ds = vec![0.0; bn * e];
+    let mut dint = vec![0.0; bn * iw];
+    for b in 0..bn {
+        let r = &dx[b * dh..(b + 1) * dh];
+        du[b * d..(b + 1) * d].copy_from_slice(&r[..d]);
+        let (eab, sb) = (&f.ea[b * e..(b + 1) * e], &f.s[b * e..(b + 1) * e]);
+        for k in 0..e {
+            let (d_ea, d_s, d_prod) = (r[d + k], r[d + e + k], r[d + 2 * e + k]);
+            dea[b * e + k] = d_ea + d_prod * sb[k];
+            ds[b * e + k] = d_s + d_prod * eab[k];
+        }
+        dint[b * iw..(b + 1) * iw].copy_from_slice(&r[d + 3 * e..]);
+    }
+
+    let mut d_items = vec![0.0; bn * tn * e];
+    let mut d_neg = vec![0.0; bn * tn * e];
+    let mut d_h = vec![0.0; bn * tn * h];
+    let mut att_grads = cfg.has_attention().then(|| AttGrads::zeros_like(&att_params(cfg, p)));
+
+    // Weighted pooling Σ_t a_t v_t: ∂a_t = ∂int · v_t, ∂v_t += a_t ∂int.
+    let pool_backward = |values: &[f64], width: usize, d_values: &mut [f64]| -> Vec<Vec<f64>> {
+        (0..bn)
+            .map(|b| {
+                let di = &dint[b * width..(b + 1) * width];
+                let weights = &f.att[b].weights;
+                let mut da = vec![0.0; weights.len()];
+                for (t, (a, dat)) in weights.iter().zip(&mut da).enumerate() {
+                    let o = (b * tn + t) * width;
+                    *dat = values[o..o + width].iter().zip(di).map(|(v, g)| v * g).sum();
+                    for (dv, g) in d_values[o..o + width].iter_mut().zip(di) {
+                        *dv += a * g;
+                    }
+                }
+                da
+            })
+            .collect()
+    };
+    // Attention backward of every sample; keys and their gradients are `[B, T, width]`.
+    let mut attend_backward = |keys_all: &[f64], width: usize, d_att: &[Vec<f64>], d_keys_all: &mut [f64]| {
+        let ap = att_params(cfg, p);
+        let g = att_grads.as_mut().expect("attention model");
+        for b in 0..bn {
+            let (start, n) = (b * tn * width, lengths[b] * width);
+            attention_backward(
+                &ap,
+                width,
+                &f.ea[b * e..(b + 1) * e],
+                &keys_all[start..start + n],
+                &f.att[b],
+                &d_att[b],
+                g,
+                &mut d_keys_all[start..start + n],
+                &mut dea[b * e..(b + 1) * e],
+            );
+        }
+    };
+
+    match cfg.model {
+        ModelKind::Dien | ModelKind::DienNoaux => {
+            let g1 = f.gru1.as_ref().expect("GRU model");
+            let g2 = f.gru2.as_ref().expect("GRU model");
+            let gp = gru_params(p, "gru2", h, h);
+            let mut gg = GruGrads::zeros(h, h);
+            if cfg.variant == Variant::GruAtt {
+                let mut d_states2 = vec![0.0; bn * tn * h];
+                let d_att = pool_backward(&g2.states, h, &mut d_states2);
+                attend_backward(&g2.states, h, &d_att, &mut d_states2);
+                let input = SeqInput { x: &g1.states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                let ig = cell::backward(CellKind::Gru, &gp, &input, g2, Some(&d_states2), None, &mut gg);
+                add_slice(&mut d_h, &ig.x);
+            } else {
+                let kind = evolving_cell(cfg.variant);
+                let input = SeqInput { x: &g1.states, lengths, att: Some(&f.att_full), h0: None, batch: bn, steps: tn };
+                let ig = cell::backward(kind, &gp, &input, g2, None, Some(&dint), &mut gg);
+                add_slice(&mut d_h, &ig.x);
+                let d_att: Vec<Vec<f64>> = (0..bn).map(|b| ig.att[b * tn..b * tn + lengths[b]].to_vec()).collect();
+                attend_backward(&g1.states, h, &d_att, &mut d_h);
+            }
+            add_gru(grads, "gru2", &gg);
+        }
+        ModelKind::Din => {
+            let d_att = pool_backward(&f.items, e, &mut d_items);
+            attend_backward(&f.items, e, &d_att, &mut d_items);
+        }
+        ModelKind::Base => add_slice(&mut ds, &dint),
+    }
+    match att_grads {
+        Some(AttGrads::Mlp { q_w, q_b, prelu, mlp }) => {
+            add(grads, "att.q.w", &q_w);
+            add(grads, "att.q.b", &q_b);
+            add(grads, "att.q.prelu", &prelu);
+            add_mlp(grads, "att", &mlp);
+        }
+        Some(AttGrads::Bilinear { w }) => add(grads, "att.w", &w),
+        None => {}
+    }
+
+    // Auxiliary loss, weighted by α_aux in the objective.
+    if let (Some(ng), Some(g1)) = (&f.neg, &f.gru1)
+        && cfg.has_aux()
+    {
+        let ap = aux_params(cfg, p);
+        let inp = AuxInputs { states: &g1.states, pos: &f.items, neg: ng, lengths, steps: tn, hidden: h, item: e };
+        let mut ag = AuxGrads::zeros(&ap, &inp);
+        aux_loss(&ap, &inp, Some((f64::from(cfg.alpha_aux), &mut ag)));
+        add_slice(&mut d_h, &ag.d_states);
+        add_slice(&mut d_items, &ag.d_pos);
+        add_slice(&mut d_neg, &ag.d_neg);
+        if let Some(m) = &ag.mlp {
+            add_mlp(grads, "aux", m);
+        }
+    }
+
+    // Interest extractor.
+    if let Some(g1) = &f.gru1 {
+        let input = SeqInput { x: &f.items, lengths, att: None, h0: None, batch: bn, steps: tn };
+        let mut gg = GruGrads::zeros(e, h);
+        let ig = cell::backward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input, g1, Some(&d_h), None, &mut gg);
+        add_slice(&mut d_items, &ig.x);
+        add_gru(grads, "gru1", &gg);
+    }
+
+    // Sum pooling s = Σ_{t<L} e_t, then scatter into the tables.
+    for b in 0..bn {
+        for t in 0..lengths[b] {
+            let o = (b * tn + t) * e;
+            add_slice(&mut d_items[o..o + e], &ds[b * e..(b + 1) * e]);
+        }
+    }
+    let scatter = |grads: &mut ParamStore<f64>, table: &str, idx: u32, v: &[f64]| {
+        let i = idx as usize;
+        add_slice(&mut grads.get_mut(table)[i * d..(i + 1) * d], v);
+    };
+    for b in 0..bn {
+        scatter(grads, "emb.uid", batch.uid[b], &du[b * d..(b + 1) * d]);
+        scatter(grads, "emb.mid", batch.mid[b], &dea[b * e..b * e + d]);
+        scatter(grads, "emb.cat", batch.cat[b], &dea[b * e + d..(b + 1) * e]);
+        for t in 0..lengths[b] {
+            let (i, o) = (b * tn + t, (b * tn + t) * e);
+            scatter(grads, "emb.mid", batch.hist_mid[i], &d_items[o..o + d]);
+            scatter(grads, "emb.cat", batch.hist_cat[i], &d_items[o + d..o + e]);
+            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat) {
+                scatter(grads, "emb.mid", nm[i], &d_neg[o..o + d]);
+                scatter(grads, "emb.cat", nc[i], &d_neg[o + d..o + e]);
+            }
+        }
+    }
+    dx
+}
+
+fn add_slice(acc: &mut [f64], v: &[f64]) {
+    assert_eq!(acc.len(), v.len(), "gradient shapes");
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a += x;
+    }
+}
