@@ -83,17 +83,22 @@ fn weight_gradient(c: &mut Criterion) {
     g.finish();
 }
 
-/// Refilling a pack from a `[n, k]` weight (`x·Wᵀ` layout), once per
-/// training step per weight. Elements = `k·n` values packed.
+/// Refilling a pack, once per training step per weight: from a `[n, k]`
+/// weight (`x·Wᵀ` layout, columns of B contiguous) and from a `[k, n]` one
+/// (`g·W`, rows contiguous). Elements = `k·n` values packed.
 fn packing(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut g = c.benchmark_group("gemm/pack");
     for &(k, n) in &[(36, 72), (36, 36), (72, 36), (36, 108)] {
         let w = rand_vec(&mut rng, n * k);
-        let mut packed = PackedRhs::from_weight_t(&w, n, k);
+        let mut packed_t = PackedRhs::from_weight_t(&w, n, k);
+        let mut packed = PackedRhs::from_weight(&w, k, n);
         g.throughput(Throughput::Elements((k * n) as u64));
         g.bench_function(BenchmarkId::new("repack_weight_t", format!("{k}x{n}")), |bn| {
-            bn.iter(|| packed.repack_weight_t(black_box(&w)))
+            bn.iter(|| packed_t.repack_weight_t(black_box(&w)))
+        });
+        g.bench_function(BenchmarkId::new("repack_weight", format!("{k}x{n}")), |bn| {
+            bn.iter(|| packed.repack_weight(black_box(&w)))
         });
     }
     g.finish();

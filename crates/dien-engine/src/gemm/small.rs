@@ -76,15 +76,40 @@ impl PackedRhs {
             b.len()
         );
         // Only the valid lanes are written: the padding lanes were zeroed by
-        // `new` and stay zero. The loop runs along the contiguous dimension of
-        // `b` (rows for `cs == 1`, columns for a transposed weight).
+        // `new` and stay zero.
         let nvec = self.n_pad / 8;
-        let data = &mut self.data;
-        let mut put = |p: usize, j: usize| data[p * nvec + j / 8].as_mut_array()[j % 8] = b[p * rs + j * cs];
-        if cs <= rs {
-            (0..k).for_each(|p| (0..n).for_each(|j| put(p, j)));
+        if k == 0 || n == 0 {
+            return;
+        }
+        if cs == 1 {
+            // Rows of B are contiguous: copy them 8 at a time.
+            for (p, row) in self.data.chunks_exact_mut(nvec).enumerate() {
+                for (dst, src) in row.iter_mut().zip(b[p * rs..p * rs + n].chunks(8)) {
+                    dst.as_mut_array()[..src.len()].copy_from_slice(src);
+                }
+            }
+        } else if rs == 1 {
+            // Columns of B are contiguous (`x·Wᵀ` with `W [n, k]` row-major):
+            // gather 8 of them into each packed vector.
+            for v in 0..nvec {
+                let lanes = (n - 8 * v).min(8);
+                let cols: [&[f32]; 8] = core::array::from_fn(|l| {
+                    let j = 8 * v + l.min(lanes - 1);
+                    &b[j * cs..j * cs + k]
+                });
+                for p in 0..k {
+                    let dst = self.data[p * nvec + v].as_mut_array();
+                    for (l, x) in dst.iter_mut().enumerate().take(lanes) {
+                        *x = cols[l][p];
+                    }
+                }
+            }
         } else {
-            (0..n).for_each(|j| (0..k).for_each(|p| put(p, j)));
+            for p in 0..k {
+                for j in 0..n {
+                    self.data[p * nvec + j / 8].as_mut_array()[j % 8] = b[p * rs + j * cs];
+                }
+            }
         }
     }
     /// [`repack`](Self::repack) from a weight `W [n, k]` stored row-major
@@ -487,6 +512,34 @@ mod tests {
         }
         q.repack(&src, ld, 1);
         assert_eq!(bits(&q), bits(&PackedRhs::from_weight(&w1, k, n)));
+    }
+
+    #[test]
+    fn packing_any_strides_matches_the_view() {
+        // Row-contiguous, column-contiguous and general strides, with NaN in
+        // every element outside the view.
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        for _ in 0..60 {
+            let (k, n) = (rng.random_range(1..=20), rng.random_range(1..=30));
+            let (rs, cs) = match rng.random_range(0..3) {
+                0 => (n + rng.random_range(0..3), 1),
+                1 => (1, k + rng.random_range(0..3)),
+                _ => (2 * n + 1, 2),
+            };
+            let mut b = vec![SENTINEL; (k - 1) * rs + (n - 1) * cs + 1];
+            for p in 0..k {
+                for j in 0..n {
+                    b[p * rs + j * cs] = rng.random_range(-1.0f32..1.0);
+                }
+            }
+            let packed = PackedRhs::new(&b, k, n, rs, cs);
+            for p in 0..k {
+                for j in 0..packed.n_pad() {
+                    let want = if j < n { b[p * rs + j * cs] } else { 0.0 };
+                    assert_eq!(packed.get(p, j).to_bits(), want.to_bits(), "({p},{j}) k{k} n{n} rs{rs} cs{cs}");
+                }
+            }
+        }
     }
 
     #[test]
