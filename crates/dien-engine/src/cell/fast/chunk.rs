@@ -10,9 +10,10 @@
 use wide::f32x8;
 
 use super::GruCell;
-use super::kernel::{LANES, gemm_acc_long_k, gemm_ep, load, load_n, store, store_n};
+use super::kernel::{LANES, gemm_acc_long_k, gemm_ep, load, load_n, prefetch, store, store_n};
 use crate::cell::{CellKind, SeqInput};
 use crate::vecmath::simd::{sigmoid8, tanh8};
+
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
 /// vectors past the last column of their last row.
@@ -275,6 +276,12 @@ impl Chunk {
                 );
             }
 
+            // The output rows two steps ahead.
+            if t + 2 < tmax {
+                for &p in &perm[..active[t + 2]] {
+                    prefetch(states, (p * steps + t + 2) * h, h);
+                }
+            }
             // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
             {
                 let mut epi = |i: usize, v: usize, acc: f32x8| {
@@ -364,6 +371,13 @@ impl Chunk {
                 }
             }
 
+            // The output gradient rows two steps ahead.
+            if let (Some(ds), Some(t2)) = (d_states, t.checked_sub(2)) {
+                for &p in &perm[..active[t2]] {
+                    prefetch(ds, ((b0 + p) * steps + t2) * h, h);
+                }
+            }
+
             // Pass A: through the state update to dG_u, dG_c (in place of
             // u, c), the direct part of dh_{t−1}, and ∂L/∂a.
             for (i, &p) in perm[..n].iter().enumerate() {
@@ -429,6 +443,11 @@ impl Chunk {
         let nvin = cell.wih.nvec();
         for t in 0..tmax {
             let row0 = off[t];
+            if t + 2 < tmax {
+                for &p in &perm[..active[t + 2]] {
+                    prefetch(dx, (p * steps + t + 2) * n_in, n_in);
+                }
+            }
             let mut epi = |i: usize, v: usize, acc: f32x8| {
                 let w = (n_in - v * LANES).min(LANES);
                 let bt = perm[i] * steps + t;

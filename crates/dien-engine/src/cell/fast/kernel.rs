@@ -34,12 +34,32 @@ pub(crate) fn load(s: &[f32], off: usize) -> f32x8 {
     f32x8::from(<[f32; 8]>::try_from(&s[off..off + 8]).expect("8 lanes"))
 }
 
+/// `TAIL_MASK[8 − n..16 − n]` enables the low `n` lanes.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+static TAIL_MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
 /// Loads `n ≤ 8` values from `s[off..]` into the low lanes, zeroing the rest.
 #[inline(always)]
 pub(crate) fn load_n(s: &[f32], off: usize, n: usize) -> f32x8 {
     if n >= LANES {
-        load(s, off)
-    } else {
+        return load(s, off);
+    }
+    assert!(off + n <= s.len(), "load_n: out of bounds");
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    {
+        use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_maskload_ps};
+        // SAFETY: AVX is enabled at compile time (cfg); `TAIL_MASK[8 − n..]`
+        // has 8 elements since n < 8; the masked load reads only the `n`
+        // enabled lanes, `s[off..off + n]`, checked above. A `__m256` and a
+        // `[f32; 8]` are the same 32 bytes, any bit pattern valid.
+        unsafe {
+            let m = _mm256_loadu_si256(TAIL_MASK.as_ptr().add(LANES - n).cast::<__m256i>());
+            let v = _mm256_maskload_ps(s.as_ptr().add(off), m);
+            f32x8::from(std::mem::transmute::<std::arch::x86_64::__m256, [f32; 8]>(v))
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
+    {
         let mut t = [0.0f32; 8];
         t[..n].copy_from_slice(&s[off..off + n]);
         f32x8::from(t)
@@ -57,9 +77,46 @@ pub(crate) fn store(s: &mut [f32], off: usize, v: f32x8) {
 #[inline(always)]
 pub(crate) fn store_n(s: &mut [f32], off: usize, n: usize, v: f32x8) {
     if n >= LANES {
-        store(s, off, v)
-    } else {
-        s[off..off + n].copy_from_slice(&v.to_array()[..n]);
+        return store(s, off, v);
+    }
+    assert!(off + n <= s.len(), "store_n: out of bounds");
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    {
+        use std::arch::x86_64::{__m256, __m256i, _mm256_loadu_si256, _mm256_maskstore_ps};
+        // SAFETY: AVX is enabled at compile time (cfg); the mask slice has 8
+        // elements since n < 8; the masked store writes only the `n` enabled
+        // lanes, `s[off..off + n]`, checked above and uniquely borrowed.
+        unsafe {
+            let m = _mm256_loadu_si256(TAIL_MASK.as_ptr().add(LANES - n).cast::<__m256i>());
+            _mm256_maskstore_ps(s.as_mut_ptr().add(off), m, std::mem::transmute::<[f32; 8], __m256>(v.to_array()));
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
+    s[off..off + n].copy_from_slice(&v.to_array()[..n]);
+}
+
+/// Asks the cache to fetch `s[off..off + len]` (clamped to `s`): a hint for
+/// rows of the caller's `[B, T, ·]` arrays, which the time loops visit one
+/// step of each sample at a time, too scattered for the hardware
+/// prefetchers.
+#[inline(always)]
+pub(crate) fn prefetch(s: &[f32], off: usize, len: usize) {
+    let end = (off + len).min(s.len());
+    if off >= end {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let mut o = off;
+        while o < end {
+            // SAFETY: a prefetch never faults and has no visible effect; the
+            // address is inside `s` (o < end ≤ s.len()).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(o).cast::<i8>()) };
+            o += 16;
+        }
+        // SAFETY: as above; `end − 1` is inside `s`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(end - 1).cast::<i8>()) };
     }
 }
 
@@ -366,6 +423,30 @@ mod tests {
         let a = [1.0f32; 4];
         let b = [1.0f32; 12];
         gemm_ep::<4, 3, _>(2, 2, 1, &a, 2, 1, &b, 6, &mut |_, _, _| {});
+    }
+
+    #[test]
+    fn partial_loads_and_stores_touch_exactly_n_lanes() {
+        let s: Vec<f32> = (0..20).map(|i| i as f32 + 1.0).collect();
+        for n in 0..=8 {
+            for off in [0, 3, 20 - n] {
+                let v = load_n(&s, off, n).to_array();
+                for (l, &x) in v.iter().enumerate() {
+                    assert_eq!(x, if l < n { s[off + l] } else { 0.0 }, "load_n(off {off}, n {n}) lane {l}");
+                }
+                let mut d = vec![-7.0f32; 20];
+                store_n(&mut d, off, n, f32x8::splat(5.0));
+                for (j, &x) in d.iter().enumerate() {
+                    assert_eq!(x, if (off..off + n).contains(&j) { 5.0 } else { -7.0 }, "store_n(off {off}, n {n})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn partial_store_past_the_end_panics() {
+        store_n(&mut [0.0f32; 6], 3, 4, f32x8::ZERO);
     }
 
     #[test]

@@ -72,7 +72,7 @@ use super::{CellKind, GruGrads, GruParams, SeqInput};
 
 /// Samples per batch chunk: the unit of parallel work and of the fixed
 /// gradient-reduction order.
-pub const CHUNK: usize = 32;
+pub const CHUNK: usize = 16;
 
 /// Whether a forward pass keeps what backward needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
