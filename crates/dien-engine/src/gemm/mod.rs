@@ -5,6 +5,25 @@
 //! Weight gradients accumulate in place (`beta = 1`) without temporaries.
 //! Note: `matrixmultiply` allocates a packing buffer on every call, so hot
 //! per-time-step products use the small kernel in [`small`] instead.
+//!
+//! # Which kernel to use
+//!
+//! Measured (docs/PERFORMANCE.md, "GEMM"; `k ∈ {36, 72}`, `n ∈ {36, 72,
+//! 108}`, x86-64-v3 build, `matrixmultiply` picking its AVX-512 kernel at
+//! run time):
+//!
+//! - **Inside the time loop** (`m` = batch rows ≤ 32 per step, weight
+//!   re-packed once per training step with [`small::PackedRhs::repack`]):
+//!   [`small::small_gemm`]. It never allocates, and it is 4–10× faster for
+//!   `m ≤ 8` (where `matrixmultiply`'s per-call setup dominates), up to 1.4×
+//!   at `m = 16`, and equal or faster at `m = 32` for `n ≤ 72`.
+//! - **One-off large products** (`m ≥ 64`, e.g. the hoisted input projection
+//!   `[B·T, 36]·[36, 108]`): [`gemm`]. With `n ≥ 72` its AVX-512 kernel is
+//!   10–30% faster than the AVX2 small kernel; with `n = 36` the two tie, and
+//!   [`gemm`] needs no packed copy of `B`.
+//! - **Transposed left-hand side** (weight gradients `dGᵀ·X` over all `B·T`
+//!   rows): [`gemm`] with a [`MatRef::t`] view; [`small::small_gemm`] needs a
+//!   row-major `A`.
 
 pub mod small;
 
