@@ -47,7 +47,7 @@ fn random_params(cfg: &ModelConfig, seed: u64) -> ParamStore<f64> {
         let fan = |k: usize| spec.shape.get(k).copied().unwrap_or(1) as f64;
         for v in p.data_mut(i) {
             *v = match (spec.kind, spec.init) {
-                (TensorKind::Buffer, Init::Const(c)) if c == 1.0 => rng.random_range(0.5..2.0),
+                (TensorKind::Buffer, Init::Const(1.0)) => rng.random_range(0.5..2.0),
                 (TensorKind::Buffer, _) => rng.random_range(-0.5..0.5),
                 (_, Init::Normal { .. }) => rng.random_range(-0.6..0.6),
                 (_, Init::GlorotUniform) => {
@@ -228,7 +228,8 @@ fn auxiliary_loss_follows_the_masking_and_weighting_rules() {
             n += 1;
         }
     }
-    assert_eq!((n, e), (4 + 0 + 0 + 2 + 4, h), "N = Σ max(L − 1, 0)");
+    // Lengths 5, 0, 1, 3, 5: N = 4 + 0 + 0 + 2 + 4.
+    assert_eq!((n, e), (10, h), "N = Σ max(L − 1, 0)");
     let want = sum / n as f64;
     assert!(out.loss_aux > 0.0 && (out.loss_aux - want).abs() <= 1e-14 * want, "{} vs {want}", out.loss_aux);
     assert_eq!(out.loss, out.loss_target + out.loss_aux);

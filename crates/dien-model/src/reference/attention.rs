@@ -6,6 +6,9 @@
 //! (`gru_att`) or the raw behaviours `e_t` (`din`). Padded steps are never
 //! passed in, so they cannot influence anything.
 
+// Index loops mirror the subscripts of the equations; clarity is the point here.
+#![allow(clippy::needless_range_loop)]
+
 use super::layers::{
     MlpCache, MlpGrads, MlpParams, dense_backward, dense_forward, masked_softmax, mlp_backward, mlp_forward,
     prelu_backward, prelu_forward, softmax_backward,
@@ -89,7 +92,7 @@ pub struct AttCache {
 /// Scores and softmax weights of one sample; `keys` holds the `L` valid rows
 /// `[L, width]`.
 pub fn attention_forward(p: &AttParams<'_>, width: usize, e_a: &[f64], keys: &[f64]) -> AttCache {
-    assert_eq!(keys.len() % width, 0, "attention: keys must be [L, A]");
+    assert!(keys.len().is_multiple_of(width), "attention: keys must be [L, A]");
     let len = keys.len() / width;
     let mut c = AttCache { q_pre: vec![0.0; width], q: vec![0.0; width], ..AttCache::default() };
     match p {

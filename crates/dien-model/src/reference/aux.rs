@@ -7,6 +7,9 @@
 //! N = Σ_b max(L_b − 1, 0),   L_aux = 0 when N = 0.
 //! ```
 
+// Index loops mirror the subscripts of the equations; clarity is the point here.
+#![allow(clippy::needless_range_loop)]
+
 use super::layers::{MlpCache, MlpGrads, MlpParams, mlp_backward, mlp_forward, sigmoid, softplus};
 
 /// The scorer `g` of the auxiliary loss.

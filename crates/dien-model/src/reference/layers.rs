@@ -6,6 +6,9 @@
 //! time, and is written for clarity. Backward functions *accumulate* into
 //! the gradient slices they are given.
 
+// Index loops mirror the subscripts of the equations; clarity is the point here.
+#![allow(clippy::needless_range_loop)]
+
 /// BatchNorm variance epsilon (SPEC §7).
 pub const BN_EPS: f64 = 1e-3;
 

@@ -2,6 +2,9 @@
 //! attention, interest evolving layer (every variant), DIN and base
 //! interests, the prediction head and the losses (SPEC §2–§9).
 
+// Index loops mirror the subscripts of the equations; clarity is the point here.
+#![allow(clippy::needless_range_loop)]
+
 use dien_engine::cell::reference::{self as cell, RefForward};
 use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
 
