@@ -333,6 +333,12 @@ impl Model {
         self.dirty = true;
         &mut self.params
     }
+    /// Mutable parameters together with the gradients of the last
+    /// [`Model::forward_backward`], for an optimiser step.
+    pub fn params_and_gradients(&mut self) -> (&mut ParamStore<f32>, &Gradients) {
+        self.dirty = true;
+        (&mut self.params, &self.grads)
+    }
     /// Consumes the model, returning its parameters.
     pub fn into_params(self) -> ParamStore<f32> {
         self.params
