@@ -378,6 +378,15 @@ fn zero_length_histories_and_attention_weights() {
         } else {
             assert!(trace.att_weights.is_empty());
         }
+        // A batch with no history at all (T = 0) still predicts and trains.
+        let none: &[Vec<u32>] = &[vec![], vec![]];
+        let empty =
+            Batch::from_samples(vec![1, 2], vec![3, 4], vec![0, 1], none, none, Some(none), Some(none), vec![1.0, 0.0])
+                .unwrap();
+        assert_eq!(empty.steps, 0);
+        let (e_out, e_grads, e_trace) = forward_backward_traced(cfg, &params, &empty).unwrap();
+        assert!(e_out.loss.is_finite() && e_out.loss_aux == 0.0 && e_trace.interest.iter().all(|&v| v == 0.0));
+        assert!(e_grads.get("head.fc1.w").iter().any(|&v| v != 0.0));
         // Base: the interest slot repeats s.
         if cfg.model == ModelKind::Base {
             for b in 0..batch.batch {
