@@ -304,3 +304,57 @@ fn reads_real_amazon_beauty_head() {
     assert_eq!(first.lines[..3], [1, 2, 3]);
     assert_eq!(first.raw_uid.len(), first.batch.batch);
 }
+
+/// Built vocabularies on the real data against an independent count: ours
+/// break ties by first appearance, the data set's JSON (written by its own
+/// script) by key; both must follow the same counts.
+#[test]
+fn built_vocabs_match_the_real_data_set_counts() {
+    use std::collections::HashMap;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/real/amazon_s3rec/dien_format_Beauty");
+    if !dir.join(TRAIN_FILE).is_file() {
+        println!("SKIPPED: real data not found at {}", dir.display());
+        return;
+    }
+    let text = std::fs::read_to_string(dir.join(TRAIN_FILE)).unwrap();
+    // (count, first appearance) per id, counted here with plain string splits.
+    let mut counts: [HashMap<&str, (u64, usize)>; 3] = Default::default();
+    let mut seen = 0usize;
+    fn bump<'a>(map: &mut HashMap<&'a str, (u64, usize)>, id: &'a str, seen: &mut usize) {
+        map.entry(id).or_insert((0, *seen)).0 += 1;
+        *seen += 1;
+    }
+    let mut add = |k: usize, id| bump(&mut counts[k], id, &mut seen);
+    for l in text.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        add(0, f[1]);
+        add(1, f[2]);
+        add(2, f[3]);
+        if !f[4].is_empty() {
+            f[4].split('\u{2}').for_each(|m| add(1, m));
+            f[5].split('\u{2}').for_each(|c| add(2, c));
+        }
+    }
+    let (built, _) = dien_trainer::data::Vocabs::build_from_file(&dir.join(TRAIN_FILE), false).unwrap();
+    let (ds, _) = DataSet::open(&dir, None, false).unwrap();
+    let names = ["uid", "mid", "cat"];
+    for (k, (ours, theirs)) in
+        [(&built.uid, &ds.vocabs.uid), (&built.mid, &ds.vocabs.mid), (&built.cat, &ds.vocabs.cat)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut by_first: Vec<(&str, (u64, usize))> = counts[k].iter().map(|(&id, &c)| (id, c)).collect();
+        by_first.sort_by_key(|&(_, (c, first))| (std::cmp::Reverse(c), first));
+        let mut by_key = by_first.clone();
+        by_key.sort_by_key(|&(id, (c, _))| (std::cmp::Reverse(c), id));
+        for (i, (id, _)) in by_first.iter().enumerate() {
+            assert_eq!(ours.get(id), i as u32 + 1, "{}: `{id}`", names[k]);
+        }
+        // The data set's uid vocabulary has no unknown entry (index 0 is a user).
+        let off = u32::from(k != 0);
+        for (i, (id, _)) in by_key.iter().enumerate() {
+            assert_eq!(theirs.get(id), i as u32 + off, "{}: `{id}` in the data set's JSON", names[k]);
+        }
+        assert_eq!(ours.size, by_first.len() + 1);
+    }
+}
