@@ -46,6 +46,20 @@ pub enum TrainError {
     /// The background batch loader stopped unexpectedly.
     #[error("batch loader: {0}")]
     Loader(String),
+    /// A gradient holds NaN or an infinity. Names the tensor, the flat
+    /// element index within it and the optimiser step that was refused; no
+    /// parameter or optimiser state was changed.
+    #[error("non-finite gradient {value} in `{tensor}` at element {index} (step {step}); nothing was updated")]
+    NonFiniteGradient {
+        /// The parameter whose gradient is non-finite (e.g. `emb.mid`).
+        tensor: String,
+        /// Flat element index in the full tensor (row-major).
+        index: usize,
+        /// The offending value.
+        value: f32,
+        /// The 1-based optimiser step that was refused.
+        step: u64,
+    },
     /// An error of the model crate.
     #[error(transparent)]
     Model(#[from] ModelError),
