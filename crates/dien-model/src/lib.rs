@@ -8,11 +8,14 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod cost;
 pub mod error;
+pub mod fast;
 pub mod gradcheck;
 pub mod mode;
 pub mod params;
 pub mod reference;
+pub mod serve;
 
 pub use batch::Batch;
 pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};

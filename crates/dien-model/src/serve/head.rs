@@ -1,0 +1,136 @@
+//! The prediction head (SPEC §7) in evaluation form: BatchNorm and Dice
+//! use their running statistics, so each row is scored on its own and the
+//! normalisation constants are computed once when the predictor is built.
+
+use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::vecmath::simd::sigmoid8;
+use wide::f32x8;
+
+use super::simd::{LANES, dot, grow, load, pad8, store};
+use crate::params::ParamStore;
+
+/// Hidden widths of the head (SPEC §7).
+pub(crate) const H1: usize = 200;
+pub(crate) const H2: usize = 80;
+const BN_EPS: f32 = 1e-3;
+const DICE_EPS: f32 = 1e-8;
+
+/// Running statistics of one normalisation, as `(mean, 1/sqrt(var + eps))`.
+#[derive(Clone, Debug)]
+struct Norm {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Norm {
+    /// Reads `{prefix}.running_mean`/`running_var`, padded with zeros to `width`.
+    fn new(p: &ParamStore<f32>, prefix: &str, eps: f32, width: usize) -> Self {
+        let (m, v) = (p.get(&format!("{prefix}.running_mean")), p.get(&format!("{prefix}.running_var")));
+        let mut mean = vec![0.0; width];
+        let mut inv_std = vec![0.0; width];
+        mean[..m.len()].copy_from_slice(m);
+        for (s, &x) in inv_std.iter_mut().zip(v) {
+            // The same expression as the training path, so scores agree closely.
+            *s = 1.0 / (x + eps).sqrt();
+        }
+        Self { mean, inv_std }
+    }
+}
+
+/// The head packed for the request path.
+#[derive(Clone, Debug)]
+pub(crate) struct HeadServe {
+    /// Input width `D`.
+    d: usize,
+    bn: Norm,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    fc1: PackedRhs,
+    b1: Vec<f32>,
+    dice1: Norm,
+    alpha1: Vec<f32>,
+    fc2: PackedRhs,
+    b2: Vec<f32>,
+    dice2: Norm,
+    alpha2: Vec<f32>,
+    w3: Vec<f32>,
+    b3: f32,
+}
+
+/// Buffers of [`HeadServe::logits`] (grow only).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeadWs {
+    z1: Vec<f32>,
+    z2: Vec<f32>,
+}
+
+fn padded(v: &[f32], width: usize) -> Vec<f32> {
+    let mut out = vec![0.0; width];
+    out[..v.len()].copy_from_slice(v);
+    out
+}
+
+/// Dice in evaluation mode over rows of `width` padded to `ld`:
+/// `y = z·(α + ρ(1 − α))`, `ρ = σ((z − μ)·s)`. Padding lanes stay zero (`z = 0`).
+fn dice(z: &mut [f32], rows: usize, ld: usize, st: &Norm, alpha: &[f32]) {
+    for r in 0..rows {
+        for o in (0..ld).step_by(LANES) {
+            let i = r * ld + o;
+            let zv = load(z, i);
+            let zh = (zv - load(&st.mean, o)) * load(&st.inv_std, o);
+            let rho = sigmoid8(zh);
+            let a = load(alpha, o);
+            store(z, i, zv * rho.mul_add(f32x8::ONE - a, a));
+        }
+    }
+}
+
+impl HeadServe {
+    /// Packs the head of input width `d` from the parameters.
+    pub fn new(d: usize, p: &ParamStore<f32>) -> Self {
+        let (l1, l2) = (pad8(H1), pad8(H2));
+        Self {
+            d,
+            bn: Norm::new(p, "head.bn", BN_EPS, d),
+            gamma: p.get("head.bn.gamma").to_vec(),
+            beta: p.get("head.bn.beta").to_vec(),
+            fc1: PackedRhs::from_weight_t(p.get("head.fc1.w"), H1, d),
+            b1: padded(p.get("head.fc1.b"), l1),
+            dice1: Norm::new(p, "head.dice1", DICE_EPS, l1),
+            alpha1: padded(p.get("head.dice1.alpha"), l1),
+            fc2: PackedRhs::from_weight_t(p.get("head.fc2.w"), H2, H1),
+            b2: padded(p.get("head.fc2.b"), l2),
+            dice2: Norm::new(p, "head.dice2", DICE_EPS, l2),
+            alpha2: padded(p.get("head.dice2.alpha"), l2),
+            w3: p.get("head.fc3.w").to_vec(),
+            b3: p.get("head.fc3.b")[0],
+        }
+    }
+
+    /// Logits `out [rows]` of head inputs `x [rows, D]`; `x` is normalised
+    /// in place (BatchNorm with running statistics).
+    pub fn logits(&self, x: &mut [f32], rows: usize, ws: &mut HeadWs, out: &mut [f32]) {
+        let d = self.d;
+        let (l1, l2) = (pad8(H1), pad8(H2));
+        assert!(x.len() >= rows * d && out.len() >= rows, "head: buffers too short");
+        for row in x[..rows * d].chunks_exact_mut(d) {
+            for (j, v) in row.iter_mut().enumerate() {
+                let xh = (*v - self.bn.mean[j]) * self.bn.inv_std[j];
+                *v = self.gamma[j].mul_add(xh, self.beta[j]);
+            }
+        }
+        grow(&mut ws.z1, rows * l1);
+        grow(&mut ws.z2, rows * l2);
+        for r in 0..rows {
+            ws.z1[r * l1..(r + 1) * l1].copy_from_slice(&self.b1);
+            ws.z2[r * l2..(r + 1) * l2].copy_from_slice(&self.b2);
+        }
+        small_gemm(rows, x, d, &self.fc1, &mut ws.z1, l1, Accumulate::Yes);
+        dice(&mut ws.z1, rows, l1, &self.dice1, &self.alpha1);
+        small_gemm(rows, &ws.z1, l1, &self.fc2, &mut ws.z2, l2, Accumulate::Yes);
+        dice(&mut ws.z2, rows, l2, &self.dice2, &self.alpha2);
+        for (r, o) in out[..rows].iter_mut().enumerate() {
+            *o = dot(&ws.z2[r * l2..r * l2 + H2], &self.w3) + self.b3;
+        }
+    }
+}

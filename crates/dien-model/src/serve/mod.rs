@@ -1,0 +1,580 @@
+//! Scoring requests: one user with a behaviour history and `K` candidate
+//! items to rank, the way a recommendation service calls the model.
+//!
+//! A [`Predictor`] is built once (from a checkpoint with its vocabularies,
+//! from a configuration and parameters, or from a [`fast::Model`]) and is
+//! immutable: it is `Send + Sync` and many threads share it (for example
+//! through an `Arc`). Each thread owns a [`Scratch`], the reusable
+//! workspace of the request path; after a warm-up request at least as long
+//! (history length, number of candidates) as later ones, scoring performs
+//! no heap allocation.
+//!
+//! # The request path
+//!
+//! The history is the same for all `K` candidates, so the work splits into
+//! a per-request part, done once, and a per-candidate part, done for the
+//! candidates as a batch (in blocks of [`BLOCK`]):
+//!
+//! | stage | per request | per candidate |
+//! |---|---|---|
+//! | embeddings (SPEC §2) | user row, history `e_t`, sum pooling `s` | `e_a` |
+//! | interest extractor GRU (§3) | the whole GRU (one row) | — |
+//! | attention MLP (§5, §13) | `(Wk − Wd)·h_t + b1` for every step | `Wp·(q ∘ h_t)`, `(Wq + Wd)·q`, layers 2–3, softmax |
+//! | evolving GRU (§6) | input projection `W_ih·h_t + b` | recurrent products and gates |
+//! | head (§7) | — | BatchNorm, MLP, Dice with running statistics |
+//!
+//! `gru_att` runs its evolving GRU once per request (it has no attention
+//! inside); AIGRU shares the bias-free projection and scales it by `a_t`.
+//! `din` attends over the raw behaviours, `base` has no attention. An empty
+//! history is valid: the interest is zero (SPEC §8).
+//!
+//! Everything runs on the calling thread: a service scores many requests
+//! in parallel, one per thread, each with its own [`Scratch`].
+//!
+//! # Inputs
+//!
+//! By index ([`Predictor::score`]): the user index, the history as item and
+//! category indices (oldest first), the candidates as item and category
+//! indices. By string id ([`Predictor::score_ids`]): the same fields as the
+//! strings of the checkpoint's vocabularies; the caller passes each
+//! candidate's item id *and* its category id. Unknown string ids map to
+//! index 0 (SPEC §8).
+//!
+//! Bad input is an error ([`ServeError`]), never a panic: an empty
+//! candidate list, item and category lists of different lengths, an index
+//! outside its table. A history longer than the model's `max_len` keeps
+//! its last `max_len` behaviours, as in training (only those are checked).
+//!
+//! Scores equal those of [`fast::Model::forward`] in evaluation mode on the
+//! equivalent batch (`K` samples sharing the user and history), up to
+//! floating-point rounding: evaluation mode uses running statistics, so a
+//! candidate's score does not depend on the others.
+//!
+//! ```
+//! use dien_model::serve::{Items, Predictor, Scratch};
+//! use dien_model::{ModelConfig, ModelKind, ParamStore};
+//!
+//! let cfg = ModelConfig::new(ModelKind::Dien, 10, 50, 5);
+//! let params = ParamStore::init(&cfg, 1);
+//! let predictor = Predictor::new(cfg, params).unwrap();
+//! let mut scratch = Scratch::new();
+//! let history = Items::new(&[3, 7, 7, 12], &[1, 2, 2, 4]);
+//! let candidates = Items::new(&[20, 21, 22], &[1, 1, 3]);
+//! let p = predictor.score(&mut scratch, 4, history, candidates).unwrap();
+//! assert_eq!(p.len(), 3);
+//! assert!(p.iter().all(|&x| x > 0.0 && x < 1.0));
+//! assert!(predictor.score(&mut scratch, 4, history, Items::new(&[], &[])).is_err());
+//! ```
+//!
+//! [`fast::Model`]: crate::fast::Model
+//! [`fast::Model::forward`]: crate::fast::Model::forward
+
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop)]
+
+mod attention;
+mod gru;
+mod head;
+mod simd;
+mod vocab;
+
+use std::path::Path;
+
+use dien_engine::cell::CellKind;
+use thiserror::Error;
+
+pub use self::vocab::Vocabs;
+
+use self::attention::{AttServe, AttWs};
+use self::gru::{GateInput, GruServe, GruWs};
+use self::head::{HeadServe, HeadWs};
+use self::simd::{axpy, grow, sigmoid};
+use crate::checkpoint;
+use crate::config::{ModelConfig, ModelKind, Variant};
+use crate::error::ModelError;
+use crate::fast::Model;
+use crate::params::{ParamStore, tensor_specs};
+
+/// Candidates per block of the per-candidate stages: their activations
+/// stay in cache, and the scratch does not grow with `K`.
+pub const BLOCK: usize = 32;
+
+/// Why a request (or building a predictor) failed.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The candidate list is empty: there is nothing to score.
+    #[error("empty candidate list: a request needs at least one candidate")]
+    NoCandidates,
+    /// Two lists that must have equal lengths do not.
+    #[error("`{field}` has {len} entries, expected {expected} ({why})")]
+    LengthMismatch {
+        /// The offending list.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length it must have.
+        expected: usize,
+        /// What determines that length.
+        why: &'static str,
+    },
+    /// An index is outside its embedding table.
+    #[error("`{field}`[{position}]: index {index} out of range (the table has {rows} rows)")]
+    IndexOutOfRange {
+        /// The list (`uid`, `hist_mid`, `hist_cat`, `cand_mid`, `cand_cat`).
+        field: &'static str,
+        /// Position in the caller's list (0 for `uid`).
+        position: usize,
+        /// The offending index.
+        index: u32,
+        /// Rows of the table.
+        rows: usize,
+    },
+    /// String ids were given but the predictor has no vocabularies.
+    #[error("this predictor has no vocabularies: score by index, or load a checkpoint with its `.vocab.json` sidecar")]
+    NoVocabularies,
+    /// The vocabularies are unreadable or do not fit the checkpoint.
+    #[error("vocabularies: {0}")]
+    Vocab(String),
+    /// Loading or checking the model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A list of items as parallel item and category indices (a history,
+/// oldest first, or the candidates).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Items<'a> {
+    /// Item indices.
+    pub mid: &'a [u32],
+    /// Category indices, one per item.
+    pub cat: &'a [u32],
+}
+
+impl<'a> Items<'a> {
+    /// Items from parallel index lists (lengths are checked when scoring).
+    pub fn new(mid: &'a [u32], cat: &'a [u32]) -> Self {
+        Self { mid, cat }
+    }
+    /// Number of items (the length of `mid`).
+    pub fn len(&self) -> usize {
+        self.mid.len()
+    }
+    /// Whether there is no item.
+    pub fn is_empty(&self) -> bool {
+        self.mid.is_empty()
+    }
+}
+
+/// A loaded model ready to score requests; immutable, `Send + Sync`.
+///
+/// See the [module documentation](self) for the request path and inputs.
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    cfg: ModelConfig,
+    params: ParamStore<f32>,
+    /// Canonical indices of `emb.uid`, `emb.mid`, `emb.cat` in `params`.
+    emb: [usize; 3],
+    vocabs: Option<Vocabs>,
+    gru1: Option<GruServe>,
+    gru2: Option<GruServe>,
+    att: Option<AttServe>,
+    head: HeadServe,
+}
+
+// Shared by many threads: checked at compile time.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Predictor>();
+    shareable::<Vocabs>();
+};
+
+/// The reusable workspace of the request path, one per thread.
+///
+/// Buffers grow to the largest request seen and are never shrunk, so a
+/// request no longer than one already scored with this scratch (history
+/// length after truncation, number of candidates) allocates nothing. A
+/// scratch may be used with any predictor.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    /// Mapped string ids: history items, history categories, candidate
+    /// items, candidate categories.
+    ids: [Vec<u32>; 4],
+    out: Vec<f32>,
+    u: Vec<f32>,
+    e_hist: Vec<f32>,
+    s: Vec<f32>,
+    g1: Vec<f32>,
+    h1: Vec<f32>,
+    g2: Vec<f32>,
+    h2: Vec<f32>,
+    e_a: Vec<f32>,
+    w: Vec<f32>,
+    interest: Vec<f32>,
+    x: Vec<f32>,
+    gru: GruWs,
+    att: AttWs,
+    head: HeadWs,
+}
+
+impl Scratch {
+    /// An empty workspace (it grows on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn gru2_kind(v: Variant) -> CellKind {
+    match v {
+        Variant::Augru => CellKind::Augru,
+        Variant::AugruRef => CellKind::AugruRef,
+        Variant::Agru => CellKind::Agru,
+        Variant::Aigru => CellKind::Aigru,
+        Variant::GruAtt => CellKind::Gru,
+    }
+}
+
+fn check_indices(field: &'static str, v: &[u32], offset: usize, rows: usize) -> Result<(), ServeError> {
+    match v.iter().position(|&i| i as usize >= rows) {
+        Some(p) => Err(ServeError::IndexOutOfRange { field, position: offset + p, index: v[p], rows }),
+        None => Ok(()),
+    }
+}
+
+fn check_len(field: &'static str, len: usize, expected: usize, why: &'static str) -> Result<(), ServeError> {
+    if len == expected { Ok(()) } else { Err(ServeError::LengthMismatch { field, len, expected, why }) }
+}
+
+impl Predictor {
+    /// A predictor of `params`, which must hold exactly the tensors of
+    /// `cfg` (names and shapes), without vocabularies (index inputs only;
+    /// see [`Predictor::with_vocabs`]).
+    pub fn new(cfg: ModelConfig, params: ParamStore<f32>) -> Result<Self, ServeError> {
+        cfg.validate()?;
+        let specs = tensor_specs(&cfg);
+        if specs.len() != params.len() {
+            return Err(ModelError::Config(format!(
+                "parameter store has {} tensors, config needs {}",
+                params.len(),
+                specs.len()
+            ))
+            .into());
+        }
+        for (want, (have, data)) in specs.iter().zip(params.iter()) {
+            if want.name != have.name || want.shape != have.shape || data.len() != want.numel() {
+                return Err(ModelError::Config(format!(
+                    "tensor {} {:?} does not match the config's {} {:?}",
+                    have.name, have.shape, want.name, want.shape
+                ))
+                .into());
+            }
+        }
+        let (e, h) = (cfg.e(), cfg.hidden);
+        let p = &params;
+        let gru = |prefix: &str, kind: CellKind, input: usize| {
+            GruServe::new(
+                kind,
+                p.get(&format!("{prefix}.w_ih")),
+                p.get(&format!("{prefix}.w_hh")),
+                p.get(&format!("{prefix}.b")),
+                input,
+                h,
+            )
+        };
+        let gru1 = cfg.has_gru().then(|| gru("gru1", CellKind::Gru, e));
+        let gru2 = cfg.has_gru().then(|| gru("gru2", gru2_kind(cfg.variant), h));
+        let att = cfg.has_attention().then(|| AttServe::new(cfg.att, cfg.att_width(), e, p));
+        let head = HeadServe::new(cfg.head_in(), p);
+        let idx = |name: &str| p.index_of(name).expect("embedding tables exist in every model");
+        let emb = [idx("emb.uid"), idx("emb.mid"), idx("emb.cat")];
+        Ok(Self { cfg, params, emb, vocabs: None, gru1, gru2, att, head })
+    }
+
+    /// A predictor of a model's current parameters (copied), without
+    /// vocabularies.
+    pub fn from_model(model: &Model) -> Result<Self, ServeError> {
+        Self::new(model.config().clone(), model.params().clone())
+    }
+
+    /// Loads a checkpoint (SPEC §10) and, when the sidecar
+    /// `<name>.vocab.json` exists beside it, its vocabularies (a sidecar
+    /// that exists but is malformed or does not fit the tables is an error).
+    pub fn load(path: &Path) -> Result<Self, ServeError> {
+        let (cfg, params) = checkpoint::load(path)?;
+        let p = Self::new(cfg, params)?;
+        let vocab = checkpoint::sidecar_path(path, checkpoint::VOCAB_SUFFIX);
+        if vocab.is_file() { p.with_vocabs(Vocabs::from_json_file(&vocab)?) } else { Ok(p) }
+    }
+
+    /// Attaches vocabularies (for [`Predictor::score_ids`]) after checking
+    /// that every index fits the tables.
+    pub fn with_vocabs(mut self, vocabs: Vocabs) -> Result<Self, ServeError> {
+        vocabs.check(&self.cfg)?;
+        self.vocabs = Some(vocabs);
+        Ok(self)
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    /// The parameters.
+    pub fn params(&self) -> &ParamStore<f32> {
+        &self.params
+    }
+    /// The vocabularies, if any.
+    pub fn vocabs(&self) -> Option<&Vocabs> {
+        self.vocabs.as_ref()
+    }
+
+    /// Click probabilities of `candidates` for user `uid` with `history`,
+    /// in candidate order. The slice lives in `scratch` until its next use.
+    pub fn score<'s>(
+        &self,
+        scratch: &'s mut Scratch,
+        uid: u32,
+        history: Items<'_>,
+        candidates: Items<'_>,
+    ) -> Result<&'s [f32], ServeError> {
+        let k = candidates.len();
+        let mut out = std::mem::take(&mut scratch.out);
+        grow(&mut out, k);
+        let r = self.run(scratch, uid, history, candidates, &mut out[..k], true);
+        scratch.out = out;
+        r.map(|()| &scratch.out[..k])
+    }
+
+    /// [`Predictor::score`] writing the probabilities into `out` (one per
+    /// candidate; a different length is an error).
+    pub fn score_into(
+        &self,
+        scratch: &mut Scratch,
+        uid: u32,
+        history: Items<'_>,
+        candidates: Items<'_>,
+        out: &mut [f32],
+    ) -> Result<(), ServeError> {
+        self.run(scratch, uid, history, candidates, out, true)
+    }
+
+    /// [`Predictor::score_into`] writing logits (`σ(logit)` is the
+    /// probability; logits rank the same and do not saturate).
+    pub fn logits_into(
+        &self,
+        scratch: &mut Scratch,
+        uid: u32,
+        history: Items<'_>,
+        candidates: Items<'_>,
+        out: &mut [f32],
+    ) -> Result<(), ServeError> {
+        self.run(scratch, uid, history, candidates, out, false)
+    }
+
+    /// [`Predictor::score`] by string ids of the checkpoint's
+    /// vocabularies: the user, the history's items and their categories,
+    /// the candidates' items and their categories. Unknown ids map to 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn score_ids<'s, S: AsRef<str>>(
+        &self,
+        scratch: &'s mut Scratch,
+        user: &str,
+        hist_items: &[S],
+        hist_cats: &[S],
+        cand_items: &[S],
+        cand_cats: &[S],
+    ) -> Result<&'s [f32], ServeError> {
+        let k = cand_items.len();
+        let mut out = std::mem::take(&mut scratch.out);
+        grow(&mut out, k);
+        let r = self.score_ids_into(scratch, user, hist_items, hist_cats, cand_items, cand_cats, &mut out[..k]);
+        scratch.out = out;
+        r.map(|()| &scratch.out[..k])
+    }
+
+    /// [`Predictor::score_ids`] writing the probabilities into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn score_ids_into<S: AsRef<str>>(
+        &self,
+        scratch: &mut Scratch,
+        user: &str,
+        hist_items: &[S],
+        hist_cats: &[S],
+        cand_items: &[S],
+        cand_cats: &[S],
+        out: &mut [f32],
+    ) -> Result<(), ServeError> {
+        let v = self.vocabs.as_ref().ok_or(ServeError::NoVocabularies)?;
+        check_len("hist_cats", hist_cats.len(), hist_items.len(), "one category per history item")?;
+        check_len("cand_cats", cand_cats.len(), cand_items.len(), "one category per candidate item")?;
+        // Only the behaviours training would keep are looked up.
+        let start = hist_items.len().saturating_sub(self.cfg.max_len);
+        let mut ids = std::mem::take(&mut scratch.ids);
+        let [hm, hc, cm, cc] = &mut ids;
+        for (dst, src, f) in [
+            (&mut *hm, &hist_items[start..], Vocabs::mid as fn(&Vocabs, &str) -> u32),
+            (&mut *hc, &hist_cats[start..], Vocabs::cat),
+            (&mut *cm, cand_items, Vocabs::mid),
+            (&mut *cc, cand_cats, Vocabs::cat),
+        ] {
+            dst.clear();
+            dst.extend(src.iter().map(|s| f(v, s.as_ref())));
+        }
+        let r = self.run(scratch, v.uid(user), Items::new(hm, hc), Items::new(cm, cc), out, true);
+        scratch.ids = ids;
+        r
+    }
+
+    /// Checks a request; returns where the kept history starts.
+    fn validate(&self, uid: u32, hist: Items<'_>, cands: Items<'_>, out: usize) -> Result<usize, ServeError> {
+        let cfg = &self.cfg;
+        check_len("hist_cat", hist.cat.len(), hist.mid.len(), "one category per history item")?;
+        check_len("cand_cat", cands.cat.len(), cands.mid.len(), "one category per candidate item")?;
+        if cands.is_empty() {
+            return Err(ServeError::NoCandidates);
+        }
+        check_len("out", out, cands.len(), "one score per candidate")?;
+        check_indices("uid", &[uid], 0, cfg.n_uid)?;
+        let start = hist.len().saturating_sub(cfg.max_len);
+        check_indices("hist_mid", &hist.mid[start..], start, cfg.n_mid)?;
+        check_indices("hist_cat", &hist.cat[start..], start, cfg.n_cat)?;
+        check_indices("cand_mid", cands.mid, 0, cfg.n_mid)?;
+        check_indices("cand_cat", cands.cat, 0, cfg.n_cat)?;
+        Ok(start)
+    }
+
+    /// Embedding row `i` of table `t` (0 uid, 1 mid, 2 cat); `i` was checked.
+    #[inline]
+    fn row(&self, t: usize, i: u32) -> &[f32] {
+        let d = self.cfg.d;
+        &self.params.data(self.emb[t])[i as usize * d..(i as usize + 1) * d]
+    }
+
+    /// The request path: logits (or probabilities) of the candidates into `out`.
+    fn run(
+        &self,
+        sc: &mut Scratch,
+        uid: u32,
+        hist: Items<'_>,
+        cands: Items<'_>,
+        out: &mut [f32],
+        probs: bool,
+    ) -> Result<(), ServeError> {
+        let start = self.validate(uid, hist, cands, out.len())?;
+        let cfg = &self.cfg;
+        let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
+        let (hm, hc) = (&hist.mid[start..], &hist.cat[start..]);
+        let (l, k) = (hm.len(), cands.len());
+        let Scratch { u, e_hist, s, g1, h1, g2, h2, e_a, w, interest, x, gru, att, head, .. } = sc;
+
+        // Per request: user row, history rows and their sum.
+        grow(u, d);
+        u[..d].copy_from_slice(self.row(0, uid));
+        grow(e_hist, l * e);
+        grow(s, e);
+        let s = &mut s[..e];
+        s.fill(0.0);
+        for t in 0..l {
+            let x = &mut e_hist[t * e..(t + 1) * e];
+            x[..d].copy_from_slice(self.row(1, hm[t]));
+            x[d..].copy_from_slice(self.row(2, hc[t]));
+            for (a, &b) in s.iter_mut().zip(x.iter()) {
+                *a += b;
+            }
+        }
+        let e_hist = &e_hist[..l * e];
+
+        // Per request: extractor GRU, shared projections, attention keys.
+        let mut keys: &[f32] = &[];
+        if l > 0 {
+            match cfg.model {
+                ModelKind::Dien | ModelKind::DienNoaux => {
+                    let (c1, c2) = (self.gru1.as_ref().expect("gru1"), self.gru2.as_ref().expect("gru2"));
+                    let n3 = 3 * c1.hp();
+                    grow(g1, l * n3);
+                    grow(h1, l * h);
+                    grow(g2, l * n3);
+                    c1.project(l, e_hist, e, true, g1);
+                    c1.run(1, l, GateInput::Shared(g1), None, gru, Some(&mut h1[..l * h]));
+                    let h1 = &h1[..l * h];
+                    c2.project(l, h1, h, cfg.variant != Variant::Aigru, g2);
+                    keys = h1;
+                    if cfg.variant == Variant::GruAtt {
+                        grow(h2, l * h);
+                        c2.run(1, l, GateInput::Shared(g2), None, gru, Some(&mut h2[..l * h]));
+                        keys = &h2[..l * h];
+                    }
+                }
+                ModelKind::Din => keys = e_hist,
+                ModelKind::Base => {}
+            }
+            if let Some(a) = &self.att {
+                a.prepare_keys(keys, l, att);
+            }
+        }
+
+        // Per block of candidates: interest, head input, head.
+        let b = BLOCK.min(k);
+        grow(e_a, b * e);
+        grow(w, b * l);
+        grow(interest, b * iw);
+        grow(x, b * dh);
+        let mut c0 = 0;
+        while c0 < k {
+            let nb = BLOCK.min(k - c0);
+            for j in 0..nb {
+                let ea = &mut e_a[j * e..(j + 1) * e];
+                ea[..d].copy_from_slice(self.row(1, cands.mid[c0 + j]));
+                ea[d..].copy_from_slice(self.row(2, cands.cat[c0 + j]));
+            }
+            let it = &mut interest[..nb * iw];
+            if cfg.model == ModelKind::Base {
+                for row in it.chunks_exact_mut(iw) {
+                    row.copy_from_slice(s);
+                }
+            } else if l == 0 {
+                it.fill(0.0);
+            } else {
+                let a = self.att.as_ref().expect("attention");
+                a.weights(keys, l, e_a, nb, att, w);
+                let pooled = cfg.model == ModelKind::Din || cfg.variant == Variant::GruAtt;
+                if pooled {
+                    // Interest = Σ_t a_t k_t.
+                    for (j, row) in it.chunks_exact_mut(iw).enumerate() {
+                        row.fill(0.0);
+                        for t in 0..l {
+                            axpy(w[j * l + t], &keys[t * iw..(t + 1) * iw], row);
+                        }
+                    }
+                } else {
+                    let c2 = self.gru2.as_ref().expect("gru2");
+                    let gi = if cfg.variant == Variant::Aigru { GateInput::Scaled(g2) } else { GateInput::Shared(g2) };
+                    c2.run(nb, l, gi, Some((&w[..], l)), gru, None);
+                    let hp = c2.hp();
+                    for (j, row) in it.chunks_exact_mut(iw).enumerate() {
+                        row.copy_from_slice(&gru.hprev[j * hp..j * hp + h]);
+                    }
+                }
+            }
+            // Head input [u; e_a; s; e_a ∘ s; interest].
+            for j in 0..nb {
+                let xr = &mut x[j * dh..(j + 1) * dh];
+                let ea = &e_a[j * e..(j + 1) * e];
+                xr[..d].copy_from_slice(&u[..d]);
+                xr[d..d + e].copy_from_slice(ea);
+                xr[d + e..d + 2 * e].copy_from_slice(s);
+                for ((p, &a), &b) in xr[d + 2 * e..d + 3 * e].iter_mut().zip(ea).zip(s.iter()) {
+                    *p = a * b;
+                }
+                xr[d + 3 * e..].copy_from_slice(&interest[j * iw..(j + 1) * iw]);
+            }
+            let o = &mut out[c0..c0 + nb];
+            self.head.logits(x, nb, head, o);
+            if probs {
+                for v in o.iter_mut() {
+                    *v = sigmoid(*v);
+                }
+            }
+            c0 += nb;
+        }
+        Ok(())
+    }
+}
