@@ -238,10 +238,7 @@ fn main() {
         return;
     }
     eprintln!();
-    eprintln!(
-        "cells summary ({}; {threads} threads available; H = {H}, input = {IN})",
-        dien_engine::simd_target()
-    );
+    eprintln!("cells summary ({}; {threads} threads available; H = {H}, input = {IN})", dien_engine::simd_target());
     eprintln!("sgemm 1024³ yardstick, 1 thread: {yard0:.1} GFLOP/s at start, {yard1:.1} at end; % below of {yard:.1}");
     eprintln!("{:<34} {:>11} {:>9} {:>7}", "bench", "median", "GFLOP/s", "% sgemm");
     for (id, (flops, v)) in times.iter_mut() {

@@ -234,7 +234,17 @@ fn check_against_reference(case: &Case) {
     let (ds, dl) = (to64(&case.d_states), to64(&case.d_last));
     let ri = reference::backward(case.kind, &p, &seq, &rf, Some(&ds), Some(&dl), &mut rg);
 
-    let name = |w: &str| format!("{} in={} H={} B={} T={} h0={}: {w}", case.kind.name(), case.input, case.hidden, case.batch, case.steps, case.h0.is_some());
+    let name = |w: &str| {
+        format!(
+            "{} in={} H={} B={} T={} h0={}: {w}",
+            case.kind.name(),
+            case.input,
+            case.hidden,
+            case.batch,
+            case.steps,
+            case.h0.is_some()
+        )
+    };
     assert_close(&name("states"), &fast.states, &rf.states, 1e-5);
     assert_close(&name("last"), &fast.last, &rf.last, 1e-5);
     assert_close(&name("dx"), &fast.dx, &ri.x, 1e-4);
@@ -260,7 +270,8 @@ fn forward_and_backward_match_the_f64_reference_for_every_kind() {
     for (k, &kind) in CellKind::ALL.iter().enumerate() {
         // The default widths (H = 36: not a multiple of 8) with B not a
         // multiple of the chunk, and odd small widths.
-        for (j, &(input, hidden, batch, steps)) in [(36, 36, CHUNK + 5, 12), (7, 13, 9, 6), (9, 8, 3, 5)].iter().enumerate()
+        for (j, &(input, hidden, batch, steps)) in
+            [(36, 36, CHUNK + 5, 12), (7, 13, 9, 6), (9, 8, 3, 5)].iter().enumerate()
         {
             for with_h0 in [false, true] {
                 let seed = (k * 10 + j * 2 + with_h0 as usize) as u64;

@@ -10,10 +10,9 @@
 use wide::f32x8;
 
 use super::GruCell;
-use super::kernel::{LANES, gemm_acc_long_k, gemm_ep, load, load_n, prefetch, store, store_n};
+use super::kernel::{Epilogue, LANES, gemm_acc_long_k, gemm_ep, load, load_n, prefetch, store, store_n};
 use crate::cell::{CellKind, SeqInput};
 use crate::vecmath::simd::{sigmoid8, tanh8};
-
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
 /// vectors past the last column of their last row.
@@ -112,6 +111,72 @@ fn update_grad(kind: CellKind, dh: f32x8, hp: f32x8, u: f32x8, c: f32x8, a: f32x
     }
 }
 
+/// Epilogue of forward product 1 (`h_{t−1} · U_ruᵀ`): adds the input
+/// projection, applies σ, stores `r | u` over it and `r ∘ h_{t−1}`.
+struct RuEpi<'a> {
+    g: &'a mut [f32],
+    rh: &'a mut [f32],
+    hprev: &'a [f32],
+    h: usize,
+    hp: usize,
+    row0: usize,
+    hp_off: usize,
+    rh_off: usize,
+}
+
+impl Epilogue for RuEpi<'_> {
+    #[inline(always)]
+    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+        let (h, hp) = (self.h, self.hp);
+        let o = (self.row0 + i) * 3 * h + v * LANES;
+        let s = sigmoid8(acc + load(self.g, o));
+        store_n(self.g, o, (2 * h - v * LANES).min(LANES), s);
+        if v * LANES < h {
+            // Lanes past H multiply u by the zero padding of h.
+            let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
+            store(self.rh, (self.rh_off + i) * hp + v * LANES, s * hv);
+        }
+    }
+}
+
+/// Epilogue of forward product 2 (`(r ∘ h_{t−1}) · U_cᵀ`): adds the input
+/// projection, applies tanh and the state update; stores `c`, the new state
+/// (cache and output).
+struct CEpi<'a> {
+    kind: CellKind,
+    g: &'a mut [f32],
+    hprev: &'a mut [f32],
+    states: &'a mut [f32],
+    att: &'a [f32],
+    perm: &'a [usize],
+    masks: &'a [f32x8],
+    h: usize,
+    hp: usize,
+    row0: usize,
+    hp_off: usize,
+    hn_off: usize,
+    steps: usize,
+    t: usize,
+}
+
+impl Epilogue for CEpi<'_> {
+    #[inline(always)]
+    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+        let (h, hp) = (self.h, self.hp);
+        let row = self.row0 + i;
+        let w = (h - v * LANES).min(LANES);
+        let ou = row * 3 * h + h + v * LANES;
+        let oc = ou + h;
+        let c = tanh8(acc + load(self.g, oc));
+        let u = load(self.g, ou);
+        let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
+        let hn = update(self.kind, hv, u, c, f32x8::splat(self.att[row])) & self.masks[v];
+        store_n(self.g, oc, w, c);
+        store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
+        store_n(self.states, (self.perm[i] * self.steps + self.t) * h + v * LANES, w, hn);
+    }
+}
+
 impl Chunk {
     /// Sorts the chunk's samples by length and sizes every buffer for a
     /// chunk of `nb` samples of `steps` steps (any lengths).
@@ -172,8 +237,30 @@ impl Chunk {
         states: &mut [f32],
         last: &mut [f32],
     ) {
+        // One copy of the loop per kind, so the update is resolved at
+        // compile time inside the epilogues.
+        match cell.kind {
+            CellKind::Gru => self.forward_kind(CellKind::Gru, cell, inp, b0, train, states, last),
+            CellKind::Augru => self.forward_kind(CellKind::Augru, cell, inp, b0, train, states, last),
+            CellKind::AugruRef => self.forward_kind(CellKind::AugruRef, cell, inp, b0, train, states, last),
+            CellKind::Agru => self.forward_kind(CellKind::Agru, cell, inp, b0, train, states, last),
+            CellKind::Aigru => self.forward_kind(CellKind::Aigru, cell, inp, b0, train, states, last),
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn forward_kind(
+        &mut self,
+        kind: CellKind,
+        cell: &GruCell,
+        inp: &SeqInput<'_, f32>,
+        b0: usize,
+        train: bool,
+        states: &mut [f32],
+        last: &mut [f32],
+    ) {
         let (h, hp, n_in, steps) = (cell.hidden, cell.hp, cell.input, inp.steps);
-        let kind = cell.kind;
         let nb = last.len() / h;
         self.layout(cell, &inp.lengths[b0..b0 + nb], steps, train);
         self.cached = false;
@@ -187,9 +274,10 @@ impl Chunk {
             st[inp.lengths[b0 + s] * h..].fill(0.0);
         }
 
-        // Gather the active rows into the compact layout.
-        for t in 0..steps {
-            for (i, &p) in perm[..active[t]].iter().enumerate() {
+        // Gather the active rows into the compact layout, one sample at a
+        // time so the reads of `x` are sequential.
+        for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
+            for t in 0..len {
                 let row = off[t] + i;
                 let bt = (b0 + p) * steps + t;
                 let a = inp.att.map_or(0.0, |a| a[bt]);
@@ -251,30 +339,8 @@ impl Chunk {
             // Pass 1: [r | u] = σ(G_ru + h_{t−1} · U_ruᵀ), and r ∘ h_{t−1}.
             // It must finish before pass 2, whose product reads r ∘ h_{t−1}
             // of every row ("reset before matmul").
-            {
-                let hprev: &[f32] = hprev;
-                let mut epi = |i: usize, v: usize, acc: f32x8| {
-                    let o = (row0 + i) * h3 + v * LANES;
-                    let s = sigmoid8(acc + load(g, o));
-                    store_n(g, o, (2 * h - v * LANES).min(LANES), s);
-                    if v * LANES < h {
-                        // Lanes past H multiply u by the zero padding of h.
-                        let hv = load(hprev, (hp_off + i) * hp + v * LANES);
-                        store(rh, (rh_off + i) * hp + v * LANES, s * hv);
-                    }
-                };
-                gemm_ep::<4, 3, _>(
-                    n,
-                    h,
-                    nvru,
-                    &hprev[hp_off * hp..],
-                    hp,
-                    1,
-                    cell.uru_t.data(),
-                    cell.uru_t.ld(),
-                    &mut epi,
-                );
-            }
+            let mut epi = RuEpi { g, rh, hprev, h, hp, row0, hp_off, rh_off };
+            gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, cell.uru_t.data(), cell.uru_t.ld(), &mut epi);
 
             // The output rows two steps ahead.
             if t + 2 < tmax {
@@ -283,21 +349,9 @@ impl Chunk {
                 }
             }
             // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
-            {
-                let mut epi = |i: usize, v: usize, acc: f32x8| {
-                    let row = row0 + i;
-                    let w = (h - v * LANES).min(LANES);
-                    let oc = row * h3 + 2 * h + v * LANES;
-                    let c = tanh8(acc + load(g, oc));
-                    let u = load(g, row * h3 + h + v * LANES);
-                    let hv = load(hprev, (hp_off + i) * hp + v * LANES);
-                    let hn = update(kind, hv, u, c, f32x8::splat(att[row])) & cell.masks[v];
-                    store_n(g, oc, w, c);
-                    store(hprev, (hn_off + i) * hp + v * LANES, hn);
-                    store_n(states, (perm[i] * steps + t) * h + v * LANES, w, hn);
-                };
-                gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
-            }
+            let mut epi =
+                CEpi { kind, g, hprev, states, att, perm, masks: &cell.masks, h, hp, row0, hp_off, hn_off, steps, t };
+            gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
 
             // Samples whose last step this was.
             for i in active[t + 1]..n {
@@ -324,8 +378,33 @@ impl Chunk {
         d_att: &mut [f32],
         dh0: &mut [f32],
     ) {
+        let k = cell.kind;
+        match k {
+            CellKind::Gru => self.backward_kind(CellKind::Gru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
+            CellKind::Augru => self.backward_kind(CellKind::Augru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
+            CellKind::AugruRef => {
+                self.backward_kind(CellKind::AugruRef, cell, inp, b0, d_states, d_last, dx, d_att, dh0)
+            }
+            CellKind::Agru => self.backward_kind(CellKind::Agru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
+            CellKind::Aigru => self.backward_kind(CellKind::Aigru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn backward_kind(
+        &mut self,
+        kind: CellKind,
+        cell: &GruCell,
+        inp: &SeqInput<'_, f32>,
+        b0: usize,
+        d_states: Option<&[f32]>,
+        d_last: Option<&[f32]>,
+        dx: &mut [f32],
+        d_att: &mut [f32],
+        dh0: &mut [f32],
+    ) {
         let (h, hp, n_in, steps) = (cell.hidden, cell.hp, cell.input, inp.steps);
-        let kind = cell.kind;
         let nb = self.nb;
         assert!(self.cached, "backward needs the cache of a Mode::Train forward (consumed by one backward)");
         assert_eq!(self.steps, steps, "backward: T differs from the cached forward");
@@ -371,6 +450,12 @@ impl Chunk {
                 }
             }
 
+            // The cache rows of the next step are fetched a row at a time
+            // during pass A (a burst would stall on the fill buffers): the
+            // forward of the other chunks ran in between, so they come from
+            // far caches, in an order (blocks in reverse) the hardware
+            // prefetchers miss.
+            let next = t.checked_sub(1).map_or(0..0, |t1| off[t1]..off[t]);
             // The output gradient rows two steps ahead.
             if let (Some(ds), Some(t2)) = (d_states, t.checked_sub(2)) {
                 for &p in &perm[..active[t2]] {
@@ -382,6 +467,10 @@ impl Chunk {
             // u, c), the direct part of dh_{t−1}, and ∂L/∂a.
             for (i, &p) in perm[..n].iter().enumerate() {
                 let row = row0 + i;
+                if next.start + i < next.end {
+                    prefetch(g, (next.start + i) * h3, h3);
+                    prefetch(hprev, (next.start + i) * hp, hp);
+                }
                 let a = f32x8::splat(att[row]);
                 let mut da_acc = f32x8::ZERO;
                 for v in 0..nvh {
@@ -404,6 +493,10 @@ impl Chunk {
                     da_acc += dat & cell.masks[v];
                 }
                 da[row] = if kind == CellKind::Aigru { 0.0 } else { da_acc.reduce_add() };
+            }
+            for r in next.start + n..next.end {
+                prefetch(g, r * h3, h3);
+                prefetch(hprev, r * hp, hp);
             }
 
             // Pass B: dq = dG_c · U_c is ∂L/∂(r ∘ h_{t−1}); it gives dG_r

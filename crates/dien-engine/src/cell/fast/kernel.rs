@@ -184,6 +184,24 @@ impl Packed {
     }
 }
 
+/// What a product does with each finished 8-lane accumulator.
+///
+/// Closures implement it; the large fused epilogues of the cells are
+/// structs whose `vec` is `#[inline(always)]`, so they are inlined into
+/// every tile shape instead of becoming a call per vector (a call would
+/// also spill the tile's other accumulators).
+pub(crate) trait Epilogue {
+    /// Handles the accumulator of row `row`, columns `8·v .. 8·v + 8`.
+    fn vec(&mut self, row: usize, v: usize, acc: f32x8);
+}
+
+impl<F: FnMut(usize, usize, f32x8)> Epilogue for F {
+    #[inline(always)]
+    fn vec(&mut self, row: usize, v: usize, acc: f32x8) {
+        self(row, v, acc)
+    }
+}
+
 /// One register tile: `acc[i][v] = Σ_p A(i, p) · B(p, v·8 .. v·8 + 8)`.
 ///
 /// # Safety
@@ -227,7 +245,7 @@ struct Geom<'a> {
 }
 
 #[inline(always)]
-fn tile<const MR: usize, const NV: usize, E: FnMut(usize, usize, f32x8)>(g: Geom<'_>, i0: usize, v0: usize, epi: &mut E) {
+fn tile<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, i0: usize, v0: usize, epi: &mut E) {
     // SAFETY: `gemm_ep` asserted that rows `< m`, columns `< k` of A and
     // rows `< k`, vectors `< nvec` of B are inside their slices; the tile
     // loops only pass `i0 + MR ≤ m` and `v0 + NV ≤ nvec`.
@@ -236,31 +254,23 @@ fn tile<const MR: usize, const NV: usize, E: FnMut(usize, usize, f32x8)>(g: Geom
     };
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            epi(i0 + i, v0 + v, x);
+            epi.vec(i0 + i, v0 + v, x);
         }
     }
 }
 
 #[inline(always)]
-fn col_block<const MR: usize, const NV: usize, E: FnMut(usize, usize, f32x8)>(
-    g: Geom<'_>,
-    m: usize,
-    v0: usize,
-    epi: &mut E,
-) {
+fn col_block<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, m: usize, v0: usize, epi: &mut E) {
     let mut i = 0;
     while i + MR <= m {
         tile::<MR, NV, E>(g, i, v0, epi);
         i += MR;
     }
-    match m - i {
-        0 => {}
-        1 => tile::<1, NV, E>(g, i, v0, epi),
-        2 => tile::<2, NV, E>(g, i, v0, epi),
-        3 => tile::<3, NV, E>(g, i, v0, epi),
-        4 => tile::<4, NV, E>(g, i, v0, epi),
-        5 => tile::<5, NV, E>(g, i, v0, epi),
-        r => unreachable!("row tail {r} with MR = {MR}"),
+    // Row tail one row at a time: a tile per tail width would multiply the
+    // kernels instantiated per call site (and the compile time) by MR.
+    while i < m {
+        tile::<1, NV, E>(g, i, v0, epi);
+        i += 1;
     }
 }
 
@@ -271,7 +281,7 @@ fn col_block<const MR: usize, const NV: usize, E: FnMut(usize, usize, f32x8)>(
 /// Panics if a read would leave `a` or `b`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_ep<const MR: usize, const NV: usize, E: FnMut(usize, usize, f32x8)>(
+pub(crate) fn gemm_ep<const MR: usize, const NV: usize, E: Epilogue>(
     m: usize,
     k: usize,
     nvec: usize,
@@ -296,14 +306,15 @@ pub(crate) fn gemm_ep<const MR: usize, const NV: usize, E: FnMut(usize, usize, f
         col_block::<MR, NV, E>(g, m, v0, epi);
         v0 += NV;
     }
-    match nvec - v0 {
-        0 => {}
-        1 => col_block::<MR, 1, E>(g, m, v0, epi),
-        2 => col_block::<MR, 2, E>(g, m, v0, epi),
-        3 => col_block::<MR, 3, E>(g, m, v0, epi),
-        4 => col_block::<MR, 4, E>(g, m, v0, epi),
-        5 => col_block::<MR, 5, E>(g, m, v0, epi),
-        r => unreachable!("vector tail {r} with NV = {NV}"),
+    // Vector tail: two vectors together (H = 36 pads to 5 vectors = 3 + 2),
+    // otherwise one at a time, to bound the instantiated kernels.
+    if nvec - v0 == 2 && NV > 2 {
+        col_block::<MR, 2, E>(g, m, v0, epi);
+        v0 += 2;
+    }
+    while v0 < nvec {
+        col_block::<MR, 1, E>(g, m, v0, epi);
+        v0 += 1;
     }
 }
 
