@@ -14,16 +14,20 @@
 //!
 //! - **Inside the time loop** (`m` = batch rows ≤ 32 per step, weight
 //!   re-packed once per training step with [`small::PackedRhs::repack`]):
-//!   [`small::small_gemm`]. It never allocates, and it is 4–10× faster for
-//!   `m ≤ 8` (where `matrixmultiply`'s per-call setup dominates), up to 1.4×
+//!   [`small::small_gemm`]. It never allocates, and it is 2–10× faster for
+//!   `m ≤ 8` (where `matrixmultiply`'s per-call setup dominates), 1.0–1.4×
 //!   at `m = 16`, and equal or faster at `m = 32` for `n ≤ 72`.
 //! - **One-off large products** (`m ≥ 64`, e.g. the hoisted input projection
 //!   `[B·T, 36]·[36, 108]`): [`gemm`]. With `n ≥ 72` its AVX-512 kernel is
-//!   10–30% faster than the AVX2 small kernel; with `n = 36` the two tie, and
-//!   [`gemm`] needs no packed copy of `B`.
+//!   5–50% faster than the AVX2 small kernel (more as `m` and `n` grow);
+//!   with `n = 36` they are within about 15%, and [`gemm`] needs no packed
+//!   copy of `B`.
 //! - **Transposed left-hand side** (weight gradients `dGᵀ·X` over all `B·T`
 //!   rows): [`gemm`] with a [`MatRef::t`] view; [`small::small_gemm`] needs a
 //!   row-major `A`.
+//!
+//! On a machine without AVX-512, `matrixmultiply` falls back to an AVX2
+//! kernel and the crossover moves to larger `m` (not measured here).
 
 pub mod small;
 
