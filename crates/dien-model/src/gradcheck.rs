@@ -23,7 +23,7 @@
 use std::fmt;
 
 use dien_engine::gradcheck::{GradReport, TensorCheck, compare};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::ModelConfig;
@@ -173,4 +173,53 @@ fn check_entries(
         max_abs_below_floor.push(small);
     }
     Ok(ModelGradReport { report, max_abs_below_floor })
+}
+
+/// Random parameters of moderate size for a gradient check (not the SPEC
+/// initialisation: zero biases, unit gammas and tiny embeddings would hide
+/// mistakes, and tiny embeddings under batch normalisation make the loss so
+/// curved that finite differences lose accuracy), with positive running
+/// variances. Deterministic in `seed`.
+pub fn probe_params(cfg: &ModelConfig, seed: u64) -> ParamStore<f64> {
+    use crate::params::Init;
+    let mut p = ParamStore::<f32>::zeros(cfg).map(f64::from);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let specs = p.specs().to_vec();
+    for (i, spec) in specs.iter().enumerate() {
+        let fan = |k: usize| spec.shape.get(k).copied().unwrap_or(1) as f64;
+        for v in p.data_mut(i) {
+            *v = match (spec.kind, spec.init) {
+                (TensorKind::Buffer, Init::Const(1.0)) => rng.random_range(0.5..2.0),
+                (TensorKind::Buffer, _) => rng.random_range(-0.5..0.5),
+                (_, Init::Normal { .. }) => rng.random_range(-0.6..0.6),
+                (_, Init::GlorotUniform) => {
+                    let b = 1.5 * (6.0 / (fan(0) + fan(1))).sqrt();
+                    rng.random_range(-b..b)
+                }
+                (_, Init::Uniform { bound }) => rng.random_range(-1.5 * f64::from(bound)..1.5 * f64::from(bound)),
+                (_, Init::Const(c)) => f64::from(c) + rng.random_range(-0.3..0.3),
+                (_, Init::GruBias) => rng.random_range(-0.5..0.5),
+            };
+        }
+    }
+    p
+}
+
+/// A small batch for a gradient check: five samples with history lengths
+/// 5, 0, 1, 3 and 5 (`T = 5`), negatives, repeated ids (so embedding rows
+/// accumulate several contributions) and both labels. Deterministic in
+/// `seed`; indices fit `cfg`'s tables.
+pub fn probe_batch(cfg: &ModelConfig, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let lengths = [5usize, 0, 1, 3, 5];
+    let (nu, nm, nc) = (cfg.n_uid as u32, cfg.n_mid as u32, cfg.n_cat as u32);
+    let mut hist = |n: u32| -> Vec<Vec<u32>> {
+        lengths.iter().map(|&l| (0..l).map(|_| rng.random_range(0..n)).collect()).collect()
+    };
+    let (hm, hc, gm, gc) = (hist(nm), hist(nc), hist(nm), hist(nc));
+    let uid = (0..5).map(|_| rng.random_range(0..nu)).collect();
+    let mid = (0..5).map(|_| rng.random_range(0..nm)).collect();
+    let cat = (0..5).map(|_| rng.random_range(0..nc)).collect();
+    Batch::from_samples(uid, mid, cat, &hm, &hc, Some(&gm), Some(&gc), vec![1.0, 0.0, 1.0, 0.0, 1.0])
+        .expect("a consistent probe batch")
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dien_model::cost::{flops_per_sample, synthetic_batch};
 use dien_model::fast::Model;
-use dien_model::{AttForm, AuxForm, Batch, Mode, ModelConfig, ModelKind, ParamStore, Variant, checkpoint, reference};
+use dien_model::{AttForm, AuxForm, Batch, Mode, ModelConfig, ModelKind, Variant, checkpoint, reference};
 use dien_trainer::data::{Batcher, BatcherConfig, DataSet, TableSizes};
 use dien_trainer::generate::{GenerateConfig, generate};
 use dien_trainer::optim::{OptimConfig, OptimKind, Optimizer};
@@ -240,15 +240,29 @@ struct GradcheckArgs {
     /// Model: dien, dien-noaux, din, base.
     #[arg(long, default_value = "dien")]
     model: ModelKind,
-    #[command(flatten)]
-    arch: ArchArgs,
+    /// Interest-evolving variant: augru, augru-ref, agru, aigru, gru_att.
+    #[arg(long, default_value = "augru")]
+    variant: Variant,
+    /// Attention form: mlp or bilinear.
+    #[arg(long, default_value = "mlp")]
+    att: AttForm,
+    /// Auxiliary head: mlp or dot (dot needs H = 2d).
+    #[arg(long, default_value = "mlp")]
+    aux: AuxForm,
+    /// Embedding width d (tiny by default: every entry is probed four times).
+    #[arg(long, default_value_t = 2)]
+    dim: usize,
+    /// GRU hidden width H.
+    #[arg(long, default_value_t = 4)]
+    hidden: usize,
     /// Seed of the parameters and the batch.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Finite-difference step.
+    /// Finite-difference step (fourth-order central differences).
     #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS)]
     eps: f64,
-    /// Relative tolerance.
+    /// Relative tolerance (entries below the absolute floor are judged by
+    /// tol × floor).
     #[arg(long, default_value_t = 1e-6)]
     tol: f64,
     /// Check at most this many entries per tensor (largest gradients plus a
@@ -427,16 +441,13 @@ fn cmd_predict(a: &PredictArgs) -> Result<()> {
 }
 
 fn cmd_gradcheck(a: &GradcheckArgs) -> Result<()> {
-    let mut cfg = model_config(a.model, &a.arch, 6, 10, 4)?;
-    cfg.max_len = 5;
-    let p = ParamStore::init(&cfg, a.seed).map(|x| x as f64);
-    let lens = [0usize, 1, 3, 5];
-    let b = synthetic_batch(&cfg, lens.len(), 5, a.seed);
-    let mut batch = b.clone();
-    batch.lengths.copy_from_slice(&lens);
+    let arch = ArchArgs { variant: a.variant, att: a.att, aux: a.aux, dim: a.dim, hidden: a.hidden, alpha_aux: 1.0 };
+    let cfg = model_config(a.model, &arch, 6, 10, 5)?;
+    let p = dien_model::gradcheck::probe_params(&cfg, a.seed);
+    let batch = dien_model::gradcheck::probe_batch(&cfg, a.seed + 1);
     println!(
-        "gradient check: model {} variant {} att {} aux {} (d = {}, H = {}, B = {}, T = 5, lengths {:?})",
-        cfg.model, cfg.variant, cfg.att, cfg.aux, cfg.d, cfg.hidden, batch.batch, lens
+        "gradient check: model {} variant {} att {} aux {} (d = {}, H = {}, B = {}, T = {}, lengths {:?}), training mode",
+        cfg.model, cfg.variant, cfg.att, cfg.aux, cfg.d, cfg.hidden, batch.batch, batch.steps, batch.lengths
     );
     let rep = if a.max_entries == 0 {
         dien_model::gradcheck::check_model(&cfg, &p, &batch, a.eps)?
