@@ -4,8 +4,8 @@
 //! threads; plus the unfused cells (`cell::unfused`) at B = 128, T = 100.
 //!
 //! Throughput is in FLOP (criterion's "elem/s"): forward counts
-//! `2·(3H·in + 3H·H)` per sample per step, backward twice that, so forward
-//! + backward is 3× forward. Every sample has length T. The single-thread
+//! `2·(3H·in + 3H·H)` per sample per step, backward twice that, so a
+//! training step is 3× forward. Every sample has length T. The single-thread
 //! 1024³ `sgemm` rate (matrixmultiply) is measured at the start and the end
 //! of the run as the yardstick, and a summary table (GFLOP/s and % of the
 //! yardstick, medians) goes to stderr at the end.

@@ -277,8 +277,8 @@ impl Chunk {
         // Gather the active rows into the compact layout, one sample at a
         // time so the reads of `x` are sequential.
         for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
-            for t in 0..len {
-                let row = off[t] + i;
+            for (t, &o) in off[..len].iter().enumerate() {
+                let row = o + i;
                 let bt = (b0 + p) * steps + t;
                 let a = inp.att.map_or(0.0, |a| a[bt]);
                 att[row] = a;
