@@ -214,6 +214,25 @@ pub fn gemm<T: GemmScalar>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T
     }
 }
 
+/// Throughput of a large square `sgemm` (`n × n × n`, `matrixmultiply`,
+/// on the calling thread) in GFLOP/s: the median of `runs` timed calls after
+/// one warm-up. Benchmarks report their rates relative to this yardstick of
+/// what one core delivers on a large compute-bound GEMM.
+pub fn sgemm_yardstick_gflops(n: usize, runs: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 251) as f32 - 125.0) / 125.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 241) as f32 - 120.0) / 120.0).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut once = || {
+        let t = std::time::Instant::now();
+        gemm(1.0, MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n), 0.0, MatMut::row_major(&mut c, n, n));
+        t.elapsed().as_secs_f64()
+    };
+    once();
+    let mut times: Vec<f64> = (0..runs.max(1)).map(|_| once()).collect();
+    times.sort_by(f64::total_cmp);
+    2.0 * (n as f64).powi(3) / times[times.len() / 2] / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,23 +278,4 @@ mod tests {
         let v = [0.0f32; 5];
         let _ = MatRef::row_major(&v, 2, 3);
     }
-}
-
-/// Throughput of a large square `sgemm` (`n × n × n`, `matrixmultiply`,
-/// on the calling thread) in GFLOP/s: the median of `runs` timed calls after
-/// one warm-up. Benchmarks report their rates relative to this yardstick of
-/// what one core delivers on a large compute-bound GEMM.
-pub fn sgemm_yardstick_gflops(n: usize, runs: usize) -> f64 {
-    let a: Vec<f32> = (0..n * n).map(|i| ((i % 251) as f32 - 125.0) / 125.0).collect();
-    let b: Vec<f32> = (0..n * n).map(|i| ((i % 241) as f32 - 120.0) / 120.0).collect();
-    let mut c = vec![0.0f32; n * n];
-    let mut once = || {
-        let t = std::time::Instant::now();
-        gemm(1.0, MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n), 0.0, MatMut::row_major(&mut c, n, n));
-        t.elapsed().as_secs_f64()
-    };
-    once();
-    let mut times: Vec<f64> = (0..runs.max(1)).map(|_| once()).collect();
-    times.sort_by(f64::total_cmp);
-    2.0 * (n as f64).powi(3) / times[times.len() / 2] / 1e9
 }

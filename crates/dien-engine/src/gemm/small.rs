@@ -97,10 +97,9 @@ impl PackedRhs {
                     let j = 8 * v + l.min(lanes - 1);
                     &b[j * cs..j * cs + k]
                 });
-                for p in 0..k {
-                    let dst = self.data[p * nvec + v].as_mut_array();
-                    for (l, x) in dst.iter_mut().enumerate().take(lanes) {
-                        *x = cols[l][p];
+                for (p, row) in self.data.chunks_exact_mut(nvec).enumerate() {
+                    for (x, col) in row[v].as_mut_array().iter_mut().zip(&cols).take(lanes) {
+                        *x = col[p];
                     }
                 }
             }
