@@ -437,3 +437,50 @@ fn no_allocation_once_the_workspace_has_grown() {
     let (n, bytes) = (ALLOCS.load(Ordering::SeqCst), ALLOC_BYTES.load(Ordering::SeqCst));
     assert!(n <= 3 && bytes <= 8 * 1024, "{n} allocations ({bytes} bytes) in 10 warm forward+backward calls");
 }
+
+#[test]
+fn absent_output_gradients_and_all_zero_lengths() {
+    let _g = serial();
+    for (j, &kind) in CellKind::ALL.iter().enumerate() {
+        let mut case = Case::random(kind, 9, 36, 2 * CHUNK + 1, 6, j % 2 == 0, 100 + j as u64);
+        // One whole chunk of empty sequences.
+        case.lengths[CHUNK..2 * CHUNK].fill(0);
+        let cell = case.cell();
+        let (b, t, h, n) = (case.batch, case.steps, case.hidden, case.input);
+        let (w_ih, w_hh, bias) = (to64(&case.w_ih), to64(&case.w_hh), to64(&case.b));
+        let p = GruParams { w_ih: &w_ih, w_hh: &w_hh, b: &bias, input: n, hidden: h };
+        let (x, att, h0) = (to64(&case.x), case.att.as_deref().map(to64), case.h0.as_deref().map(to64));
+        let seq64 =
+            SeqInput { x: &x, lengths: &case.lengths, att: att.as_deref(), h0: h0.as_deref(), batch: b, steps: t };
+        let rf = reference::forward(kind, &p, &seq64);
+        let (ds, dl) = (to64(&case.d_states), to64(&case.d_last));
+        for (use_ds, use_dl) in [(false, true), (true, false)] {
+            let mut ws = CellWorkspace::new();
+            let (mut states, mut last) = (vec![f32::NAN; b * t * h], vec![f32::NAN; b * h]);
+            cell.forward(&case.seq(), &mut ws, Mode::Train, &mut states, &mut last);
+            let mut grads = GruGrads::zeros(n, h);
+            let mut dx = vec![f32::NAN; b * t * n];
+            let d_states = use_ds.then_some(&case.d_states[..]);
+            let d_last = use_dl.then_some(&case.d_last[..]);
+            // d_att and dh0 not requested.
+            cell.backward(&case.seq(), &mut ws, d_states, d_last, &mut grads, &mut dx, None, None);
+            let mut rg = GruGrads::zeros(n, h);
+            let ri = reference::backward(
+                kind,
+                &p,
+                &seq64,
+                &rf,
+                use_ds.then_some(&ds[..]),
+                use_dl.then_some(&dl[..]),
+                &mut rg,
+            );
+            let what = |w: &str| format!("{} d_states {use_ds} d_last {use_dl}: {w}", kind.name());
+            assert_close(&what("states"), &states, &rf.states, 1e-5);
+            assert_close(&what("last"), &last, &rf.last, 1e-5);
+            assert_close(&what("dx"), &dx, &ri.x, 1e-4);
+            assert_close(&what("dw_ih"), &grads.w_ih, &rg.w_ih, 1e-4);
+            assert_close(&what("dw_hh"), &grads.w_hh, &rg.w_hh, 1e-4);
+            assert_close(&what("db"), &grads.b, &rg.b, 1e-4);
+        }
+    }
+}
