@@ -362,6 +362,8 @@ pub fn train(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) ->
     pool.install(|| train_in_pool(cfg, on_event))
 }
 
+// The evaluation closure spells out the event-callback types in full.
+#[allow(clippy::type_complexity)]
 fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<TrainSummary, TrainError> {
     let start = Instant::now();
     let train_file = DataSet::train_file(&cfg.data_dir);
@@ -456,7 +458,6 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     let mut best_auc: Option<f64> = None;
     let mut window = (0.0f64, 0.0f64, 0.0f64, 0u64);
     let samples_at_start = prog.samples;
-    let mut stopped = false;
     let eval_and_log =
         |model: &mut Model,
          prog: Progress,
@@ -548,7 +549,6 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 on_event(Event::Saved(&cfg.out));
             }
             if cfg.max_steps.is_some_and(|m| prog.step >= m) {
-                stopped = true;
                 break 'epochs;
             }
         }
@@ -556,7 +556,6 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
         prog.pos = DataPosition::default();
         opt.halve_lr();
     }
-    let _ = stopped;
     bar.finish_and_clear();
     let last = eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?;
     save_all(&cfg.out, &model, &opt, &vocabs, prog)?;

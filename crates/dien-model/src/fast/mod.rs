@@ -445,7 +445,7 @@ impl Model {
     /// order, with the network in evaluation mode.
     pub fn recalibrate(&mut self, head_inputs: &[f32]) -> Result<(), ModelError> {
         let d = self.cfg.head_in();
-        if head_inputs.is_empty() || head_inputs.len() % d != 0 {
+        if head_inputs.is_empty() || !head_inputs.len().is_multiple_of(d) {
             return Err(ModelError::Batch(format!(
                 "recalibration needs a non-empty [n, {d}] matrix of head inputs, got {} values",
                 head_inputs.len()
