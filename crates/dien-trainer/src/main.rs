@@ -295,9 +295,13 @@ struct BenchArgs {
     /// Model: dien, dien-noaux, din, base.
     #[arg(long, default_value = "dien")]
     model: ModelKind,
-    /// train (forward + backward + optimiser step) or infer (forward, evaluation mode).
+    /// train (forward + backward + optimiser step), infer (forward, evaluation
+    /// mode) or score (the request path: one user, --candidates items).
     #[arg(long, default_value = "train")]
     mode: String,
+    /// Candidates per request (score mode).
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     batch: usize,
@@ -524,7 +528,8 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     let train_mode = match a.mode.as_str() {
         "train" => true,
         "infer" => false,
-        other => bail!("--mode must be train or infer, not `{other}`"),
+        "score" => return cmd_bench_score(a),
+        other => bail!("--mode must be train, infer or score, not `{other}`"),
     };
     if a.batch == 0 || a.steps == 0 {
         bail!("--batch and --steps must be at least 1");
@@ -584,6 +589,78 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         json!({"impl": "dien-rs", "mode": a.mode, "model": a.model.to_string(), "batch": a.batch, "T": a.seqlen,
                "threads": a.threads, "samples_per_s": sps, "ms_per_step": med * 1e3, "gflops": gflops,
                "sgemm_gflops_1thread": yard})
+    );
+    Ok(())
+}
+
+/// `dien bench --mode score`: times the request path (`serve::Predictor`)
+/// for one user with a history of `--seqlen` behaviours and `--candidates`
+/// items, each of `--threads` threads scoring on its own scratch. Prints the
+/// SPEC §14 line (`batch` = candidates per request, `samples_per_s` =
+/// candidates scored per second over all threads, `ms_per_step` = median
+/// request latency) with `p50_us` and `p99_us` added.
+fn cmd_bench_score(a: &BenchArgs) -> Result<()> {
+    use dien_model::serve::{Items, Predictor, Scratch};
+    if a.candidates == 0 || a.steps == 0 || a.threads == 0 {
+        bail!("--candidates, --steps and --threads must be at least 1");
+    }
+    let mut cfg = model_config(a.model, &a.arch, 1000, 50_000, 800)?;
+    cfg.max_len = a.seqlen.max(1);
+    let pred = Predictor::new(cfg.clone(), dien_model::ParamStore::init(&cfg, 1))?;
+    // One user's history (sample 0) and the targets of K samples as candidates.
+    let b = synthetic_batch(&cfg, a.candidates, a.seqlen, 1);
+    let (uid, t) = (b.uid[0], a.seqlen);
+    let hist = Items::new(&b.hist_mid[..t], &b.hist_cat[..t]);
+    let cands = Items::new(&b.mid, &b.cat);
+    let min_time = std::time::Duration::from_secs(1);
+    let mut times: Vec<f64> = std::thread::scope(|s| -> Result<Vec<f64>> {
+        let workers: Vec<_> = (0..a.threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<f64>> {
+                    let mut sc = Scratch::new();
+                    for _ in 0..3 {
+                        pred.score(&mut sc, uid, hist, cands)?;
+                    }
+                    let (mut v, t0) = (Vec::with_capacity(a.steps), Instant::now());
+                    while v.len() < a.steps || t0.elapsed() < min_time {
+                        let s = Instant::now();
+                        std::hint::black_box(pred.score(&mut sc, uid, hist, cands)?);
+                        v.push(s.elapsed().as_secs_f64());
+                    }
+                    Ok(v)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().map_err(|_| anyhow::anyhow!("a scoring thread panicked"))??);
+        }
+        Ok(all)
+    })?;
+    times.sort_by(f64::total_cmp);
+    let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    // Throughput of the timed requests (warm-up excluded): the threads run
+    // side by side, so their busy time divided by their number is the span.
+    let span = times.iter().sum::<f64>() / a.threads as f64;
+    let cps = (times.len() * a.candidates) as f64 / span;
+    eprintln!(
+        "{} score K={} T={} threads={}: p50 {:.1} µs, p99 {:.1} µs, {:.0} candidates/s over {} requests [{}]",
+        a.model,
+        a.candidates,
+        a.seqlen,
+        a.threads,
+        p50 * 1e6,
+        p99 * 1e6,
+        cps,
+        times.len(),
+        dien_engine::simd_target()
+    );
+    println!(
+        "{}",
+        json!({"impl": "dien-rs", "mode": "score", "model": a.model.to_string(), "batch": a.candidates,
+               "T": a.seqlen, "threads": a.threads, "samples_per_s": cps, "ms_per_step": p50 * 1e3,
+               "p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "candidates": a.candidates})
     );
     Ok(())
 }
