@@ -473,7 +473,11 @@ impl Chunk {
                 }
                 let a = f32x8::splat(att[row]);
                 let mut da_acc = f32x8::ZERO;
-                for v in 0..nvh {
+                // Last vector first: its full-width load of u reaches into
+                // the first c lanes, which this loop overwrites with dG_c;
+                // loading them before that store avoids a failed store
+                // forwarding (the extra lanes are padding, never used).
+                for v in (0..nvh).rev() {
                     let w = (h - v * LANES).min(LANES);
                     let mut d = load(dh, i * hp + v * LANES);
                     if let Some(ds) = d_states {
