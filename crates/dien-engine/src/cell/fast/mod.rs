@@ -13,6 +13,10 @@
 //! own parameter-gradient buffer; those are added to the caller's gradients
 //! in chunk order afterwards. Every chunk computes the same thing whichever
 //! thread runs it, so results are bit-identical for any number of threads.
+//! 16 samples: a chunk's training cache at `T = 100`, `H = 36` (≈ 1.4 MB)
+//! then fits a 2 MB L2; chunks of 32 measured about 15 % slower for AUGRU
+//! forward + backward at `B = 128`, and a chunk still holds ~10⁸ FLOP of
+//! work at `T = 100`, far above rayon's per-task cost.
 //!
 //! **Length-sorted, time-major compact rows.** Within a chunk, samples are
 //! ordered by length, longest first (the permutation is kept in the
@@ -46,12 +50,17 @@
 //! `dW_ih = dGᵀ·X`, `dW_hh(ru) = dG_ruᵀ·H_prev`, `dW_hh(c) = dG_cᵀ·(R∘H_prev)`,
 //! `db` = column sums, `dX = dG · W_ih`.
 //!
-//! **Products.** All products use one register-tiled `f32x8` kernel whose
-//! epilogue closure receives each finished accumulator (`kernel` module).
-//! It reads weights packed once per [`GruCell::set_params`] (`W_ihᵀ, U_ruᵀ,
-//! U_cᵀ` forward; `U_c, U_ru, W_ih` backward) and never allocates. (A
-//! general GEMM such as `gemm::gemm` allocates a packing buffer per call, so
-//! it is not used here.)
+//! **Products.** All products use one register-tiled `f32x8` kernel (4 rows
+//! × 3 vectors) whose epilogue receives each finished accumulator (`kernel`
+//! module). It reads weights packed once per [`GruCell::set_params`]
+//! (`W_ihᵀ, U_ruᵀ, U_cᵀ` forward; `U_c, U_ru, W_ih` backward) and never
+//! allocates. Measured on one chunk's shapes (one thread, best of 200, L2
+//! resident): the hoisted projection `1600×36×108` with its bias epilogue
+//! runs at 107 GFLOP/s, against 103 for `gemm::small::small_gemm` and 140
+//! for `gemm::gemm` (matrixmultiply picks its AVX-512 kernel at run time);
+//! the weight gradient `36×1600×108` (`Xᵀ·dG`) at 104 against 101 for
+//! `gemm::gemm`. `gemm::gemm` is still not used: it allocates its packing
+//! buffer on every call, and these calls must not allocate.
 //!
 //! **Widths not a multiple of 8** (`H = 36`). Per-step state rows are
 //! padded to `Hp = pad8(H)` with zero padding lanes (kept zero by a lane
