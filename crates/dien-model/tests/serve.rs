@@ -261,6 +261,8 @@ fn checkpoints_load_with_their_vocabularies_and_score_by_string_id() {
     let pred = Predictor::load(&ckpt).unwrap();
     assert_eq!(pred.vocabs(), Some(&vocabs));
     assert_eq!(pred.config(), &cfg);
+    let shown = format!("{pred:?}");
+    assert!(shown.contains("Predictor") && shown.contains("(19, 299, 29)") && shown.len() < 2000, "{shown}");
 
     let mut sc = Scratch::new();
     let by_index = pred

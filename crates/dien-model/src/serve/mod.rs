@@ -168,7 +168,7 @@ impl<'a> Items<'a> {
 /// A loaded model ready to score requests; immutable, `Send + Sync`.
 ///
 /// See the [module documentation](self) for the request path and inputs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Predictor {
     cfg: ModelConfig,
     params: ParamStore<f32>,
@@ -179,6 +179,16 @@ pub struct Predictor {
     gru2: Option<GruServe>,
     att: Option<AttServe>,
     head: HeadServe,
+}
+
+impl std::fmt::Debug for Predictor {
+    /// The configuration and vocabulary sizes (the weights are too many to print).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predictor")
+            .field("config", &self.cfg)
+            .field("vocabs", &self.vocabs.as_ref().map(Vocabs::sizes))
+            .finish_non_exhaustive()
+    }
 }
 
 // Shared by many threads: checked at compile time.
@@ -194,7 +204,7 @@ const _: () = {
 /// request no longer than one already scored with this scratch (history
 /// length after truncation, number of candidates) allocates nothing. A
 /// scratch may be used with any predictor.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Scratch {
     /// Mapped string ids: history items, history categories, candidate
     /// items, candidate categories.
@@ -220,6 +230,16 @@ impl Scratch {
     /// An empty workspace (it grows on first use).
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    /// The candidates and history steps it has room for without growing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("output_len", &self.out.len())
+            .field("history_floats", &self.e_hist.len())
+            .finish_non_exhaustive()
     }
 }
 

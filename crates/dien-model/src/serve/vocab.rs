@@ -14,11 +14,22 @@ use super::ServeError;
 use crate::config::ModelConfig;
 
 /// String id → index maps of users, items and categories.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Vocabs {
     uid: HashMap<String, u32>,
     mid: HashMap<String, u32>,
     cat: HashMap<String, u32>,
+}
+
+impl std::fmt::Debug for Vocabs {
+    /// The sizes only (a vocabulary can hold millions of ids).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vocabs")
+            .field("uid", &self.uid.len())
+            .field("mid", &self.mid.len())
+            .field("cat", &self.cat.len())
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
