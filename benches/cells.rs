@@ -29,12 +29,51 @@ use rand_chacha::ChaCha8Rng;
 const H: usize = 36;
 const IN: usize = 36;
 
-/// Per-iteration times seen by criterion, by bench id, for the summary.
-static TIMES: Mutex<BTreeMap<String, (f64, Vec<f64>)>> = Mutex::new(BTreeMap::new());
+/// What the summary keeps per bench id: FLOP per iteration, the
+/// per-iteration times criterion saw, and the process CPU time and wall time
+/// of those timed loops.
+#[derive(Default)]
+struct Seen {
+    flops: f64,
+    per_iter: Vec<f64>,
+    cpu: f64,
+    wall: f64,
+}
 
-fn record(id: &str, flops: f64, d: Duration, iters: u64) {
+static TIMES: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
+
+/// CPU time of all threads of this process so far (Linux: the run times in
+/// `/proc/self/task/*/schedstat`), `None` elsewhere. The ratio of CPU time
+/// to wall time over a timed loop tells how many cores it really had: on a
+/// machine shared with other jobs, a two-thread run may get less than two.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
+}
+
+/// Times `iters` runs of `f` (criterion's `iter_custom` body) and records
+/// them under `id`.
+fn timed(id: &str, flops: f64, iters: u64, mut f: impl FnMut()) -> Duration {
+    let c0 = process_cpu_seconds();
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    let d = t0.elapsed();
+    let c1 = process_cpu_seconds();
     let mut t = TIMES.lock().unwrap();
-    t.entry(id.to_string()).or_insert((flops, Vec::new())).1.push(d.as_secs_f64() / iters as f64);
+    let e = t.entry(id.to_string()).or_default();
+    e.flops = flops;
+    e.per_iter.push(d.as_secs_f64() / iters as f64);
+    if let (Some(c0), Some(c1)) = (c0, c1) {
+        e.cpu += c1 - c0;
+        e.wall += d.as_secs_f64();
+    }
+    d
 }
 
 struct Problem {
@@ -133,13 +172,7 @@ fn bench_fast(c: &mut Criterion, pools: &[(String, rayon::ThreadPool)]) {
                     g.bench_function(tname.as_str(), |bn| {
                         bn.iter_custom(|iters| {
                             pool.install(|| {
-                                let t0 = Instant::now();
-                                for _ in 0..iters {
-                                    buf.forward(&cell, black_box(&seq), Mode::Infer);
-                                }
-                                let d = t0.elapsed();
-                                record(&id, p.fwd_flops(), d, iters);
-                                d
+                                timed(&id, p.fwd_flops(), iters, || buf.forward(&cell, black_box(&seq), Mode::Infer))
                             })
                         })
                     });
@@ -151,13 +184,9 @@ fn bench_fast(c: &mut Criterion, pools: &[(String, rayon::ThreadPool)]) {
                     g.bench_function(tname.as_str(), |bn| {
                         bn.iter_custom(|iters| {
                             pool.install(|| {
-                                let t0 = Instant::now();
-                                for _ in 0..iters {
-                                    buf.train_step(&cell, black_box(&seq), &p.d_states);
-                                }
-                                let d = t0.elapsed();
-                                record(&id, 3.0 * p.fwd_flops(), d, iters);
-                                d
+                                timed(&id, 3.0 * p.fwd_flops(), iters, || {
+                                    buf.train_step(&cell, black_box(&seq), &p.d_states)
+                                })
                             })
                         })
                     });
@@ -182,13 +211,9 @@ fn bench_unfused(c: &mut Criterion, one: &rayon::ThreadPool) {
         g.bench_function("fwd/t1", |bn| {
             bn.iter_custom(|iters| {
                 one.install(|| {
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
+                    timed(&id, p.fwd_flops(), iters, || {
                         black_box(unfused::forward(kind, &params, black_box(&seq)));
-                    }
-                    let d = t0.elapsed();
-                    record(&id, p.fwd_flops(), d, iters);
-                    d
+                    })
                 })
             })
         });
@@ -198,14 +223,10 @@ fn bench_unfused(c: &mut Criterion, one: &rayon::ThreadPool) {
         g.bench_function("fwd+bwd/t1", |bn| {
             bn.iter_custom(|iters| {
                 one.install(|| {
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
+                    timed(&id, 3.0 * p.fwd_flops(), iters, || {
                         let cache = unfused::forward_train(kind, &params, black_box(&seq));
                         black_box(unfused::backward(kind, &params, &seq, &cache, Some(&p.d_states), None, &mut grads));
-                    }
-                    let d = t0.elapsed();
-                    record(&id, 3.0 * p.fwd_flops(), d, iters);
-                    d
+                    })
                 })
             })
         });
@@ -240,16 +261,18 @@ fn main() {
     eprintln!();
     eprintln!("cells summary ({}; {threads} threads available; H = {H}, input = {IN})", dien_engine::simd_target());
     eprintln!("sgemm 1024³ yardstick, 1 thread: {yard0:.1} GFLOP/s at start, {yard1:.1} at end; % below of {yard:.1}");
-    eprintln!("{:<34} {:>11} {:>9} {:>7}", "bench", "median", "GFLOP/s", "% sgemm");
-    for (id, (flops, v)) in times.iter_mut() {
-        let t = median(v);
-        let gf = *flops / t / 1e9;
-        eprintln!("{id:<34} {:>9.3}ms {gf:>9.2} {:>6.1}%", t * 1e3, 100.0 * gf / yard);
+    eprintln!("{:<34} {:>11} {:>9} {:>8} {:>5}", "bench", "median", "GFLOP/s", "% sgemm", "CPUs");
+    for (id, e) in times.iter_mut() {
+        let t = median(&mut e.per_iter);
+        let gf = e.flops / t / 1e9;
+        let cpus = if e.wall > 0.0 { format!("{:.2}", e.cpu / e.wall) } else { "-".into() };
+        eprintln!("{id:<34} {:>9.3}ms {gf:>9.2} {:>7.1}% {cpus:>5}", t * 1e3, 100.0 * gf / yard);
     }
     // Thread scaling of the headline configuration.
-    let one = times.get_mut("augru/fwd+bwd/B128/T100/t1").map(|(_, v)| median(v));
-    let all = times.get_mut(&format!("augru/fwd+bwd/B128/T100/t{threads}")).map(|(_, v)| median(v));
+    let one = times.get_mut("augru/fwd+bwd/B128/T100/t1").map(|e| median(&mut e.per_iter));
+    let all = times.get_mut(&format!("augru/fwd+bwd/B128/T100/t{threads}")).map(|e| median(&mut e.per_iter));
     if let (Some(a), Some(b)) = (one, all) {
         eprintln!("augru fwd+bwd B128 T100: {threads} threads are {:.2}× one thread", a / b);
     }
+    eprintln!("(CPUs: process CPU time / wall time of the timed loops; below the thread count, other jobs held cores)");
 }
