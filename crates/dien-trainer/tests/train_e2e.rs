@@ -36,8 +36,9 @@ fn tiny_dien_learns() {
     let s = train(&c, &mut |_| {}).unwrap();
     let auc = s.last.auc.unwrap();
     eprintln!("tiny dien: test AUC {auc:.4} after {} steps ({:.1} s)", s.steps, s.seconds);
-    // 800 test samples: AUC under the null has a spread of about 0.02.
-    assert!(auc > 0.6, "test AUC {auc}");
+    // 800 test samples: AUC under the null has a standard deviation of about
+    // 0.02, so 0.56 is three of them above chance.
+    assert!(auc > 0.56, "test AUC {auc}");
     assert!(dir.join("ck/m.best.safetensors").is_file());
     assert!(dir.join("ck/m.vocab.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
