@@ -1,6 +1,8 @@
 //! Synthetic data in the SPEC §12 layout (`dien generate`), built so that
-//! the label depends on how a user's interests *evolve*, not only on which
-//! interests the history contains.
+//! the label depends on how a user's interests *evolve* (which only an
+//! order-aware model can see) and on whether a minor category is *present*
+//! among heavier ones (which candidate-aware attention sees and sum pooling
+//! blurs), besides plain counts.
 //!
 //! The generative process (documented with its math in `docs/DATA.md`,
 //! section "Synthetic generator"):
@@ -11,14 +13,21 @@
 //!   the history (half rise, half fade, with random slopes) plus a random walk
 //!   started from the middle of the history; behaviours are drawn from the
 //!   softmax mixture at their time (with a little exploration noise).
-//! - The (positive, negative) categories of the user's pair are drawn jointly
-//!   ∝ `w_after(k⁺) · w_before(k⁻)`, `k⁺ ≠ k⁻`, where `w_after` is the mixture
-//!   one step *after* the history and `w_before` one step *before* it. The
-//!   process is symmetric under time reversal, so the candidate category's
-//!   count in the history has the same distribution for both labels; only
-//!   where in the history it occurs (its trend) tells them apart.
-//! - A fraction of negatives is instead a random popular item (the reference
-//!   data's sampling), which counts, not order, can recognise.
+//! - Each user gives one (negative, positive) pair of one of three kinds:
+//!   - *trend pair*: the categories are drawn jointly
+//!     ∝ `w_after(k⁺) · w_before(k⁻)`, `k⁺ ≠ k⁻`, where `w_after` is the
+//!     mixture one step *after* the history and `w_before` one step *before*
+//!     it. The process is symmetric under time reversal, so the candidate
+//!     category's count in the history has the same distribution for both
+//!     labels; only where in the history it occurs (its trend) tells them
+//!     apart;
+//!   - *random pair*: the positive as in a trend pair, the negative a random
+//!     popular item (the reference data's sampling), which counts recognise;
+//!   - *presence pair*: two categories new to the user are drawn; the first
+//!     is planted a few times at uniform positions of the history and gives
+//!     the positive, the other gives the negative. Order carries nothing;
+//!     the planted category is a small share of a history dominated by the
+//!     user's interests.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -64,9 +73,17 @@ pub struct GenerateConfig {
     /// Probability that a behaviour is a random popular item instead of one
     /// drawn from the user's interests.
     pub explore: f64,
-    /// Probability that a negative is a random popular item instead of one
-    /// from a category the user is leaving.
+    /// Probability that a user's pair is a *random pair*: the negative is a
+    /// random popular item instead of one from a category the user is
+    /// leaving.
     pub random_negative: f64,
+    /// Probability that a user's pair is a *presence pair*: a category new to
+    /// the user is planted in the history and gives the positive; another new
+    /// category gives the negative. The remaining pairs are trend pairs.
+    pub presence: f64,
+    /// Times the positive's category is planted in a presence pair, at
+    /// distinct uniform positions (all of them when the history is shorter).
+    pub presence_count: usize,
     /// Zipf exponent of item popularity inside a category.
     pub item_zipf: f64,
     /// Zipf exponent of category popularity.
@@ -74,11 +91,11 @@ pub struct GenerateConfig {
 }
 
 impl Default for GenerateConfig {
-    /// About 36,000 training and 4,000 test samples with histories of 10–60
-    /// behaviours.
+    /// 270,000 training and 30,000 test samples with histories of 10–60
+    /// behaviours: the `dien demo` data set.
     fn default() -> Self {
         Self {
-            users: 20_000,
+            users: 150_000,
             items: 4_000,
             categories: 40,
             min_len: 10,
@@ -91,7 +108,9 @@ impl Default for GenerateConfig {
             level_sd: 0.5,
             drift_sd: 0.5,
             explore: 0.1,
-            random_negative: 0.2,
+            random_negative: 0.35,
+            presence: 0.25,
+            presence_count: 3,
             item_zipf: 1.0,
             category_zipf: 0.8,
         }
@@ -137,10 +156,18 @@ impl GenerateConfig {
         if self.test_users() >= self.users {
             return bad("test_fraction", format!("= {} leaves no training user", self.test_fraction));
         }
-        for (field, p) in [("explore", self.explore), ("random_negative", self.random_negative)] {
+        for (field, p) in
+            [("explore", self.explore), ("random_negative", self.random_negative), ("presence", self.presence)]
+        {
             if !(0.0..=1.0).contains(&p) {
                 return bad(field, format!("= {p} is not a probability"));
             }
+        }
+        if self.presence + self.random_negative > 1.0 {
+            return bad("presence", format!("+ random_negative = {} exceeds 1", self.presence + self.random_negative));
+        }
+        if self.presence_count == 0 {
+            return bad("presence_count", "must be at least 1".into());
         }
         for (field, v) in [
             ("trend", self.trend),
@@ -176,6 +203,12 @@ pub struct GenerateSummary {
     pub events: usize,
     /// Mean history length over all users.
     pub mean_history_len: f64,
+    /// Users whose pair is a trend pair (train and test).
+    pub trend_pairs: usize,
+    /// Users whose pair is a random pair.
+    pub random_pairs: usize,
+    /// Users whose pair is a presence pair.
+    pub presence_pairs: usize,
     /// Entries of `uid_voc.pkl`, including the unknown entry at index 0.
     pub uid_vocab: usize,
     /// Entries of `mid_voc.pkl`, including the unknown entry at index 0.
@@ -280,11 +313,20 @@ impl Catalogue {
     }
 }
 
+/// The three kinds of (negative, positive) pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PairKind {
+    Trend,
+    Random,
+    Presence,
+}
+
 /// One user's behaviours and pair.
 struct UserRecord {
     history: Vec<u32>,
     positive: u32,
     negative: u32,
+    kind: PairKind,
 }
 
 /// Per-user scratch, reused across users.
@@ -297,6 +339,10 @@ struct Scratch {
     weights: Vec<f64>,
     after: Vec<f64>,
     pick: Vec<f64>,
+    /// Per category: occurs in the history or is an interest.
+    taken: Vec<bool>,
+    /// Positions planted in a presence pair.
+    planted: Vec<usize>,
 }
 
 /// The mixture weights `softmax_k(a_k(j))` at point `j` of the user's
@@ -394,6 +440,16 @@ fn generate_user(cfg: &GenerateConfig, cat: &Catalogue, s: &mut Scratch, rng: &m
         history.push(item);
     }
 
+    let kind = rng.random::<f64>();
+    if kind < cfg.presence {
+        s.weights = weights;
+        if let Some((positive, negative)) = presence_pair(cfg.presence_count, cat, s, &mut history, rng) {
+            return UserRecord { history, positive, negative, kind: PairKind::Presence };
+        }
+        // Fewer than two new categories: a trend pair instead.
+        weights = std::mem::take(&mut s.weights);
+    }
+
     // (k⁺, k⁻) jointly ∝ w_after(k⁺) · w_before(k⁻), k⁺ ≠ k⁻.
     let mut after = std::mem::take(&mut s.after);
     after.resize(k, 0.0);
@@ -412,17 +468,57 @@ fn generate_user(cfg: &GenerateConfig, cat: &Catalogue, s: &mut Scratch, rng: &m
     s.after = after;
 
     let positive = cat.item_in(s.interests[kp], rng);
-    let negative = if rng.random::<f64>() < cfg.random_negative {
-        loop {
+    if (cfg.presence..cfg.presence + cfg.random_negative).contains(&kind) {
+        let negative = loop {
             let item = cat.popular_item(rng);
             if item != positive {
                 break item;
             }
-        }
+        };
+        UserRecord { history, positive, negative, kind: PairKind::Random }
     } else {
-        cat.item_in(s.interests[kn], rng)
-    };
-    UserRecord { history, positive, negative }
+        let negative = cat.item_in(s.interests[kn], rng);
+        UserRecord { history, positive, negative, kind: PairKind::Trend }
+    }
+}
+
+/// Draws two distinct categories `c⁺`, `c⁻` that are neither interests of
+/// the user nor in the history (each by popularity), plants items of `c⁺` at
+/// `min(count, len)` distinct uniform positions of the history and returns
+/// (positive of `c⁺`, negative of `c⁻`); `None`, history untouched, when
+/// fewer than two categories are new to the user.
+fn presence_pair(
+    count: usize,
+    cat: &Catalogue,
+    s: &mut Scratch,
+    history: &mut [u32],
+    rng: &mut ChaCha8Rng,
+) -> Option<(u32, u32)> {
+    s.taken.clear();
+    s.taken.resize(cat.cat_popularity.len(), false);
+    for &c in &s.interests {
+        s.taken[c] = true;
+    }
+    for &h in history.iter() {
+        s.taken[cat.item_cat[h as usize] as usize] = true;
+    }
+    s.pick.clear();
+    s.pick.extend(cat.cat_popularity.iter().zip(&s.taken).map(|(&p, &t)| if t { 0.0 } else { p }));
+    if s.pick.iter().filter(|&&w| w > 0.0).count() < 2 {
+        return None;
+    }
+    let cp = sample_weights(&s.pick, rng);
+    s.pick[cp] = 0.0;
+    let cn = sample_weights(&s.pick, rng);
+    // Distinct positions by a partial Fisher–Yates shuffle of 0..len.
+    s.planted.clear();
+    s.planted.extend(0..history.len());
+    for i in 0..count.min(history.len()) {
+        let j = rng.random_range(i..history.len());
+        s.planted.swap(i, j);
+        history[s.planted[i]] = cat.item_in(cp, rng);
+    }
+    Some((cat.item_in(cp, rng), cat.item_in(cn, rng)))
 }
 
 /// A vocabulary as `(key, index)` in index order, serialised as a map in
@@ -561,6 +657,7 @@ pub fn generate(dir: &Path, cfg: &GenerateConfig) -> Result<GenerateSummary, Tra
 
     let test_users = cfg.test_users();
     let train_users = cfg.users - test_users;
+    let kinds = |k: PairKind| records.iter().filter(|r| r.kind == k).count();
     Ok(GenerateSummary {
         train_samples: 2 * train_users,
         test_samples: 2 * test_users,
@@ -570,6 +667,9 @@ pub fn generate(dir: &Path, cfg: &GenerateConfig) -> Result<GenerateSummary, Tra
         categories: cfg.categories,
         events,
         mean_history_len: records.iter().map(|r| r.history.len()).sum::<usize>() as f64 / cfg.users as f64,
+        trend_pairs: kinds(PairKind::Trend),
+        random_pairs: kinds(PairKind::Random),
+        presence_pairs: kinds(PairKind::Presence),
         uid_vocab: uid_voc.len(),
         mid_vocab: mid_voc.len(),
         cat_vocab: cat_voc.len(),
@@ -634,6 +734,33 @@ mod tests {
         let w = 1.0 / (1.0 + (-4.4f64).exp());
         assert!((after[0] - w).abs() < 1e-12 && (before[1] - w).abs() < 1e-12, "{before:?} {after:?}");
         assert!((before[0] + before[1] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn presence_pair_plants_distinct_positions_of_a_new_category() {
+        let cfg = GenerateConfig { items: 60, categories: 6, ..GenerateConfig::default() };
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let cat = Catalogue::new(&cfg, &mut rng);
+        let of = |c: usize| cat.cat_items[c][0];
+        let mut s = Scratch { interests: vec![0, 1], ..Scratch::default() };
+        for (len, count) in [(8, 3), (2, 3)] {
+            for _ in 0..50 {
+                // History from categories 0, 1, 2 (2 only when len > 2).
+                let mut history: Vec<u32> = (0..len).map(|t| of(t % 3)).collect();
+                let first_new = len.min(3) as u32;
+                let (pos, neg) = presence_pair(count, &cat, &mut s, &mut history, &mut rng).unwrap();
+                let (cp, cn) = (cat.item_cat[pos as usize], cat.item_cat[neg as usize]);
+                assert!(cp >= first_new && cn >= first_new && cp != cn, "{cp} {cn}");
+                let planted = history.iter().filter(|&&h| cat.item_cat[h as usize] == cp).count();
+                assert_eq!(planted, count.min(len));
+                assert!(history.iter().all(|&h| cat.item_cat[h as usize] != cn));
+            }
+        }
+        // One new category only: no pair, history untouched.
+        s.interests = vec![0, 1, 2, 3, 4];
+        let mut history = vec![of(0), of(1)];
+        assert!(presence_pair(3, &cat, &mut s, &mut history, &mut rng).is_none());
+        assert_eq!(history, [of(0), of(1)]);
     }
 
     #[test]

@@ -84,13 +84,15 @@ struct DemoArgs {
     /// Seed of data generation and training.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Epochs per model.
-    #[arg(long, default_value_t = 2)]
+    /// Epochs per model. One by default: test users are new, and a second
+    /// pass lets the user embeddings memorise the training pairs.
+    #[arg(long, default_value_t = 1)]
     epochs: usize,
     /// Compute threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Users of the generated set (each gives a positive and a negative).
+    /// Users of the generated set, each giving a positive and a negative
+    /// (default: the generator's 150,000).
     #[arg(long)]
     users: Option<usize>,
     /// Hide progress bars.
@@ -708,7 +710,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         cfg.seed = a.seed;
         cfg.threads = a.threads;
         cfg.progress = !a.quiet;
-        cfg.eval_every = Some(100);
+        cfg.eval_every = Some(200);
         cfg.metrics_log = Some(dir.join(format!("{model}.metrics.jsonl")));
         let s = train(&cfg, &mut print_event)?;
         eprintln!("{model}: test auc {:.4} in {:.1} s", s.last.auc.unwrap_or(f64::NAN), s.seconds);
@@ -736,12 +738,13 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
             s.samples as f64 / s.seconds
         );
     }
-    println!("\nplot: {}   checkpoints and logs: {}", plot.display(), dir.display());
+    let total = start.elapsed().as_secs_f64();
+    println!("\ntotal {total:.0} s   plot: {}   checkpoints and logs: {}", plot.display(), dir.display());
     let table: Vec<_> = results
         .iter()
         .map(|s| json!({"model": s.model, "auc": s.last.auc, "gauc": s.last.gauc, "logloss": s.last.logloss, "accuracy": s.last.accuracy, "seconds": s.seconds}))
         .collect();
-    println!("{}", json!({"demo": table, "dir": dir.display().to_string()}));
+    println!("{}", json!({"demo": table, "seconds": total, "dir": dir.display().to_string()}));
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! The synthetic generator: determinism, the SPEC §12 layout, vocabularies,
-//! and the statistical property it exists for (the label follows the trend
-//! of the candidate's category, hardly its count).
+//! and the statistical properties it exists for: in trend pairs the label
+//! follows the trend of the candidate's category, hardly its count; in
+//! presence pairs it follows whether a minor category occurs at all, in no
+//! particular order.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -107,6 +109,7 @@ fn layout_pairs_split_and_item_info() {
     assert_eq!(summary.test_users, 40, "10% of 400 users");
     assert_eq!(test.len(), 2 * 40);
     assert_eq!(train.len() + test.len(), 2 * cfg.users);
+    assert_eq!(summary.trend_pairs + summary.random_pairs + summary.presence_pairs, cfg.users);
 
     let item_info = std::fs::read_to_string(dir.join("item-info")).unwrap();
     let item_cat: HashMap<&str, &str> = item_info
@@ -248,13 +251,15 @@ fn pickles_load_in_python() {
 #[test]
 fn invalid_configs_are_rejected_with_the_field_named() {
     let dir = scratch_dir("invalid");
-    let cases: [(&str, GenerateConfig); 6] = [
+    let cases: [(&str, GenerateConfig); 8] = [
         ("max_len", GenerateConfig { min_len: 10, max_len: 5, ..small(1) }),
         ("test_fraction", GenerateConfig { test_fraction: 1.0, ..small(1) }),
         ("interests_min", GenerateConfig { interests_min: 1, ..small(1) }),
         ("categories", GenerateConfig { categories: 3, interests_max: 4, ..small(1) }),
         ("explore", GenerateConfig { explore: 1.5, ..small(1) }),
         ("trend", GenerateConfig { trend: f64::NAN, ..small(1) }),
+        ("presence", GenerateConfig { presence: 0.7, random_negative: 0.5, ..small(1) }),
+        ("presence_count", GenerateConfig { presence_count: 0, ..small(1) }),
     ];
     for (field, cfg) in cases {
         match generate(&dir, &cfg) {
@@ -265,17 +270,21 @@ fn invalid_configs_are_rejected_with_the_field_named() {
     assert!(!dir.exists(), "an invalid config must not create the directory");
 }
 
+/// Position of behaviour `t` of `len` in [−1, 1], oldest −1.
+fn position(t: usize, len: usize) -> f64 {
+    2.0 * (t as f64 + 0.5) / len as f64 - 1.0
+}
+
 /// Per sample: (label, count of the candidate's category in the history,
-/// trend = Σ over those occurrences of the position in [−1, 1], oldest −1).
+/// trend = Σ over those occurrences of their positions).
 fn predictors(samples: &[Sample]) -> (Vec<u8>, Vec<f64>, Vec<f64>) {
     let mut out = (Vec::new(), Vec::new(), Vec::new());
     for s in samples {
-        let len = s.hist_cat.len() as f64;
         let (mut count, mut trend) = (0.0, 0.0);
         for (t, c) in s.hist_cat.iter().enumerate() {
             if *c == s.cat {
                 count += 1.0;
-                trend += 2.0 * (t as f64 + 0.5) / len - 1.0;
+                trend += position(t, s.hist_cat.len());
             }
         }
         out.0.push(s.label);
@@ -285,31 +294,107 @@ fn predictors(samples: &[Sample]) -> (Vec<u8>, Vec<f64>, Vec<f64>) {
     out
 }
 
-fn predictor_aucs(cfg: &GenerateConfig, name: &str) -> (f64, f64) {
+/// Generates `cfg` and returns every sample (train and test) and the summary.
+fn all_samples(cfg: &GenerateConfig, name: &str) -> (Vec<Sample>, dien_trainer::generate::GenerateSummary) {
     let dir = scratch_dir(name);
-    generate(&dir, cfg).unwrap();
+    let summary = generate(&dir, cfg).unwrap();
     let mut samples = parse_file(&dir.join("local_train_splitByUser"));
     samples.extend(parse_file(&dir.join("local_test_splitByUser")));
     std::fs::remove_dir_all(dir).unwrap();
-    let (labels, count, trend) = predictors(&samples);
+    (samples, summary)
+}
+
+/// (count AUC, trend AUC) over all samples.
+fn predictor_aucs(samples: &[Sample]) -> (f64, f64) {
+    let (labels, count, trend) = predictors(samples);
     (auc(&count, &labels).unwrap(), auc(&trend, &labels).unwrap())
 }
 
-#[test]
-fn label_follows_the_trend_not_the_count() {
-    let cfg = GenerateConfig { users: 3000, seed: 11, ..GenerateConfig::default() };
-    let (count_auc, trend_auc) = predictor_aucs(&cfg, "stat");
-    println!("default mix: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
-    assert!(trend_auc > 0.75, "trend AUC {trend_auc}");
-    assert!(trend_auc > count_auc + 0.15, "trend AUC {trend_auc} vs count AUC {count_auc}");
+fn trend_only(users: usize, seed: u64) -> GenerateConfig {
+    GenerateConfig { users, seed, random_negative: 0.0, presence: 0.0, ..GenerateConfig::default() }
+}
 
-    // Without random negatives, the counts carry (almost) nothing: both
-    // categories of a pair are equally frequent by time-reversal symmetry.
-    let cfg = GenerateConfig { random_negative: 0.0, ..cfg };
-    let (count_auc, trend_auc) = predictor_aucs(&cfg, "stat-nornd");
-    println!("no random negatives: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
+#[test]
+fn trend_pairs_follow_the_trend_not_the_count() {
+    // Only trend pairs: both categories of a pair are equally frequent by
+    // time-reversal symmetry, so counts carry (almost) nothing.
+    let (samples, summary) = all_samples(&trend_only(3000, 11), "stat-trend");
+    assert_eq!(summary.trend_pairs, 3000);
+    let (count_auc, trend_auc) = predictor_aucs(&samples);
+    println!("trend pairs only: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
     assert!((count_auc - 0.5).abs() < 0.04, "count AUC {count_auc}");
     assert!(trend_auc > 0.75, "trend AUC {trend_auc}");
+
+    // Random negatives are recognisable from counts, and the trend still
+    // beats the count.
+    let cfg = GenerateConfig { random_negative: 0.35, ..trend_only(3000, 11) };
+    let (samples, _) = all_samples(&cfg, "stat-random");
+    let (count_auc, trend_auc) = predictor_aucs(&samples);
+    println!("with random pairs: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
+    assert!(count_auc > 0.55, "count AUC {count_auc}");
+    assert!(trend_auc > count_auc + 0.15, "trend AUC {trend_auc} vs count AUC {count_auc}");
+}
+
+#[test]
+fn presence_pairs_plant_a_minor_category_in_no_particular_order() {
+    let cfg =
+        GenerateConfig { users: 3000, seed: 12, presence: 1.0, random_negative: 0.0, ..GenerateConfig::default() };
+    let (samples, summary) = all_samples(&cfg, "stat-presence");
+    // With 40 categories every user has two new ones: no fallback.
+    assert_eq!(summary.presence_pairs, 3000);
+    let (mut positions, mut share, mut top_share) = (Vec::new(), 0.0, 0.0);
+    for pair in samples.chunks(2) {
+        let (neg, pos) = (&pair[0], &pair[1]);
+        let hist = &pos.hist_cat;
+        assert_ne!(neg.cat, pos.cat);
+        // The positive's category is planted exactly `presence_count` times;
+        // the negative's never occurs.
+        let planted: Vec<usize> = (0..hist.len()).filter(|&t| hist[t] == pos.cat).collect();
+        assert_eq!(planted.len(), cfg.presence_count.min(hist.len()), "user {}", pos.uid);
+        assert!(!hist.contains(&neg.cat), "user {}: negative category in the history", pos.uid);
+        positions.extend(planted.iter().map(|&t| position(t, hist.len())));
+        share += planted.len() as f64 / hist.len() as f64;
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for c in hist {
+            *counts.entry(c.as_str()).or_default() += 1;
+        }
+        top_share += *counts.values().max().unwrap() as f64 / hist.len() as f64;
+    }
+    let n = (samples.len() / 2) as f64;
+    let (share, top_share) = (share / n, top_share / n);
+    // Uniform positions: mean 0, variance 1/3 on [−1, 1].
+    let mean = positions.iter().sum::<f64>() / positions.len() as f64;
+    let var = positions.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / positions.len() as f64;
+    println!("planted share {share:.3}, top category share {top_share:.3}, position mean {mean:.3} var {var:.3}");
+    assert!(mean.abs() < 0.03 && (var - 1.0 / 3.0).abs() < 0.02, "positions: mean {mean}, var {var}");
+    // A minor category beside heavier interests (what sum pooling blurs).
+    assert!(share < 0.15 && top_share > 2.5 * share, "planted share {share}, top share {top_share}");
+
+    // Order carries nothing: the trend predictor is at chance within pairs
+    // (positions are symmetric around 0), while presence alone separates.
+    let (count_auc, trend_auc) = predictor_aucs(&samples);
+    println!("presence pairs only: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
+    assert_eq!(count_auc, 1.0);
+    assert!((trend_auc - 0.5).abs() < 0.04, "trend AUC {trend_auc}");
+}
+
+#[test]
+fn default_mix_has_each_kind_in_its_share() {
+    let cfg = GenerateConfig { users: 4000, seed: 13, ..GenerateConfig::default() };
+    let (samples, s) = all_samples(&cfg, "stat-mix");
+    let share = |n: usize| n as f64 / cfg.users as f64;
+    let trend_share = 1.0 - cfg.presence - cfg.random_negative;
+    println!("pairs: {} trend, {} random, {} presence", s.trend_pairs, s.random_pairs, s.presence_pairs);
+    // Binomial standard deviation ≤ 0.008 at 4000 users.
+    assert!((share(s.presence_pairs) - cfg.presence).abs() < 0.03);
+    assert!((share(s.random_pairs) - cfg.random_negative).abs() < 0.03);
+    assert!((share(s.trend_pairs) - trend_share).abs() < 0.03);
+    // Both signals show: the trend is the stronger simple predictor, and the
+    // count (presence and random pairs) is well above chance.
+    let (count_auc, trend_auc) = predictor_aucs(&samples);
+    println!("default mix: count AUC {count_auc:.3}, trend AUC {trend_auc:.3}");
+    assert!(count_auc > 0.65, "count AUC {count_auc}");
+    assert!(trend_auc > count_auc + 0.05, "trend AUC {trend_auc} vs count AUC {count_auc}");
 }
 
 #[test]
