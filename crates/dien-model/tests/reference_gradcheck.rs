@@ -13,7 +13,7 @@
 use dien_model::gradcheck::{DEFAULT_EPS, check_model, check_model_sampled};
 use dien_model::reference::{forward, forward_backward, forward_backward_traced, forward_traced};
 use dien_model::{
-    AttForm, AuxForm, Batch, Init, Mode, ModelConfig, ModelKind, ParamStore, TensorKind, Variant, tensor_specs,
+    AttForm, AuxForm, Batch, Mode, ModelConfig, ModelKind, ParamStore, TensorKind, Variant, tensor_specs,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -40,27 +40,7 @@ fn tiny(model: ModelKind, variant: Variant, att: AttForm, aux: AuxForm) -> Model
 /// biases, unit gammas and tiny embeddings would hide mistakes), with
 /// positive running variances.
 fn random_params(cfg: &ModelConfig, seed: u64) -> ParamStore<f64> {
-    let mut p = ParamStore::<f32>::zeros(cfg).map(f64::from);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let specs = p.specs().to_vec();
-    for (i, spec) in specs.iter().enumerate() {
-        let fan = |k: usize| spec.shape.get(k).copied().unwrap_or(1) as f64;
-        for v in p.data_mut(i) {
-            *v = match (spec.kind, spec.init) {
-                (TensorKind::Buffer, Init::Const(1.0)) => rng.random_range(0.5..2.0),
-                (TensorKind::Buffer, _) => rng.random_range(-0.5..0.5),
-                (_, Init::Normal { .. }) => rng.random_range(-0.6..0.6),
-                (_, Init::GlorotUniform) => {
-                    let b = 1.5 * (6.0 / (fan(0) + fan(1))).sqrt();
-                    rng.random_range(-b..b)
-                }
-                (_, Init::Uniform { bound }) => rng.random_range(-1.5 * f64::from(bound)..1.5 * f64::from(bound)),
-                (_, Init::Const(c)) => f64::from(c) + rng.random_range(-0.3..0.3),
-                (_, Init::GruBias) => rng.random_range(-0.5..0.5),
-            };
-        }
-    }
-    p
+    dien_model::gradcheck::probe_params(cfg, seed)
 }
 
 /// Five samples, lengths 5, 0, 1, 3, 5 (T = 5), with negatives; ids cover
