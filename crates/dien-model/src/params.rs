@@ -324,6 +324,30 @@ pub fn glorot_bound(shape: &[usize]) -> f32 {
     (6.0 / (fan_in + fan_out) as f64).sqrt() as f32
 }
 
+impl<T> ParamStore<T> {
+    /// Checks that this store holds exactly the tensors of `cfg` (names,
+    /// order, shapes and lengths); the error names the first mismatch.
+    pub fn check_matches(&self, cfg: &ModelConfig) -> Result<(), crate::ModelError> {
+        let specs = tensor_specs(cfg);
+        if specs.len() != self.specs.len() {
+            return Err(crate::ModelError::Config(format!(
+                "parameter store has {} tensors, config needs {}",
+                self.specs.len(),
+                specs.len()
+            )));
+        }
+        for (want, (have, data)) in specs.iter().zip(self.specs.iter().zip(&self.data)) {
+            if want.name != have.name || want.shape != have.shape || data.len() != want.numel() {
+                return Err(crate::ModelError::Config(format!(
+                    "tensor {} {:?} does not match the config's {} {:?}",
+                    have.name, have.shape, want.name, want.shape
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ParamStore<f32> {
     /// Every tensor of `cfg` initialised by its [`Init`] rule (SPEC §2–§7).
     ///

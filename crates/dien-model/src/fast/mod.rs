@@ -17,7 +17,7 @@
 
 mod attention;
 mod aux;
-mod dense;
+pub(crate) mod dense;
 mod head;
 
 use std::collections::HashMap;
@@ -284,22 +284,7 @@ impl Model {
     /// Wraps `params` (which must match `cfg`'s tensor list) in a model.
     pub fn new(cfg: ModelConfig, params: ParamStore<f32>) -> Result<Self, ModelError> {
         cfg.validate()?;
-        let specs = tensor_specs(&cfg);
-        if specs.len() != params.len() {
-            return Err(ModelError::Config(format!(
-                "parameter store has {} tensors, config needs {}",
-                params.len(),
-                specs.len()
-            )));
-        }
-        for (want, (have, data)) in specs.iter().zip(params.iter()) {
-            if want.name != have.name || want.shape != have.shape || data.len() != want.numel() {
-                return Err(ModelError::Config(format!(
-                    "tensor {} {:?} does not match the config's {} {:?}",
-                    have.name, have.shape, want.name, want.shape
-                )));
-            }
-        }
+        params.check_matches(&cfg)?;
         let (e, h) = (cfg.e(), cfg.hidden);
         let pk = Packed {
             gru1: cfg.has_gru().then(|| GruCell::new(CellKind::Gru, e, h)),

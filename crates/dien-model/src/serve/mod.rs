@@ -93,7 +93,7 @@ use crate::checkpoint;
 use crate::config::{ModelConfig, ModelKind, Variant};
 use crate::error::ModelError;
 use crate::fast::Model;
-use crate::params::{ParamStore, tensor_specs};
+use crate::params::ParamStore;
 
 /// Candidates per block of the per-candidate stages: their activations
 /// stay in cache, and the scratch does not grow with `K`.
@@ -270,24 +270,7 @@ impl Predictor {
     /// see [`Predictor::with_vocabs`]).
     pub fn new(cfg: ModelConfig, params: ParamStore<f32>) -> Result<Self, ServeError> {
         cfg.validate()?;
-        let specs = tensor_specs(&cfg);
-        if specs.len() != params.len() {
-            return Err(ModelError::Config(format!(
-                "parameter store has {} tensors, config needs {}",
-                params.len(),
-                specs.len()
-            ))
-            .into());
-        }
-        for (want, (have, data)) in specs.iter().zip(params.iter()) {
-            if want.name != have.name || want.shape != have.shape || data.len() != want.numel() {
-                return Err(ModelError::Config(format!(
-                    "tensor {} {:?} does not match the config's {} {:?}",
-                    have.name, have.shape, want.name, want.shape
-                ))
-                .into());
-            }
-        }
+        params.check_matches(&cfg)?;
         let (e, h) = (cfg.e(), cfg.hidden);
         let p = &params;
         let gru = |prefix: &str, kind: CellKind, input: usize| {

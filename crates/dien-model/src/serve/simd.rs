@@ -33,43 +33,7 @@ pub(crate) fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// Dot product of two equal-length slices (8 lanes at a time, then the tail).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot: lengths differ");
-    let mut acc = f32x8::ZERO;
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let x = f32x8::from(<[f32; 8]>::try_from(x).expect("8 lanes"));
-        let y = f32x8::from(<[f32; 8]>::try_from(y).expect("8 lanes"));
-        acc = x.mul_add(y, acc);
-    }
-    let mut s = acc.reduce_add();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-/// `y += alpha · x`.
-#[inline]
-pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = alpha.mul_add(xi, *yi);
-    }
-}
-
-/// Scalar logistic sigmoid without overflow.
-#[inline]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+pub(crate) use crate::fast::dense::{axpy, dot, sigmoid};
 
 #[cfg(test)]
 mod tests {
