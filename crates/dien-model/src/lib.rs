@@ -16,6 +16,7 @@ pub mod mode;
 pub mod params;
 pub mod reference;
 pub mod serve;
+pub mod vocab;
 
 pub use batch::Batch;
 pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};

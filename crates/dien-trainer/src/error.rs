@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use dien_model::ModelError;
+use dien_model::serve::ServeError;
+use dien_model::vocab::VocabError;
 use thiserror::Error;
 
 /// Everything that can go wrong reading data, vocabularies or configuration,
@@ -63,11 +65,26 @@ pub enum TrainError {
     /// An error of the model crate.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// An error of the model crate's request path.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 impl TrainError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
+    }
+}
+
+/// Sidecar I/O errors keep their path; malformed sidecars become
+/// [`TrainError::Vocab`]; an index outside a table is a configuration error.
+impl From<VocabError> for TrainError {
+    fn from(e: VocabError) -> Self {
+        match e {
+            VocabError::Io { path, source } => Self::Io { path, source },
+            VocabError::Format { path: Some(path), msg } => Self::Vocab { path, msg },
+            other => Self::Config(other.to_string()),
+        }
     }
 }

@@ -1,11 +1,17 @@
-//! Trainer crate: data, negative sampling, optimisers, metrics.
+//! Trainer crate: data, negative sampling, optimisers, metrics, the
+//! training loop, and the logic of the `dien` command's other tools
+//! (prediction, gradient dumps, benchmarks).
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod generate;
+pub mod grads;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod predict;
+pub mod record;
 pub mod train;
 
 pub use error::TrainError;

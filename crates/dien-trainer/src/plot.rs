@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::TrainError;
-use crate::train::LogRecord;
+use crate::record::LogRecord;
 
 fn err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Config(format!("plot {}: {e}", path.display()))

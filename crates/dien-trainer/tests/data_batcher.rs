@@ -335,7 +335,7 @@ fn built_vocabs_match_the_real_data_set_counts() {
             f[5].split('\u{2}').for_each(|c| add(2, c));
         }
     }
-    let (built, _) = dien_trainer::data::Vocabs::build_from_file(&dir.join(TRAIN_FILE), false).unwrap();
+    let (built, _) = dien_trainer::data::build_vocabs(&dir.join(TRAIN_FILE), false).unwrap();
     let (ds, _) = DataSet::open(&dir, None, false).unwrap();
     let names = ["uid", "mid", "cat"];
     for (k, (ours, theirs)) in

@@ -8,6 +8,7 @@ use dien_trainer::TrainError;
 use dien_trainer::data::line::{parse_sample, split_fields, strip_line_end};
 use dien_trainer::data::{
     BadLines, Batcher, BatcherConfig, DataSet, ItemCategories, ItemCounts, TableSizes, Vocab, VocabSource, Vocabs,
+    build_vocabs, load_or_build_vocabs, load_vocab,
 };
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -209,17 +210,17 @@ fn expected_fixture_map() -> HashMap<String, u32> {
 #[test]
 fn pickles_of_every_protocol_and_key_type() {
     for name in ["voc_p0.pkl", "voc_p2.pkl", "voc_p4.pkl", "voc_p2_byteskeys.pkl", "voc_py2_p0.pkl", "voc_py2_p2.pkl"] {
-        let v = Vocab::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = load_vocab(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.map, expected_fixture_map(), "{name}");
         assert_eq!(v.size, 6, "{name}: size = max index + 1");
         assert_eq!(v.get("x"), 5);
         assert_eq!(v.get("no such id"), 0, "{name}: unknown → 0");
     }
-    let e = Vocab::load(&fixture("not_a_dict.pkl")).unwrap_err().to_string();
+    let e = load_vocab(&fixture("not_a_dict.pkl")).unwrap_err().to_string();
     assert!(e.contains("not_a_dict.pkl") && e.contains("dict"), "{e}");
-    let e = Vocab::load(&fixture("negative_index.pkl")).unwrap_err().to_string();
+    let e = load_vocab(&fixture("negative_index.pkl")).unwrap_err().to_string();
     assert!(e.contains("-1"), "{e}");
-    let e = Vocab::load(&fixture("make_pickles.py")).unwrap_err().to_string();
+    let e = load_vocab(&fixture("make_pickles.py")).unwrap_err().to_string();
     assert!(e.contains("pickle"), "{e}");
 }
 
@@ -228,22 +229,22 @@ fn json_vocab_and_sidecar_round_trip() {
     let d = tmp_dir("json");
     let p = d.join("mid_voc.json");
     std::fs::write(&p, r#"{"default_mid": 0, "a": 1, "b7": 2, "été": 3, "x": 5}"#).unwrap();
-    let v = Vocab::load(&p).unwrap();
+    let v = load_vocab(&p).unwrap();
     assert_eq!(v.map, expected_fixture_map());
     assert_eq!(v.size, 6);
     std::fs::write(&p, r#"{"a": 1.5}"#).unwrap();
-    assert!(Vocab::load(&p).unwrap_err().to_string().contains("mid_voc.json"));
+    assert!(load_vocab(&p).unwrap_err().to_string().contains("mid_voc.json"));
     std::fs::write(&p, r#"{"a": -3}"#).unwrap();
-    assert!(Vocab::load(&p).unwrap_err().to_string().contains("-3"));
+    assert!(load_vocab(&p).unwrap_err().to_string().contains("-3"));
 
     let vocabs = Vocabs { uid: vocab_of(&["u1", "u2"]), mid: v, cat: vocab_of(&["c\u{1}"]) };
     let (s1, s2) = (d.join("vocabs1.json"), d.join("vocabs2.json"));
     vocabs.save_json(&s1).unwrap();
     vocabs.save_json(&s2).unwrap();
     assert_eq!(std::fs::read(&s1).unwrap(), std::fs::read(&s2).unwrap(), "deterministic bytes");
-    let back = Vocabs::load_json(&s1).unwrap();
+    let back = Vocabs::from_json_file(&s1).unwrap();
     assert_eq!(back, vocabs);
-    assert!(Vocabs::load_json(&p).is_err());
+    assert!(Vocabs::from_json_file(&p).is_err());
 }
 
 #[test]
@@ -263,7 +264,7 @@ fn built_vocabs_are_frequency_ordered_with_unknown_zero() {
         ),
     )
     .unwrap();
-    let (v, bad) = Vocabs::build_from_file(&train, false).unwrap();
+    let (v, bad) = build_vocabs(&train, false).unwrap();
     assert_eq!(bad.count, 0);
     let order = |voc: &Vocab| {
         let mut kv: Vec<(u32, String)> = voc.map.iter().map(|(k, &i)| (i, k.clone())).collect();
@@ -277,7 +278,7 @@ fn built_vocabs_are_frequency_ordered_with_unknown_zero() {
 
     // A directory with only mid_voc.json: mid from the file, the others built.
     std::fs::write(d.join("mid_voc.json"), r#"{"default_mid": 0, "D": 1}"#).unwrap();
-    let (v2, src, _) = Vocabs::load_or_build(&d, &train, false).unwrap();
+    let (v2, src, _) = load_or_build_vocabs(&d, &train, false).unwrap();
     assert_eq!(src[0], VocabSource::Built);
     assert_eq!(src[1], VocabSource::File(d.join("mid_voc.json")));
     assert_eq!(src[2], VocabSource::Built);
@@ -285,7 +286,7 @@ fn built_vocabs_are_frequency_ordered_with_unknown_zero() {
     assert_eq!(v2.uid, v.uid);
     // A pickle wins over JSON.
     std::fs::copy(fixture("voc_p2.pkl"), d.join("mid_voc.pkl")).unwrap();
-    let (v3, src, _) = Vocabs::load_or_build(&d, &train, false).unwrap();
+    let (v3, src, _) = load_or_build_vocabs(&d, &train, false).unwrap();
     assert_eq!(src[1], VocabSource::File(d.join("mid_voc.pkl")));
     assert_eq!(v3.mid.map, expected_fixture_map());
 }

@@ -15,9 +15,9 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 fn small_config(data: &Path, out: &Path, model: ModelKind) -> TrainConfig {
     let mut c = TrainConfig::new(data, out, model);
-    c.d = 6;
-    c.hidden = 12;
-    c.max_len = 40;
+    c.model.d = 6;
+    c.model.hidden = 12;
+    c.model.max_len = 40;
     c.batch_size = 64;
     c.threads = Some(2);
     c.recal_samples = 2_000;
@@ -92,5 +92,38 @@ fn resume_continues_exactly() {
     other.seed = 77;
     train(&other, &mut |_| {}).unwrap();
     assert_ne!(trainable(&dir.join("other/m.safetensors")), a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn skipped_bad_lines_are_counted_once_and_otherwise_named() {
+    let dir = tmp("bad");
+    let g = GenerateConfig { users: 240, seed: 9, ..GenerateConfig::default() };
+    generate(&dir.join("data"), &g).unwrap();
+    let train_file = dir.join("data/local_train_splitByUser");
+    let mut lines: Vec<String> = std::fs::read_to_string(&train_file).unwrap().lines().map(String::from).collect();
+    // Three malformed lines: a bad label (line 11), too few fields (line
+    // 101) and histories of different lengths (the last line).
+    lines.insert(10, "2\tu1\tm1\tc1\t\t".to_string());
+    lines.insert(100, "1\tu1\tm1".to_string());
+    lines.push("1\tu1\tm1\tc1\tm2\u{2}m3\tc2".to_string());
+    std::fs::write(&train_file, lines.join("\n") + "\n").unwrap();
+
+    let mut c = small_config(&dir.join("data"), &dir.join("ck/m.safetensors"), ModelKind::Dien);
+    c.epochs = 2;
+    c.skip_bad_lines = true;
+    let mut infos = Vec::new();
+    let s = train(&c, &mut |e| {
+        if let dien_trainer::train::Event::Info(m) = e {
+            infos.push(m);
+        }
+    })
+    .unwrap();
+    assert_eq!(s.bad_lines, 3, "each malformed line once, over two epochs");
+    assert!(infos.iter().any(|m| m.contains("3 malformed line(s) skipped")), "{infos:?}");
+
+    c.skip_bad_lines = false;
+    let e = train(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("local_train_splitByUser:11: field `label`"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -76,14 +76,13 @@ mod attention;
 mod gru;
 mod head;
 mod simd;
-mod vocab;
 
 use std::path::Path;
 
 use dien_engine::cell::CellKind;
 use thiserror::Error;
 
-pub use self::vocab::Vocabs;
+pub use crate::vocab::Vocabs;
 
 use self::attention::{AttServe, AttWs};
 use self::gru::{GateInput, GruServe, GruWs};

@@ -107,6 +107,9 @@ pub struct LoadedBatch {
     /// Lines read from the file when this batch was produced (read-ahead of
     /// its group included).
     pub lines_consumed: u64,
+    /// Bytes read from the file when this batch was produced (read-ahead of
+    /// its group included).
+    pub bytes_consumed: u64,
 }
 
 /// SplitMix64 finaliser: a bijective mix of 64 bits.
@@ -369,6 +372,7 @@ impl Batcher {
             batch: out,
             next: DataPosition::default(),
             lines_consumed: self.reader.lines_consumed(),
+            bytes_consumed: self.reader.bytes_consumed(),
         }
     }
 

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use dien_model::vocab::{Vocab, Vocabs};
+
 use crate::data::line::{BadLines, LineReader};
-use crate::data::vocab::{Vocab, Vocabs};
 use crate::error::TrainError;
 
 /// Splits a line on tabs into at least `min` UTF-8 fields.

@@ -9,7 +9,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::data::vocab::Vocabs;
+pub use dien_model::vocab::TableSizes;
+use dien_model::vocab::Vocabs;
+
 use crate::error::TrainError;
 
 /// Separator of the ids inside a history field.
@@ -115,18 +117,6 @@ pub fn split_fields(line: &[u8]) -> Result<Fields<'_>, LineFault> {
     Ok(Fields { label, uid: text[1], mid: text[2], cat: text[3], mid_hist: text[4], cat_hist: text[5] })
 }
 
-/// Table sizes the mapped indices must fit (normally the vocabulary sizes, or
-/// a checkpoint's embedding table sizes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableSizes {
-    /// Rows of the user table.
-    pub uid: usize,
-    /// Rows of the item table.
-    pub mid: usize,
-    /// Rows of the category table.
-    pub cat: usize,
-}
-
 /// The mapped scalar fields of one sample (its history goes to the caller's
 /// buffers, see [`map_fields`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -220,13 +210,20 @@ pub struct LineReader {
     reader: BufReader<File>,
     buf: Vec<u8>,
     line: u64,
+    bytes: u64,
 }
 
 impl LineReader {
     /// Opens `path`.
     pub fn open(path: &Path) -> Result<Self, TrainError> {
         let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), reader: BufReader::with_capacity(1 << 16, file), buf: Vec::new(), line: 0 })
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            buf: Vec::new(),
+            line: 0,
+            bytes: 0,
+        })
     }
 
     /// The file being read.
@@ -240,6 +237,11 @@ impl LineReader {
         self.line
     }
 
+    /// Bytes of the file consumed so far (line endings included).
+    pub fn bytes_consumed(&self) -> u64 {
+        self.bytes
+    }
+
     /// The next line without its line ending, or `None` at the end of the file.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, TrainError> {
         self.buf.clear();
@@ -248,6 +250,7 @@ impl LineReader {
             return Ok(None);
         }
         self.line += 1;
+        self.bytes += n as u64;
         Ok(Some(strip_line_end(&self.buf)))
     }
 
@@ -269,6 +272,7 @@ impl LineReader {
                 break;
             }
             self.line += 1;
+            self.bytes += k as u64;
             done += 1;
         }
         Ok(done)

@@ -3,7 +3,8 @@
 //!
 //! - [`line`]: one sample line, the streaming line reader, malformed-line
 //!   bookkeeping.
-//! - [`vocab`]: string id → index maps (pickle, JSON, or built).
+//! - [`vocab`]: reading the reference vocabularies (pickle, JSON) or
+//!   building them from the training file, as the model crate's [`Vocabs`].
 //! - [`iteminfo`]: `item-info` (item → category) and `reviews-info` (the
 //!   sampling corpus).
 //! - [`sampler`]: popularity-weighted negative sampling.
@@ -21,10 +22,11 @@ pub mod vocab;
 use std::path::{Path, PathBuf};
 
 pub use batcher::{BatchStream, Batcher, BatcherConfig, DataPosition, LoadedBatch, batch_seed};
+pub use dien_model::vocab::{Vocab, Vocabs};
 pub use iteminfo::{ItemCategories, ItemCounts};
 pub use line::{BadLines, LineReader, TableSizes};
 pub use sampler::NegativeSampler;
-pub use vocab::{Vocab, VocabSource, Vocabs};
+pub use vocab::{VocabSource, build_vocabs, load_or_build_vocabs, load_vocab};
 
 use crate::error::TrainError;
 
@@ -62,14 +64,14 @@ pub struct DataSetReport {
 
 impl DataSet {
     /// Opens a data directory: takes `vocabs` if given (e.g. a checkpoint's
-    /// sidecar), else loads or builds them (see [`Vocabs::load_or_build`]);
+    /// sidecar), else loads or builds them (see [`load_or_build_vocabs`]);
     /// then reads `item-info` and `reviews-info` when both exist.
     pub fn open(dir: &Path, vocabs: Option<Vocabs>, skip_bad_lines: bool) -> Result<(Self, DataSetReport), TrainError> {
         let mut report = DataSetReport::default();
         let vocabs = match vocabs {
             Some(v) => v,
             None => {
-                let (v, src, bad) = Vocabs::load_or_build(dir, &dir.join(TRAIN_FILE), skip_bad_lines)?;
+                let (v, src, bad) = load_or_build_vocabs(dir, &dir.join(TRAIN_FILE), skip_bad_lines)?;
                 report.vocab_sources = Some(src);
                 report.bad_lines.merge(&bad);
                 v

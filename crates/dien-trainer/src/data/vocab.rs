@@ -1,4 +1,6 @@
-//! Vocabularies: string id → embedding row (SPEC §12).
+//! Reading and building vocabularies (SPEC §12); the types are the model
+//! crate's [`Vocab`] and [`Vocabs`], which also read and write the
+//! checkpoint sidecar.
 //!
 //! Read from the reference code's Python pickles (`*_voc.pkl`, any protocol,
 //! written by Python 2 or 3, `str` or `bytes` keys) or the equivalent JSON
@@ -8,119 +10,82 @@
 //! loaded vocabulary is taken as it is: the reference `uid_voc` has no
 //! unknown entry, so its index 0 is a real user whose row unknown users share.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use dien_model::vocab::{Vocab, Vocabs};
 use serde_pickle::{DeOptions, HashableValue, Value};
 
-use crate::data::line::{BadLines, LineReader, TableSizes, split_fields};
+use crate::data::line::{BadLines, LineReader, split_fields};
 use crate::error::TrainError;
 
-/// One vocabulary: string id → index. Unknown ids map to 0.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vocab {
-    /// The string → index map.
-    pub map: HashMap<String, u32>,
-    /// Table size: largest index + 1 (at least 1, so that the unknown index 0
-    /// always has a row).
-    pub size: usize,
+/// Reads a Python pickle of a dict from string (or bytes, decoded as UTF-8)
+/// to non-negative int.
+pub fn load_pickle(path: &Path) -> Result<Vocab, TrainError> {
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let value = serde_pickle::value_from_reader(BufReader::new(file), DeOptions::new())
+        .map_err(|e| vocab_err(path, format!("not a readable pickle: {e}")))?;
+    let Value::Dict(dict) = value else {
+        return Err(vocab_err(path, "the pickle does not hold a dict"));
+    };
+    let mut map = HashMap::with_capacity(dict.len());
+    for (k, v) in dict {
+        let key = match k {
+            HashableValue::String(s) => s,
+            HashableValue::Bytes(b) => {
+                String::from_utf8(b).map_err(|e| vocab_err(path, format!("key {:?} is not UTF-8", e.as_bytes())))?
+            }
+            other => return Err(vocab_err(path, format!("key {other:?} is not a string"))),
+        };
+        let idx = match v {
+            Value::I64(i) => i,
+            other => return Err(vocab_err(path, format!("value of `{key}` is {other:?}, not a small integer"))),
+        };
+        let idx = checked_index(path, &key, idx)?;
+        map.insert(key, idx);
+    }
+    Ok(Vocab::from_map(map))
 }
 
-impl Vocab {
-    /// Builds a vocabulary from a map; the size is the largest index + 1.
-    pub fn from_map(map: HashMap<String, u32>) -> Self {
-        let size = map.values().map(|&i| i as usize + 1).max().unwrap_or(0).max(1);
-        Self { map, size }
+/// Reads a JSON object from string id to non-negative integer (one
+/// vocabulary, e.g. `mid_voc.json`).
+pub fn load_json_dict(path: &Path) -> Result<Vocab, TrainError> {
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let raw: HashMap<String, i64> = serde_json::from_reader(BufReader::new(file))
+        .map_err(|e| vocab_err(path, format!("not a JSON object of string → integer: {e}")))?;
+    let mut map = HashMap::with_capacity(raw.len());
+    for (k, i) in raw {
+        let idx = checked_index(path, &k, i)?;
+        map.insert(k, idx);
     }
+    Ok(Vocab::from_map(map))
+}
 
-    /// The index of `id`, 0 when unknown.
-    #[inline]
-    pub fn get(&self, id: &str) -> u32 {
-        self.map.get(id).copied().unwrap_or(0)
-    }
+/// Reads one vocabulary, `.pkl` or `.json` by the file's extension (anything
+/// else is tried as a pickle).
+pub fn load_vocab(path: &Path) -> Result<Vocab, TrainError> {
+    if path.extension().is_some_and(|e| e == "json") { load_json_dict(path) } else { load_pickle(path) }
+}
 
-    /// Number of string ids.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether the vocabulary holds no string id.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Reads a Python pickle of a dict from string (or bytes, decoded as
-    /// UTF-8) to non-negative int.
-    pub fn load_pickle(path: &Path) -> Result<Self, TrainError> {
-        let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-        let value = serde_pickle::value_from_reader(BufReader::new(file), DeOptions::new())
-            .map_err(|e| vocab_err(path, format!("not a readable pickle: {e}")))?;
-        let Value::Dict(dict) = value else {
-            return Err(vocab_err(path, "the pickle does not hold a dict"));
-        };
-        let mut map = HashMap::with_capacity(dict.len());
-        for (k, v) in dict {
-            let key = match k {
-                HashableValue::String(s) => s,
-                HashableValue::Bytes(b) => {
-                    String::from_utf8(b).map_err(|e| vocab_err(path, format!("key {:?} is not UTF-8", e.as_bytes())))?
-                }
-                other => return Err(vocab_err(path, format!("key {other:?} is not a string"))),
-            };
-            let idx = match v {
-                Value::I64(i) => i,
-                other => return Err(vocab_err(path, format!("value of `{key}` is {other:?}, not a small integer"))),
-            };
-            let idx = checked_index(path, &key, idx)?;
-            map.insert(key, idx);
+/// Builds a vocabulary from `(id, count)` pairs given in order of first
+/// appearance: index 0 is `unknown_key`, then most frequent first, ties in
+/// order of first appearance.
+pub fn vocab_from_counts(unknown_key: &str, counts: Vec<(String, u64)>) -> Vocab {
+    let mut counts = counts;
+    // Stable: equal counts keep first-appearance order.
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut map = HashMap::with_capacity(counts.len() + 1);
+    map.insert(unknown_key.to_string(), 0);
+    let mut next = 1u32;
+    for (k, _) in counts {
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(k) {
+            e.insert(next);
+            next += 1;
         }
-        Ok(Self::from_map(map))
     }
-
-    /// Reads a JSON object from string id to non-negative integer.
-    pub fn load_json(path: &Path) -> Result<Self, TrainError> {
-        let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-        let raw: HashMap<String, i64> = serde_json::from_reader(BufReader::new(file))
-            .map_err(|e| vocab_err(path, format!("not a JSON object of string → integer: {e}")))?;
-        let mut map = HashMap::with_capacity(raw.len());
-        for (k, i) in raw {
-            let idx = checked_index(path, &k, i)?;
-            map.insert(k, idx);
-        }
-        Ok(Self::from_map(map))
-    }
-
-    /// Reads `.pkl` or `.json` by the file's extension (anything else is
-    /// tried as a pickle).
-    pub fn load(path: &Path) -> Result<Self, TrainError> {
-        if path.extension().is_some_and(|e| e == "json") { Self::load_json(path) } else { Self::load_pickle(path) }
-    }
-
-    /// Builds a vocabulary from `(id, count)` pairs given in order of first
-    /// appearance: index 0 is `unknown_key`, then most frequent first, ties in
-    /// order of first appearance.
-    pub fn from_counts(unknown_key: &str, counts: Vec<(String, u64)>) -> Self {
-        let mut counts = counts;
-        // Stable: equal counts keep first-appearance order.
-        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-        let mut map = HashMap::with_capacity(counts.len() + 1);
-        map.insert(unknown_key.to_string(), 0);
-        let mut next = 1u32;
-        for (k, _) in counts {
-            if let std::collections::hash_map::Entry::Vacant(e) = map.entry(k) {
-                e.insert(next);
-                next += 1;
-            }
-        }
-        Self::from_map(map)
-    }
-
-    fn sorted_view(&self) -> BTreeMap<&str, u32> {
-        self.map.iter().map(|(k, &v)| (k.as_str(), v)).collect()
-    }
+    Vocab::from_map(map)
 }
 
 fn vocab_err(path: &Path, msg: impl Into<String>) -> TrainError {
@@ -140,139 +105,86 @@ pub enum VocabSource {
     Built,
 }
 
-/// The three vocabularies of a data set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vocabs {
-    /// Users.
-    pub uid: Vocab,
-    /// Items.
-    pub mid: Vocab,
-    /// Categories.
-    pub cat: Vocab,
-}
-
-/// The JSON sidecar: the three dicts, keys sorted.
-#[derive(Serialize)]
-struct VocabsJsonOut<'a> {
-    uid: BTreeMap<&'a str, u32>,
-    mid: BTreeMap<&'a str, u32>,
-    cat: BTreeMap<&'a str, u32>,
-}
-
-#[derive(Deserialize)]
-struct VocabsJsonIn {
-    uid: HashMap<String, u32>,
-    mid: HashMap<String, u32>,
-    cat: HashMap<String, u32>,
-}
-
-impl Vocabs {
-    /// The table sizes of the three vocabularies.
-    pub fn sizes(&self) -> TableSizes {
-        TableSizes { uid: self.uid.size, mid: self.mid.size, cat: self.cat.size }
+/// Builds the three vocabularies from a training file, as the reference
+/// vocabulary script counts: uid, target mid and cat once per line, plus
+/// every history entry. Index 0 of each is the unknown id. Malformed
+/// lines are errors, or skipped and counted when `skip_bad_lines`.
+pub fn build_vocabs(path: &Path, skip_bad_lines: bool) -> Result<(Vocabs, BadLines), TrainError> {
+    #[derive(Default)]
+    struct Counter {
+        index: HashMap<String, usize>,
+        counts: Vec<(String, u64)>,
     }
-
-    /// Writes the three vocabularies as one JSON file
-    /// `{"uid": {..}, "mid": {..}, "cat": {..}}` (keys sorted, so the bytes
-    /// are deterministic).
-    pub fn save_json(&self, path: &Path) -> Result<(), TrainError> {
-        let out =
-            VocabsJsonOut { uid: self.uid.sorted_view(), mid: self.mid.sorted_view(), cat: self.cat.sorted_view() };
-        let file = File::create(path).map_err(|e| TrainError::io(path, e))?;
-        let mut w = BufWriter::new(file);
-        serde_json::to_writer(&mut w, &out).map_err(|e| vocab_err(path, format!("writing JSON: {e}")))?;
-        w.write_all(b"\n").and_then(|()| w.flush()).map_err(|e| TrainError::io(path, e))
-    }
-
-    /// Reads a file written by [`save_json`](Self::save_json).
-    pub fn load_json(path: &Path) -> Result<Self, TrainError> {
-        let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-        let v: VocabsJsonIn = serde_json::from_reader(BufReader::new(file))
-            .map_err(|e| vocab_err(path, format!("not a vocabulary sidecar {{\"uid\",\"mid\",\"cat\"}}: {e}")))?;
-        Ok(Self { uid: Vocab::from_map(v.uid), mid: Vocab::from_map(v.mid), cat: Vocab::from_map(v.cat) })
-    }
-
-    /// Builds the three vocabularies from a training file, as the reference
-    /// vocabulary script counts: uid, target mid and cat once per line, plus
-    /// every history entry. Index 0 of each is the unknown id. Malformed
-    /// lines are errors, or skipped and counted when `skip_bad_lines`.
-    pub fn build_from_file(path: &Path, skip_bad_lines: bool) -> Result<(Self, BadLines), TrainError> {
-        #[derive(Default)]
-        struct Counter {
-            index: HashMap<String, usize>,
-            counts: Vec<(String, u64)>,
-        }
-        impl Counter {
-            fn add(&mut self, id: &str) {
-                match self.index.get(id) {
-                    Some(&i) => self.counts[i].1 += 1,
-                    None => {
-                        self.index.insert(id.to_string(), self.counts.len());
-                        self.counts.push((id.to_string(), 1));
-                    }
+    impl Counter {
+        fn add(&mut self, id: &str) {
+            match self.index.get(id) {
+                Some(&i) => self.counts[i].1 += 1,
+                None => {
+                    self.index.insert(id.to_string(), self.counts.len());
+                    self.counts.push((id.to_string(), 1));
                 }
             }
         }
-        let (mut u, mut m, mut c) = (Counter::default(), Counter::default(), Counter::default());
-        let mut bad = BadLines::default();
-        let mut reader = LineReader::open(path)?;
-        while let Some(line) = reader.next_line()? {
-            if line.is_empty() {
-                continue;
-            }
-            let f = match split_fields(line) {
-                Ok(f) => f,
-                Err(fault) => {
-                    let err = fault.at(path, reader.lines_consumed());
-                    if skip_bad_lines {
-                        bad.record(&err);
-                        continue;
-                    }
-                    return Err(err);
-                }
-            };
-            u.add(f.uid);
-            m.add(f.mid);
-            c.add(f.cat);
-            f.mid_tokens().for_each(|t| m.add(t));
-            f.cat_tokens().for_each(|t| c.add(t));
+    }
+    let (mut u, mut m, mut c) = (Counter::default(), Counter::default(), Counter::default());
+    let mut bad = BadLines::default();
+    let mut reader = LineReader::open(path)?;
+    while let Some(line) = reader.next_line()? {
+        if line.is_empty() {
+            continue;
         }
-        let vocabs = Self {
-            uid: Vocab::from_counts("default_uid", u.counts),
-            mid: Vocab::from_counts("default_mid", m.counts),
-            cat: Vocab::from_counts("default_cat", c.counts),
-        };
-        Ok((vocabs, bad))
-    }
-
-    /// Loads `uid_voc`, `mid_voc`, `cat_voc` from `dir` (`.pkl` preferred,
-    /// then `.json`); any that is missing is built from `train` (see
-    /// [`build_from_file`](Self::build_from_file)).
-    pub fn load_or_build(
-        dir: &Path,
-        train: &Path,
-        skip_bad_lines: bool,
-    ) -> Result<(Self, [VocabSource; 3], BadLines), TrainError> {
-        let find =
-            |name: &str| ["pkl", "json"].iter().map(|ext| dir.join(format!("{name}_voc.{ext}"))).find(|p| p.is_file());
-        let files = [find("uid"), find("mid"), find("cat")];
-        let mut bad = BadLines::default();
-        let built = if files.iter().any(Option::is_none) {
-            let (v, b) = Self::build_from_file(train, skip_bad_lines)?;
-            bad = b;
-            Some(v)
-        } else {
-            None
-        };
-        let pick = |file: &Option<PathBuf>, built: Option<&Vocab>| -> Result<(Vocab, VocabSource), TrainError> {
-            match file {
-                Some(p) => Ok((Vocab::load(p)?, VocabSource::File(p.clone()))),
-                None => Ok((built.expect("built when a file is missing").clone(), VocabSource::Built)),
+        let f = match split_fields(line) {
+            Ok(f) => f,
+            Err(fault) => {
+                let err = fault.at(path, reader.lines_consumed());
+                if skip_bad_lines {
+                    bad.record(&err);
+                    continue;
+                }
+                return Err(err);
             }
         };
-        let (uid, su) = pick(&files[0], built.as_ref().map(|v| &v.uid))?;
-        let (mid, sm) = pick(&files[1], built.as_ref().map(|v| &v.mid))?;
-        let (cat, sc) = pick(&files[2], built.as_ref().map(|v| &v.cat))?;
-        Ok((Self { uid, mid, cat }, [su, sm, sc], bad))
+        u.add(f.uid);
+        m.add(f.mid);
+        c.add(f.cat);
+        f.mid_tokens().for_each(|t| m.add(t));
+        f.cat_tokens().for_each(|t| c.add(t));
     }
+    let vocabs = Vocabs {
+        uid: vocab_from_counts("default_uid", u.counts),
+        mid: vocab_from_counts("default_mid", m.counts),
+        cat: vocab_from_counts("default_cat", c.counts),
+    };
+    Ok((vocabs, bad))
+}
+
+/// Loads `uid_voc`, `mid_voc`, `cat_voc` from `dir` (`.pkl` preferred,
+/// then `.json`); any that is missing is built from `train` (see
+/// [`build_vocabs`]).
+pub fn load_or_build_vocabs(
+    dir: &Path,
+    train: &Path,
+    skip_bad_lines: bool,
+) -> Result<(Vocabs, [VocabSource; 3], BadLines), TrainError> {
+    let find =
+        |name: &str| ["pkl", "json"].iter().map(|ext| dir.join(format!("{name}_voc.{ext}"))).find(|p| p.is_file());
+    let files = [find("uid"), find("mid"), find("cat")];
+    let mut bad = BadLines::default();
+    let built = if files.iter().any(Option::is_none) {
+        let (v, b) = build_vocabs(train, skip_bad_lines)?;
+        bad = b;
+        Some(v)
+    } else {
+        None
+    };
+    let pick = |file: &Option<PathBuf>, built: Option<&Vocab>| -> Result<(Vocab, VocabSource), TrainError> {
+        match file {
+            Some(p) => Ok((load_vocab(p)?, VocabSource::File(p.clone()))),
+            None => Ok((built.expect("built when a file is missing").clone(), VocabSource::Built)),
+        }
+    };
+    let (uid, su) = pick(&files[0], built.as_ref().map(|v| &v.uid))?;
+    let (mid, sm) = pick(&files[1], built.as_ref().map(|v| &v.mid))?;
+    let (cat, sc) = pick(&files[2], built.as_ref().map(|v| &v.cat))?;
+    Ok((Vocabs { uid, mid, cat }, [su, sm, sc], bad))
 }

@@ -1,0 +1,244 @@
+//! Vocabularies: the string ids of users, items and categories and the
+//! embedding rows they map to.
+//!
+//! A checkpoint keeps its vocabularies in the sidecar
+//! `<checkpoint>.vocab.json`, one JSON object
+//! `{"uid": {"<id>": index, …}, "mid": {…}, "cat": {…}}`. It is written
+//! with the keys sorted, so the bytes depend on the vocabularies alone;
+//! other keys are ignored when it is read.
+//!
+//! Unknown string ids map to index 0, which is a real, trained row of every
+//! table. Reading vocabularies from other sources (the reference code's
+//! pickles, per-table JSON files) or building them from data is the
+//! trainer's business; it produces these types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::ModelConfig;
+use crate::serve::ServeError;
+
+/// Why vocabularies could not be read, written or used.
+#[derive(Debug, Error)]
+pub enum VocabError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not a vocabulary sidecar.
+    #[error("{}{msg}", file_prefix(.path))]
+    Format {
+        /// The file it was read from, if any.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// An index does not fit the model's embedding table.
+    #[error("`{table}` maps `{id}` to index {index}, but the checkpoint's table has {rows} rows")]
+    OutOfRange {
+        /// The vocabulary: `uid`, `mid` or `cat`.
+        table: &'static str,
+        /// The string id.
+        id: String,
+        /// Its index.
+        index: u32,
+        /// Rows of the table.
+        rows: usize,
+    },
+}
+
+fn file_prefix(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+}
+
+/// Vocabulary problems of a predictor are reported as [`ServeError::Vocab`].
+impl From<VocabError> for ServeError {
+    fn from(e: VocabError) -> Self {
+        ServeError::Vocab(e.to_string())
+    }
+}
+
+/// One vocabulary: string id → index. Unknown ids map to 0.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Vocab {
+    /// The string → index map.
+    pub map: HashMap<String, u32>,
+    /// Table size: largest index + 1 (at least 1, so that the unknown index 0
+    /// always has a row).
+    pub size: usize,
+}
+
+impl Vocab {
+    /// A vocabulary of `map`; its size is the largest index + 1 (at least 1).
+    pub fn from_map(map: HashMap<String, u32>) -> Self {
+        let size = map.values().map(|&i| i as usize + 1).max().unwrap_or(0).max(1);
+        Self { map, size }
+    }
+
+    /// The index of `id`, 0 when unknown.
+    #[inline]
+    pub fn get(&self, id: &str) -> u32 {
+        self.map.get(id).copied().unwrap_or(0)
+    }
+
+    /// Number of string ids.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the vocabulary holds no string id.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn sorted_view(&self) -> BTreeMap<&str, u32> {
+        self.map.iter().map(|(k, &v)| (k.as_str(), v)).collect()
+    }
+}
+
+impl Default for Vocab {
+    /// No string id; one row, for unknown ids.
+    fn default() -> Self {
+        Self::from_map(HashMap::new())
+    }
+}
+
+impl std::fmt::Debug for Vocab {
+    /// The counts only (a vocabulary can hold millions of ids).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vocab").field("ids", &self.map.len()).field("size", &self.size).finish()
+    }
+}
+
+/// Rows of the user, item and category tables that mapped indices must fit
+/// (the vocabulary sizes, or a checkpoint's embedding table sizes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Rows of the user table.
+    pub uid: usize,
+    /// Rows of the item table.
+    pub mid: usize,
+    /// Rows of the category table.
+    pub cat: usize,
+}
+
+impl TableSizes {
+    /// The embedding table sizes of a model configuration.
+    pub fn of_config(cfg: &ModelConfig) -> Self {
+        Self { uid: cfg.n_uid, mid: cfg.n_mid, cat: cfg.n_cat }
+    }
+}
+
+/// The vocabularies of users, items and categories.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Vocabs {
+    /// Users.
+    pub uid: Vocab,
+    /// Items.
+    pub mid: Vocab,
+    /// Categories.
+    pub cat: Vocab,
+}
+
+/// The sidecar as written: the three maps, keys sorted.
+#[derive(Serialize)]
+struct SidecarOut<'a> {
+    uid: BTreeMap<&'a str, u32>,
+    mid: BTreeMap<&'a str, u32>,
+    cat: BTreeMap<&'a str, u32>,
+}
+
+/// The sidecar as read (other keys are ignored).
+#[derive(Deserialize)]
+struct SidecarIn {
+    uid: HashMap<String, u32>,
+    mid: HashMap<String, u32>,
+    cat: HashMap<String, u32>,
+}
+
+impl Vocabs {
+    /// Vocabularies from three maps (users, items, categories).
+    pub fn new(uid: HashMap<String, u32>, mid: HashMap<String, u32>, cat: HashMap<String, u32>) -> Self {
+        Self { uid: Vocab::from_map(uid), mid: Vocab::from_map(mid), cat: Vocab::from_map(cat) }
+    }
+
+    /// Index of user `id` (0 when unknown).
+    #[inline]
+    pub fn uid(&self, id: &str) -> u32 {
+        self.uid.get(id)
+    }
+
+    /// Index of item `id` (0 when unknown).
+    #[inline]
+    pub fn mid(&self, id: &str) -> u32 {
+        self.mid.get(id)
+    }
+
+    /// Index of category `id` (0 when unknown).
+    #[inline]
+    pub fn cat(&self, id: &str) -> u32 {
+        self.cat.get(id)
+    }
+
+    /// The table sizes of the three vocabularies (largest index + 1 each).
+    pub fn sizes(&self) -> TableSizes {
+        TableSizes { uid: self.uid.size, mid: self.mid.size, cat: self.cat.size }
+    }
+
+    /// Checks that every index fits the model's tables; the error names the
+    /// vocabulary, the id and the index.
+    pub fn check(&self, cfg: &ModelConfig) -> Result<(), VocabError> {
+        for (table, v, rows) in
+            [("uid", &self.uid, cfg.n_uid), ("mid", &self.mid, cfg.n_mid), ("cat", &self.cat, cfg.n_cat)]
+        {
+            if let Some((id, &index)) = v.map.iter().filter(|&(_, &i)| i as usize >= rows).min_by_key(|&(_, &i)| i) {
+                return Err(VocabError::OutOfRange { table, id: id.clone(), index, rows });
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the sidecar JSON (other keys are ignored).
+    pub fn from_json_str(text: &str) -> Result<Self, VocabError> {
+        let v: SidecarIn = serde_json::from_str(text).map_err(|e| VocabError::Format {
+            path: None,
+            msg: format!("not a vocabulary object {{\"uid\", \"mid\", \"cat\"}} of string → index: {e}"),
+        })?;
+        Ok(Self::new(v.uid, v.mid, v.cat))
+    }
+
+    /// Reads the sidecar JSON file at `path`.
+    pub fn from_json_file(path: &Path) -> Result<Self, VocabError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VocabError::Io { path: path.into(), source })?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            VocabError::Format { path: None, msg } => VocabError::Format { path: Some(path.into()), msg },
+            other => other,
+        })
+    }
+
+    /// The sidecar JSON text, keys sorted, so the bytes are deterministic
+    /// (without a final line break).
+    pub fn to_json_string(&self) -> String {
+        let out = SidecarOut { uid: self.uid.sorted_view(), mid: self.mid.sorted_view(), cat: self.cat.sorted_view() };
+        serde_json::to_string(&out).expect("string maps serialise")
+    }
+
+    /// Writes the sidecar JSON file at `path` ([`to_json_string`](Self::to_json_string)
+    /// and a line break).
+    pub fn save_json(&self, path: &Path) -> Result<(), VocabError> {
+        let io = |source| VocabError::Io { path: path.into(), source };
+        let mut w = BufWriter::new(File::create(path).map_err(io)?);
+        w.write_all(self.to_json_string().as_bytes()).map_err(io)?;
+        w.write_all(b"\n").and_then(|()| w.flush()).map_err(io)
+    }
+}

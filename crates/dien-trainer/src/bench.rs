@@ -1,0 +1,102 @@
+//! Timing the engine on generated inputs: whole training or inference
+//! steps of a batch, and scoring requests on the request path.
+
+use std::time::{Duration, Instant};
+
+use dien_model::cost::synthetic_batch;
+use dien_model::fast::Model;
+use dien_model::serve::{Items, Predictor, Scratch};
+use dien_model::{Mode, ModelConfig, ParamStore};
+
+use crate::error::TrainError;
+use crate::optim::{OptimConfig, Optimizer};
+
+/// Times `steps` steps of `cfg` (after three warm-up steps) on one
+/// generated batch of `batch` samples with histories of `seqlen`, on a pool
+/// of `threads` threads: forward, backward, optimiser step and running
+/// statistics when `train`, else a forward pass in evaluation mode. Returns
+/// the seconds of each timed step.
+pub fn time_steps(
+    cfg: &ModelConfig,
+    batch: usize,
+    seqlen: usize,
+    threads: usize,
+    steps: usize,
+    train: bool,
+) -> Result<Vec<f64>, TrainError> {
+    let b = synthetic_batch(cfg, batch, seqlen, 1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
+    let mut model = Model::init(cfg.clone(), 1)?;
+    let mut opt = Optimizer::new(OptimConfig::default(), model.params())?;
+    let mut step = || -> Result<(), TrainError> {
+        if train {
+            model.forward_backward(&b)?;
+            let (p, g) = model.params_and_gradients();
+            opt.step(p, g)?;
+            model.update_running_stats();
+        } else {
+            model.forward(&b, Mode::Eval)?;
+        }
+        Ok(())
+    };
+    pool.install(|| {
+        for _ in 0..3 {
+            step()?;
+        }
+        let mut t = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let s = Instant::now();
+            step()?;
+            t.push(s.elapsed().as_secs_f64());
+        }
+        Ok(t)
+    })
+}
+
+/// Times the request path ([`Predictor`]) of `cfg` for one user with a
+/// history of `seqlen` behaviours and `candidates` items: each of `threads`
+/// threads scores on its own [`Scratch`], three warm-up requests and then
+/// at least `steps` timed ones for at least a second. Returns the seconds
+/// of every timed request of every thread.
+pub fn time_requests(
+    cfg: &ModelConfig,
+    candidates: usize,
+    seqlen: usize,
+    threads: usize,
+    steps: usize,
+) -> Result<Vec<f64>, TrainError> {
+    let pred = Predictor::new(cfg.clone(), ParamStore::init(cfg, 1))?;
+    // One user's history (sample 0) and the targets of K samples as candidates.
+    let b = synthetic_batch(cfg, candidates, seqlen, 1);
+    let (uid, t) = (b.uid[0], seqlen);
+    let hist = Items::new(&b.hist_mid[..t], &b.hist_cat[..t]);
+    let cands = Items::new(&b.mid, &b.cat);
+    let min_time = Duration::from_secs(1);
+    std::thread::scope(|s| -> Result<Vec<f64>, TrainError> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<f64>, TrainError> {
+                    let mut sc = Scratch::new();
+                    for _ in 0..3 {
+                        pred.score(&mut sc, uid, hist, cands)?;
+                    }
+                    let (mut v, t0) = (Vec::with_capacity(steps), Instant::now());
+                    while v.len() < steps || t0.elapsed() < min_time {
+                        let s = Instant::now();
+                        std::hint::black_box(pred.score(&mut sc, uid, hist, cands)?);
+                        v.push(s.elapsed().as_secs_f64());
+                    }
+                    Ok(v)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().map_err(|_| TrainError::Loader("a scoring thread panicked".into()))??);
+        }
+        Ok(all)
+    })
+}

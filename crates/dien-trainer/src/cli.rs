@@ -1,0 +1,341 @@
+//! The `dien` command line: every command's flags and their defaults.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
+use dien_trainer::optim::OptimKind;
+
+#[derive(Parser)]
+#[command(name = "dien", version, about = "A hand-written CPU engine for DIEN (Deep Interest Evolution Network)")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Generate the default synthetic data set, train `base`, `din` and
+    /// `dien` on it, evaluate them and print a comparison table (and a plot).
+    Demo(DemoArgs),
+    /// Write a synthetic data set in the reference layout (docs/DATA.md).
+    Generate(GenerateArgs),
+    /// Train a model on DIR/local_train_splitByUser, evaluating on
+    /// DIR/local_test_splitByUser; the last line is a JSON object.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on DIR/local_test_splitByUser; the last line is
+    /// a JSON object with auc, gauc, logloss, accuracy and samples.
+    Eval(EvalArgs),
+    /// Score a data file (reference line format), one probability per line,
+    /// in input order.
+    Predict(PredictArgs),
+    /// Check the analytic gradients of the f64 reference path against finite
+    /// differences for every parameter tensor of a tiny model; prints the
+    /// per-tensor report and fails if any tensor disagrees.
+    Gradcheck(GradcheckArgs),
+    /// Run one forward (and backward) pass of a checkpoint on a JSON batch and
+    /// write logits, losses and every parameter gradient to a safetensors file.
+    Grads(GradsArgs),
+    /// Time full steps on generated inputs; the last line is a JSON object.
+    Bench(BenchArgs),
+}
+
+/// Model architecture options.
+#[derive(Args, Clone)]
+pub(crate) struct ArchArgs {
+    /// Interest-evolving variant: augru, augru-ref, agru, aigru, gru_att.
+    #[arg(long, default_value = "augru")]
+    pub(crate) variant: Variant,
+    /// Attention form: mlp or bilinear.
+    #[arg(long, default_value = "mlp")]
+    pub(crate) att: AttForm,
+    /// Auxiliary head: mlp or dot (dot needs H = 2d).
+    #[arg(long, default_value = "mlp")]
+    pub(crate) aux: AuxForm,
+    /// Embedding width d.
+    #[arg(long, default_value_t = 18)]
+    pub(crate) dim: usize,
+    /// GRU hidden width H.
+    #[arg(long, default_value_t = 36)]
+    pub(crate) hidden: usize,
+    /// Weight of the auxiliary loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) alpha_aux: f32,
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Where to write the data set, checkpoints, logs and the plot (default:
+    /// a fresh folder under the system's temporary directory).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Seed of data generation and training.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Epochs per model. One by default: test users are new, and a second
+    /// pass lets the user embeddings memorise the training pairs.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) epochs: usize,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Users of the generated set, each giving a positive and a negative
+    /// (default: the generator's 150,000).
+    #[arg(long)]
+    pub(crate) users: Option<usize>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct GenerateArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Users (each gives one positive and one negative line).
+    #[arg(long)]
+    pub(crate) users: Option<usize>,
+    /// Items in the catalogue.
+    #[arg(long)]
+    pub(crate) items: Option<usize>,
+    /// Categories.
+    #[arg(long)]
+    pub(crate) categories: Option<usize>,
+    /// Shortest history.
+    #[arg(long)]
+    pub(crate) min_len: Option<usize>,
+    /// Longest history.
+    #[arg(long)]
+    pub(crate) max_len: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// Data directory (SPEC §12 layout).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Model: dien, dien-noaux, din, base.
+    #[arg(long, default_value = "dien")]
+    pub(crate) model: ModelKind,
+    /// Checkpoint to write; the vocabularies, optimiser state and best model
+    /// go beside it.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Epochs (the learning rate halves after each).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) epochs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 2018)]
+    pub(crate) seed: u64,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    #[command(flatten)]
+    pub(crate) arch: ArchArgs,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) batch: usize,
+    /// Longest kept history.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) max_len: usize,
+    /// Optimiser: adam or sgd.
+    #[arg(long, default_value = "adam")]
+    pub(crate) optimizer: OptimKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.001)]
+    pub(crate) lr: f32,
+    /// Move every embedding row every step (TensorFlow Adam) instead of lazily.
+    #[arg(long)]
+    pub(crate) dense_embedding_updates: bool,
+    /// Clip the global gradient norm to this value.
+    #[arg(long)]
+    pub(crate) clip_norm: Option<f32>,
+    /// Evaluate every N iterations (and at the end).
+    #[arg(long)]
+    pub(crate) eval_every: Option<u64>,
+    /// Save a checkpoint every N iterations (and at the end).
+    #[arg(long)]
+    pub(crate) save_every: Option<u64>,
+    /// Keep the moving-average BatchNorm/Dice statistics instead of
+    /// recalibrating them before each evaluation.
+    #[arg(long)]
+    pub(crate) no_recalibrate: bool,
+    /// Training samples used for recalibration.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) recal_samples: usize,
+    /// Skip malformed lines (counted and reported) instead of failing.
+    #[arg(long)]
+    pub(crate) skip_bad_lines: bool,
+    /// Stop after N iterations.
+    #[arg(long)]
+    pub(crate) max_steps: Option<u64>,
+    /// Continue from the checkpoint at --out.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Metrics log (JSON lines); default: beside the checkpoint.
+    #[arg(long)]
+    pub(crate) metrics_log: Option<PathBuf>,
+    /// Plot of the curves (SVG); default: beside the checkpoint.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    /// Checkpoint (with its vocabulary sidecar).
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    /// Data directory (its test file is scored).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) batch: usize,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Skip malformed lines instead of failing.
+    #[arg(long)]
+    pub(crate) skip_bad_lines: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct PredictArgs {
+    /// Checkpoint (with its vocabulary sidecar).
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    /// Data file in the reference line format.
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Output file: one probability per input line.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) batch: usize,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct GradcheckArgs {
+    /// Model: dien, dien-noaux, din, base.
+    #[arg(long, default_value = "dien")]
+    pub(crate) model: ModelKind,
+    /// Interest-evolving variant: augru, augru-ref, agru, aigru, gru_att.
+    #[arg(long, default_value = "augru")]
+    pub(crate) variant: Variant,
+    /// Attention form: mlp or bilinear.
+    #[arg(long, default_value = "mlp")]
+    pub(crate) att: AttForm,
+    /// Auxiliary head: mlp or dot (dot needs H = 2d).
+    #[arg(long, default_value = "mlp")]
+    pub(crate) aux: AuxForm,
+    /// Embedding width d (tiny by default: every entry is probed four times).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) dim: usize,
+    /// GRU hidden width H.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) hidden: usize,
+    /// Seed of the parameters and the batch.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Finite-difference step (fourth-order central differences).
+    #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS)]
+    pub(crate) eps: f64,
+    /// Relative tolerance (entries below the absolute floor are judged by
+    /// tol × floor).
+    #[arg(long, default_value_t = 1e-6)]
+    pub(crate) tol: f64,
+    /// Check at most this many entries per tensor (largest gradients plus a
+    /// seeded sample); 0 checks every entry.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) max_entries: usize,
+}
+
+#[derive(Args)]
+pub(crate) struct GradsArgs {
+    /// Checkpoint.
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    /// JSON batch file (SPEC §14).
+    #[arg(long)]
+    pub(crate) batch: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Evaluation mode: forward only, running statistics.
+    #[arg(long)]
+    pub(crate) eval: bool,
+    /// Use the double-precision reference path.
+    #[arg(long)]
+    pub(crate) f64: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Model: dien, dien-noaux, din, base.
+    #[arg(long, default_value = "dien")]
+    pub(crate) model: ModelKind,
+    /// train (forward + backward + optimiser step), infer (forward, evaluation
+    /// mode) or score (the request path: one user, --candidates items).
+    #[arg(long, default_value = "train")]
+    pub(crate) mode: String,
+    /// Candidates per request (score mode).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) candidates: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) batch: usize,
+    /// History length of every sample.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) seqlen: usize,
+    /// Compute threads.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) steps: usize,
+    #[command(flatten)]
+    pub(crate) arch: ArchArgs,
+}
+
+impl ArchArgs {
+    /// A checked model configuration of `kind` with these options and the
+    /// given table sizes.
+    pub(crate) fn model_config(
+        &self,
+        kind: ModelKind,
+        n_uid: usize,
+        n_mid: usize,
+        n_cat: usize,
+    ) -> Result<ModelConfig> {
+        let mut c = ModelConfig::new(kind, n_uid, n_mid, n_cat);
+        self.apply_to(&mut c);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Sets the architecture fields of `c` (not checked). The auxiliary-loss
+    /// weight applies to models that have the auxiliary loss; the others keep
+    /// [`ModelConfig::new`]'s.
+    pub(crate) fn apply_to(&self, c: &mut ModelConfig) {
+        c.variant = self.variant;
+        c.att = self.att;
+        c.aux = self.aux;
+        c.d = self.dim;
+        c.hidden = self.hidden;
+        if c.has_aux() {
+            c.alpha_aux = self.alpha_aux;
+        }
+    }
+}

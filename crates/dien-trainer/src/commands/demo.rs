@@ -1,0 +1,73 @@
+//! `dien demo`.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use dien_model::ModelKind;
+use dien_trainer::generate::{GenerateConfig, generate};
+use dien_trainer::plot::write_curves;
+use dien_trainer::record::LogRecord;
+use dien_trainer::train::{TrainConfig, TrainSummary, train};
+use serde_json::json;
+
+use super::print_event;
+use crate::cli::DemoArgs;
+
+/// Generates the default data set, trains `base`, `din` and `dien` on it
+/// and prints a comparison table, a plot and a JSON summary.
+pub(crate) fn run(a: &DemoArgs) -> Result<()> {
+    let dir = match &a.out {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("dien-demo-{}", std::process::id())),
+    };
+    let data = dir.join("data");
+    let mut g = GenerateConfig { seed: a.seed, ..GenerateConfig::default() };
+    if let Some(u) = a.users {
+        g.users = u;
+    }
+    let start = Instant::now();
+    let gs = generate(&data, &g)?;
+    eprintln!("generated {} ({:.1} s): {}", data.display(), start.elapsed().as_secs_f64(), serde_json::to_string(&gs)?);
+    let mut results: Vec<TrainSummary> = Vec::new();
+    for model in [ModelKind::Base, ModelKind::Din, ModelKind::Dien] {
+        let mut cfg = TrainConfig::new(&data, dir.join(format!("{model}.safetensors")), model);
+        cfg.epochs = a.epochs;
+        cfg.seed = a.seed;
+        cfg.threads = a.threads;
+        cfg.progress = !a.quiet;
+        cfg.eval_every = Some(200);
+        cfg.metrics_log = Some(dir.join(format!("{model}.metrics.jsonl")));
+        let s = train(&cfg, &mut print_event)?;
+        eprintln!("{model}: test auc {:.4} in {:.1} s", s.last.auc.unwrap_or(f64::NAN), s.seconds);
+        results.push(s);
+    }
+    let plot = dir.join("demo.svg");
+    let runs: Vec<(String, &[LogRecord])> = results.iter().map(|s| (s.model.clone(), s.history.as_slice())).collect();
+    write_curves(&plot, &runs)?;
+    println!();
+    println!(
+        "{:<6} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9}",
+        "model", "AUC", "GAUC", "logloss", "accuracy", "seconds", "samples/s"
+    );
+    for s in &results {
+        let m = &s.last;
+        println!(
+            "{:<6} {:>8.4} {:>8.4} {:>9.4} {:>9.4} {:>8.1} {:>9.0}",
+            s.model,
+            m.auc.unwrap_or(f64::NAN),
+            m.gauc.unwrap_or(f64::NAN),
+            m.logloss.unwrap_or(f64::NAN),
+            m.accuracy.unwrap_or(f64::NAN),
+            s.seconds,
+            s.samples as f64 / s.seconds
+        );
+    }
+    let total = start.elapsed().as_secs_f64();
+    println!("\ntotal {total:.0} s   plot: {}   checkpoints and logs: {}", plot.display(), dir.display());
+    let table: Vec<_> = results
+        .iter()
+        .map(|s| json!({"model": s.model, "auc": s.last.auc, "gauc": s.last.gauc, "logloss": s.last.logloss, "accuracy": s.last.accuracy, "seconds": s.seconds}))
+        .collect();
+    println!("{}", json!({"demo": table, "seconds": total, "dir": dir.display().to_string()}));
+    Ok(())
+}

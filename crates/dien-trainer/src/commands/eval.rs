@@ -1,0 +1,20 @@
+//! `dien eval`.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use dien_trainer::data::DataSet;
+use dien_trainer::train::{evaluate, load_checkpoint};
+
+use super::{metrics_json, pool};
+use crate::cli::EvalArgs;
+
+/// Evaluates a checkpoint on the data directory's test file.
+pub(crate) fn run(a: &EvalArgs) -> Result<()> {
+    let (mut model, vocabs) = load_checkpoint(&a.checkpoint)?;
+    let data = Arc::new(DataSet { vocabs, sampler: None });
+    let m = pool(a.threads)?
+        .install(|| evaluate(&mut model, &data, &DataSet::test_file(&a.data), a.batch, a.skip_bad_lines))?;
+    println!("{}", metrics_json(&m));
+    Ok(())
+}

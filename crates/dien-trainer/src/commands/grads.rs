@@ -1,0 +1,22 @@
+//! `dien grads`.
+
+use anyhow::Result;
+use dien_model::{Batch, checkpoint};
+use dien_trainer::grads::{compute_grads, save_grads};
+use serde_json::json;
+
+use crate::cli::GradsArgs;
+
+/// Writes the logits, losses and gradients of a checkpoint on a JSON batch.
+pub(crate) fn run(a: &GradsArgs) -> Result<()> {
+    let (cfg, params) = checkpoint::load(&a.checkpoint)?;
+    let batch = Batch::from_json_file(&a.batch)?;
+    let out = compute_grads(&cfg, params, &batch, a.eval, a.f64)?;
+    save_grads(&a.out, &cfg, &out, a.eval, a.f64)?;
+    println!(
+        "{}",
+        json!({"out": a.out.display().to_string(), "loss": out.loss, "loss_target": out.loss_target,
+               "loss_aux": out.loss_aux, "batch": batch.batch})
+    );
+    Ok(())
+}

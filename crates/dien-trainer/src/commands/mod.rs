@@ -1,0 +1,63 @@
+//! One module per command of `dien`; each turns its arguments into calls of
+//! the library and prints the results.
+
+mod bench;
+mod demo;
+mod eval;
+mod generate;
+mod gradcheck;
+mod grads;
+mod predict;
+mod train;
+
+use anyhow::Result;
+use dien_trainer::metrics::EvalMetrics;
+use dien_trainer::train::Event;
+use serde_json::json;
+
+use crate::cli::Cmd;
+
+/// Runs the command.
+pub(crate) fn run(cmd: &Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Train(a) => train::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Predict(a) => predict::run(a),
+        Cmd::Gradcheck(a) => gradcheck::run(a),
+        Cmd::Grads(a) => grads::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    }
+}
+
+/// A compute pool of `threads` threads (`None`: all cores).
+fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?)
+}
+
+/// The metrics as printed on the last line of `train` and `eval`.
+fn metrics_json(m: &EvalMetrics) -> serde_json::Value {
+    json!({"auc": m.auc, "gauc": m.gauc, "logloss": m.logloss, "accuracy": m.accuracy, "samples": m.samples})
+}
+
+/// Prints evaluations and messages of a training run on standard error.
+fn print_event(e: Event<'_>) {
+    match e {
+        Event::Record(r) if r.kind == "eval" => {
+            if let Some(t) = &r.test {
+                eprintln!(
+                    "step {:>6}  epoch {}  test auc {:.4}  gauc {:.4}  logloss {:.4}  ({:.0} samples/s)",
+                    r.step,
+                    r.epoch,
+                    t.auc.unwrap_or(f64::NAN),
+                    t.gauc.unwrap_or(f64::NAN),
+                    t.logloss.unwrap_or(f64::NAN),
+                    r.samples_per_s
+                );
+            }
+        }
+        Event::Info(s) => eprintln!("{s}"),
+        _ => {}
+    }
+}
