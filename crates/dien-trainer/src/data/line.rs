@@ -203,7 +203,7 @@ pub fn strip_line_end(mut line: &[u8]) -> &[u8] {
     line
 }
 
-/// Reads a file line by line as bytes, counting lines, without holding more
+/// Reads a file line by line as bytes, counting lines and bytes, without holding more
 /// than one line in memory.
 pub struct LineReader {
     path: PathBuf,

@@ -1,4 +1,4 @@
-//! Reading and building vocabularies (SPEC §12); the types are the model
+//! Reading and building vocabularies (docs/DATA.md); the types are the model
 //! crate's [`Vocab`] and [`Vocabs`], which also read and write the
 //! checkpoint sidecar.
 //!

@@ -14,7 +14,7 @@ use crate::data::{Batcher, BatcherConfig, DataSet, LineReader};
 use crate::error::TrainError;
 use crate::metrics::{EvalMetrics, MetricsAccumulator};
 
-/// Scores `file` (SPEC §12 lines) in evaluation mode: AUC, GAUC (users by raw
+/// Scores `file` (lines of the reference data layout) in evaluation mode: AUC, GAUC (users by raw
 /// id), logloss, accuracy.
 pub fn evaluate(
     model: &mut Model,
@@ -48,7 +48,7 @@ pub fn count_lines(path: &Path) -> Result<u64, TrainError> {
     Ok(r.lines_consumed())
 }
 
-/// Recalibrates BatchNorm and Dice statistics (SPEC §11) on a seeded random
+/// Recalibrates BatchNorm and Dice statistics on a seeded random
 /// sample of whole training batches holding about `samples` samples (all of
 /// the training set when it is not larger), in evaluation mode. Returns the
 /// number of samples used.

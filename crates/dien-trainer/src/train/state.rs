@@ -53,7 +53,7 @@ impl Progress {
     }
 }
 
-/// The best-model checkpoint kept beside `out` (SPEC §11).
+/// The best-model checkpoint kept beside `out`.
 pub fn best_path(out: &Path) -> PathBuf {
     sidecar_path(out, "best.safetensors")
 }
