@@ -190,8 +190,13 @@ impl Vocabs {
         self.cat.get(id)
     }
 
-    /// The table sizes of the three vocabularies (largest index + 1 each).
-    pub fn sizes(&self) -> TableSizes {
+    /// Number of `(users, items, categories)` string ids.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.uid.len(), self.mid.len(), self.cat.len())
+    }
+
+    /// The table sizes the three vocabularies need (largest index + 1 each).
+    pub fn table_sizes(&self) -> TableSizes {
         TableSizes { uid: self.uid.size, mid: self.mid.size, cat: self.cat.size }
     }
 

@@ -60,14 +60,14 @@ fn read_all(path: &Path, vocabs: Vocabs, cfg: BatcherConfig) -> Result<(Vec<dien
 fn good_line_maps_fields_and_unknowns() {
     let v = small_vocabs();
     let l = line("1", "u2", "m3", "c9", &["m1", "zz", "m2"], &["c1", "c2", "c1"]);
-    let s = parse_sample(l.as_bytes(), &v, &v.sizes()).unwrap();
+    let s = parse_sample(l.as_bytes(), &v, &v.table_sizes()).unwrap();
     assert_eq!(s.head.label, 1.0);
     assert_eq!((s.head.uid, s.head.mid, s.head.cat), (2, 3, 0), "unknown cat c9 maps to 0");
     assert_eq!(s.hist_mid, vec![1, 0, 2], "unknown history item maps to 0");
     assert_eq!(s.hist_cat, vec![1, 2, 1]);
     // Label written as a float is accepted, as the reference parses it with float().
     let l0 = line("0.0", "u1", "m1", "c1", &[], &[]);
-    let s0 = parse_sample(l0.as_bytes(), &v, &v.sizes()).unwrap();
+    let s0 = parse_sample(l0.as_bytes(), &v, &v.table_sizes()).unwrap();
     assert_eq!(s0.head.label, 0.0);
     assert!(s0.hist_mid.is_empty() && s0.hist_cat.is_empty(), "empty field = empty history");
 }

@@ -410,7 +410,7 @@ fn trainer_data_layer_reads_the_generated_set() {
     for (src, file) in sources.iter().zip(["uid_voc.pkl", "mid_voc.pkl", "cat_voc.pkl"]) {
         assert_eq!(src, &VocabSource::File(dir.join(file)), "{file} not read from the pickle");
     }
-    let sizes = ds.vocabs.sizes();
+    let sizes = ds.vocabs.table_sizes();
     assert_eq!((sizes.uid, sizes.mid, sizes.cat), (summary.uid_vocab, summary.mid_vocab, summary.cat_vocab));
     for (file, known) in [(DataSet::train_file(&dir), true), (DataSet::test_file(&dir), false)] {
         let text = std::fs::read_to_string(&file).unwrap();

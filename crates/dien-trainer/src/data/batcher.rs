@@ -198,7 +198,7 @@ impl Batcher {
                 cfg.batch_size, cfg.group_batches, cfg.max_len
             )));
         }
-        let tables = cfg.tables.unwrap_or_else(|| data.vocabs.sizes());
+        let tables = cfg.tables.unwrap_or_else(|| data.vocabs.table_sizes());
         if cfg.negatives {
             let Some(s) = &data.sampler else {
                 return Err(TrainError::Config(

@@ -109,7 +109,7 @@ impl TrainConfig {
 
     /// The model configuration with the table sizes of `vocabs`, checked.
     fn model_config(&self, vocabs: &Vocabs) -> Result<ModelConfig, TrainError> {
-        let sizes = vocabs.sizes();
+        let sizes = vocabs.table_sizes();
         let mut c = self.model.clone();
         (c.n_uid, c.n_mid, c.n_cat) = (sizes.uid, sizes.mid, sizes.cat);
         c.validate()?;

@@ -85,7 +85,7 @@ pub(crate) fn save_all(
 pub fn load_checkpoint(path: &Path) -> Result<(Model, Vocabs), TrainError> {
     let (cfg, params) = checkpoint::load(path)?;
     let vocabs = Vocabs::from_json_file(&sidecar_path(path, VOCAB_SUFFIX))?;
-    let sizes = vocabs.sizes();
+    let sizes = vocabs.table_sizes();
     if (sizes.uid, sizes.mid, sizes.cat) != (cfg.n_uid, cfg.n_mid, cfg.n_cat) {
         return Err(TrainError::Config(format!(
             "{}: vocabularies ({}, {}, {}) do not match the checkpoint's tables ({}, {}, {})",
