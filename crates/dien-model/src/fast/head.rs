@@ -2,7 +2,7 @@
 //! and the target loss. Works on the whole batch (its statistics couple the
 //! samples); it is a small part of the cost.
 
-use dien_engine::gemm::small::Accumulate;
+use dien_engine::gemm::tile::Accumulate;
 
 use super::dense::{Dense, dot, sigmoid, softplus, weight_grad};
 use crate::mode::Mode;

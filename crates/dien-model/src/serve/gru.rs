@@ -15,7 +15,7 @@
 //! (`r = σ(0)`, `c = tanh(0) = 0`, and every update maps `(h, c) = (0, 0)` to 0).
 
 use dien_engine::cell::CellKind;
-use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
 use dien_engine::vecmath::simd::{sigmoid8, tanh8};
 use wide::f32x8;
 
@@ -29,11 +29,11 @@ pub(crate) struct GruServe {
     h: usize,
     hp: usize,
     /// `W_ihᵀ` with gate blocks at `0, Hp, 2Hp`: `[input → 3Hp]`.
-    wih_t: PackedRhs,
+    wih_t: Packed,
     /// `[U_r; U_u]ᵀ` with blocks at `0, Hp`: `[H → 2Hp]`.
-    uru_t: PackedRhs,
+    uru_t: Packed,
     /// `U_cᵀ`: `[H → Hp]`.
-    uc_t: PackedRhs,
+    uc_t: Packed,
     /// Bias `[3Hp]`, same block layout, padding zero.
     b: Vec<f32>,
 }
@@ -105,9 +105,9 @@ impl GruServe {
             input,
             h,
             hp,
-            wih_t: PackedRhs::from_weight_t(&wih, 3 * hp, input),
-            uru_t: PackedRhs::from_weight_t(&uru, 2 * hp, h),
-            uc_t: PackedRhs::from_weight_t(&uc, hp, h),
+            wih_t: Packed::from_weight_t(&wih, 3 * hp, input),
+            uru_t: Packed::from_weight_t(&uru, 2 * hp, h),
+            uc_t: Packed::from_weight_t(&uc, hp, h),
             b: bp,
         }
     }
@@ -126,9 +126,9 @@ impl GruServe {
             for r in 0..rows {
                 out[r * n3..(r + 1) * n3].copy_from_slice(&self.b);
             }
-            small_gemm(rows, x, ldx, &self.wih_t, out, n3, Accumulate::Yes);
+            gemm_packed(rows, x, ldx, &self.wih_t, out, n3, Accumulate::Yes);
         } else {
-            small_gemm(rows, x, ldx, &self.wih_t, out, n3, Accumulate::No);
+            gemm_packed(rows, x, ldx, &self.wih_t, out, n3, Accumulate::No);
         }
     }
 
@@ -207,7 +207,7 @@ impl GruServe {
             let gate = |a: f32x8, o: usize| if scaled { a.mul_add(load(g, o), load(b, o)) } else { load(g, o) };
 
             // [r | u] = σ(G_ru + h_{t−1}·U_ruᵀ); then r ∘ h_{t−1}.
-            small_gemm(n, hprev, hp, &self.uru_t, ru, h2p, Accumulate::No);
+            gemm_packed(n, hprev, hp, &self.uru_t, ru, h2p, Accumulate::No);
             for i in 0..n {
                 let a = f32x8::splat(weight(i));
                 for v in 0..nv {
@@ -219,7 +219,7 @@ impl GruServe {
                 }
             }
             // c = tanh(G_c + (r ∘ h_{t−1})·U_cᵀ); state update.
-            small_gemm(n, rh, hp, &self.uc_t, cpre, hp, Accumulate::No);
+            gemm_packed(n, rh, hp, &self.uc_t, cpre, hp, Accumulate::No);
             for i in 0..n {
                 let a = f32x8::splat(weight(i));
                 for v in 0..nv {
