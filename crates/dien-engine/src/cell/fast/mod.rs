@@ -70,11 +70,13 @@
 //! reach a stored or summed value.
 
 mod chunk;
+mod shared;
 
 use rayon::prelude::*;
 use wide::f32x8;
 
 use self::chunk::Chunk;
+pub use self::shared::SharedWorkspace;
 use super::{CellKind, GruGrads, GruParams, SeqInput};
 use crate::gemm::tile::Packed;
 use crate::simd::{lane_masks, pad8};
