@@ -114,45 +114,8 @@ pub(crate) fn sigmoid_backward_inplace(g: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Dot product of two equal-length slices.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = f32x8::ZERO;
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let x = f32x8::from(<[f32; 8]>::try_from(x).expect("8 lanes"));
-        let y = f32x8::from(<[f32; 8]>::try_from(y).expect("8 lanes"));
-        acc = x.mul_add(y, acc);
-    }
-    let mut s = acc.reduce_add();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
-    }
-    s
-}
-
-/// `y += alpha·x`.
-#[inline]
-pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = alpha.mul_add(xi, *yi);
-    }
-}
-
 /// Stable `softplus(x) = max(x, 0) + log1p(exp(−|x|))`.
 #[inline]
 pub(crate) fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
-
-/// Scalar logistic sigmoid without overflow.
-#[inline]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }

@@ -3,8 +3,9 @@
 //! samples); it is a small part of the cost.
 
 use dien_engine::gemm::tile::Accumulate;
+use dien_engine::simd::{dot, sigmoid};
 
-use super::dense::{Dense, dot, sigmoid, softplus, weight_grad};
+use super::dense::{Dense, softplus, weight_grad};
 use crate::mode::Mode;
 use crate::params::ParamStore;
 

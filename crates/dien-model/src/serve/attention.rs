@@ -14,9 +14,9 @@
 //! at a time so each block's activations stay in the L1/L2 caches.
 
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::simd::{dot, grow};
 use dien_engine::vecmath::sigmoid_inplace;
 
-use super::simd::{dot, grow};
 use crate::config::AttForm;
 use crate::params::ParamStore;
 

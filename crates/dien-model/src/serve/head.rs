@@ -3,10 +3,10 @@
 //! normalisation constants are computed once when the predictor is built.
 
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::simd::{LANES, dot, grow, load, pad8, store};
 use dien_engine::vecmath::simd::sigmoid8;
 use wide::f32x8;
 
-use super::simd::{LANES, dot, grow, load, pad8, store};
 use crate::params::ParamStore;
 
 /// Hidden widths of the head (SPEC §7).
