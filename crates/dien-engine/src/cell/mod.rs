@@ -22,7 +22,6 @@
 
 pub mod fast;
 pub mod reference;
-pub mod unfused;
 
 /// The state update of a cell (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -62,6 +62,12 @@
 //! `gemm::gemm`. `gemm::gemm` is still not used: it allocates its packing
 //! buffer on every call, and these calls must not allocate.
 //!
+//! **Shared-input mode.** [`GruCell::project_shared`] and
+//! [`GruCell::forward_shared`] run `K` rows over one input sequence (the
+//! candidates of a scoring request), the input projection computed once;
+//! same products, epilogue structure and state update as the forward above
+//! (see [`SharedWorkspace`]).
+//!
 //! **Widths not a multiple of 8** (`H = 36`). Per-step state rows are
 //! padded to `Hp = pad8(H)` with zero padding lanes (kept zero by a lane
 //! mask); the gate and input matrices are unpadded, and their last vector
