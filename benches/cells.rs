@@ -14,6 +14,8 @@
 //! (add a filter such as `augru/fwd+bwd/B128` to run a subset).
 
 mod common;
+// Not every item is used here (its test runs from tests/unfused.rs).
+#[allow(dead_code)]
 #[path = "common/unfused.rs"]
 mod unfused;
 

@@ -55,9 +55,8 @@ fn check(rng: &mut ChaCha8Rng, kind: CellKind, input: usize, h: usize, k: usize,
     for i in 0..k {
         let got = ws.state(i);
         assert_eq!(got.len(), h);
-        for j in 0..h {
-            let w = want.last[i * h + j];
-            assert!((got[j] as f64 - w).abs() < 3e-5, "{}: unit {j}: {} vs {w}", what(i), got[j]);
+        for (j, (&g, &w)) in got.iter().zip(&want.last[i * h..(i + 1) * h]).enumerate() {
+            assert!((g as f64 - w).abs() < 3e-5, "{}: unit {j}: {g} vs {w}", what(i));
         }
         for (j, (&s, &w)) in states[i * l * h..(i + 1) * l * h].iter().zip(&want.states[i * l * h..]).enumerate() {
             assert!((s as f64 - w).abs() < 3e-5, "{}: state {j}: {s} vs {w}", what(i));
