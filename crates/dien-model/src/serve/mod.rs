@@ -78,9 +78,8 @@ mod vocab;
 
 use std::path::Path;
 
-use dien_engine::cell::CellKind;
-use dien_engine::cell::GruParams;
 use dien_engine::cell::fast::{GruCell, SharedWorkspace};
+use dien_engine::cell::{CellKind, GruParams};
 use dien_engine::simd::{axpy, grow, sigmoid};
 use thiserror::Error;
 
