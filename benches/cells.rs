@@ -1,7 +1,7 @@
 //! Cell benches: the fast fused cells (`cell::fast`), forward (inference
 //! mode) and forward + backward (training), GRU and AUGRU, at H = 36,
 //! input 36, B ∈ {1, 32, 128}, T ∈ {20, 100}, on one thread and on all
-//! threads; plus the unfused cells (`cell::unfused`) at B = 128, T = 100.
+//! threads; plus the unfused cells (`common/unfused.rs`) at B = 128, T = 100.
 //!
 //! Throughput is in FLOP (criterion's "elem/s"): forward counts
 //! `2·(3H·in + 3H·H)` per sample per step, backward twice that, so a
@@ -14,6 +14,10 @@
 //! (add a filter such as `augru/fwd+bwd/B128` to run a subset).
 
 mod common;
+// Not every item is used here (its test runs from tests/unfused.rs).
+#[allow(dead_code)]
+#[path = "common/unfused.rs"]
+mod unfused;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use dien_engine::cell::fast::{CellWorkspace, GruCell, Mode};
-use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput, unfused};
+use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -1,4 +1,5 @@
-//! GEMM benches: the pre-packed small kernel (`small_gemm`) against the
+//! GEMM benches: the register-tiled kernel on a pre-packed right-hand side
+//! (`gemm::tile::gemm_packed`, its store epilogue) against the
 //! `matrixmultiply` wrapper (`gemm::gemm`) on the shapes of the DIEN GRU
 //! layers (hidden 36, batch·time 12800), plus the cost of (re)packing the
 //! right-hand side.
@@ -15,7 +16,7 @@
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_acc_long_k, gemm_packed};
 use dien_engine::gemm::{MatMut, MatRef, gemm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,11 +38,11 @@ fn products(c: &mut Criterion) {
         let a = rand_vec(&mut rng, m * k);
         let b = rand_vec(&mut rng, k * n);
         let mut out = vec![0.0f32; m * n];
-        let packed = PackedRhs::new(&b, k, n, n, 1);
+        let packed = Packed::from_weight(&b, k, n);
         let mut g = c.benchmark_group(format!("gemm/{m}x{k}x{n}"));
         g.throughput(Throughput::Elements((m * n * k) as u64));
-        g.bench_function("small_gemm", |bn| {
-            bn.iter(|| small_gemm(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No))
+        g.bench_function("tile", |bn| {
+            bn.iter(|| gemm_packed(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No))
         });
         g.bench_function("matrixmultiply", |bn| {
             bn.iter(|| {
@@ -59,12 +60,15 @@ fn products(c: &mut Criterion) {
 }
 
 /// Weight gradient `dW [108, 36] += dGᵀ · X` over all `B·T = 12800` rows,
-/// through transposed views (no copy): matrixmultiply only, as `small_gemm`
-/// needs a row-major left-hand side.
+/// through transposed views (no copy), against the tiled kernel's long-`k`
+/// form computing the transpose `dWᵀ [36, 108] += Xᵀ · dG` the way the
+/// cells do (strided `A`, `B` read with 8 values of slack).
 fn weight_gradient(c: &mut Criterion) {
     let (rows, out_w, in_w) = (12800, 108, 36);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let dg = rand_vec(&mut rng, rows * out_w);
+    let mut dg = rand_vec(&mut rng, rows * out_w);
+    dg.extend([0.0; 8]);
+    let dg_rows = &dg[..rows * out_w];
     let x = rand_vec(&mut rng, rows * in_w);
     let mut dw = vec![0.0f32; out_w * in_w];
     let mut g = c.benchmark_group(format!("gemm/{out_w}x{rows}x{in_w}"));
@@ -73,12 +77,16 @@ fn weight_gradient(c: &mut Criterion) {
         bn.iter(|| {
             gemm(
                 1.0,
-                MatRef::row_major(black_box(&dg), rows, out_w).t(),
+                MatRef::row_major(black_box(dg_rows), rows, out_w).t(),
                 MatRef::row_major(&x, rows, in_w),
                 1.0,
                 MatMut::row_major(&mut dw, out_w, in_w),
             )
         })
+    });
+    let mut dw_t = vec![0.0f32; in_w * out_w];
+    g.bench_function("tile_long_k", |bn| {
+        bn.iter(|| gemm_acc_long_k(in_w, rows, out_w, black_box(&x), 1, in_w, &dg, out_w, &mut dw_t, out_w))
     });
     g.finish();
 }
@@ -91,14 +99,14 @@ fn packing(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm/pack");
     for &(k, n) in &[(36, 72), (36, 36), (72, 36), (36, 108)] {
         let w = rand_vec(&mut rng, n * k);
-        let mut packed_t = PackedRhs::from_weight_t(&w, n, k);
-        let mut packed = PackedRhs::from_weight(&w, k, n);
+        let mut packed_t = Packed::from_weight_t(&w, n, k);
+        let mut packed = Packed::from_weight(&w, k, n);
         g.throughput(Throughput::Elements((k * n) as u64));
-        g.bench_function(BenchmarkId::new("repack_weight_t", format!("{k}x{n}")), |bn| {
-            bn.iter(|| packed_t.repack_weight_t(black_box(&w)))
+        g.bench_function(BenchmarkId::new("fill_t", format!("{k}x{n}")), |bn| {
+            bn.iter(|| packed_t.fill_t(black_box(&w), n, k))
         });
-        g.bench_function(BenchmarkId::new("repack_weight", format!("{k}x{n}")), |bn| {
-            bn.iter(|| packed.repack_weight(black_box(&w)))
+        g.bench_function(BenchmarkId::new("fill_n", format!("{k}x{n}")), |bn| {
+            bn.iter(|| packed.fill_n(black_box(&w), k, n))
         });
     }
     g.finish();
@@ -108,20 +116,20 @@ fn packing(c: &mut Criterion) {
 /// timed alternately so that background load hits both alike.
 fn crossover_sweep() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    println!("crossover: GFLOP/s small_gemm / matrixmultiply (best of 25 rounds)");
+    println!("crossover: GFLOP/s tile / matrixmultiply (best of 25 rounds)");
     for &(k, n) in &[(36, 36), (36, 72), (72, 36), (36, 108)] {
         let mut line = format!("  k={k:<3} n={n:<3}:");
         for &m in &[1, 4, 8, 16, 32, 64, 128, 256, 1024, 4096] {
             let a = rand_vec(&mut rng, m * k);
             let b = rand_vec(&mut rng, k * n);
-            let packed = PackedRhs::new(&b, k, n, n, 1);
+            let packed = Packed::from_weight(&b, k, n);
             let mut out = vec![0.0f32; m * n];
             let reps = (4_000_000 / (m * n * k)).max(1);
             let mut best = [f64::MAX; 2];
             for _ in 0..25 {
                 let t = Instant::now();
                 for _ in 0..reps {
-                    small_gemm(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No);
+                    gemm_packed(m, black_box(&a), k, &packed, &mut out, n, Accumulate::No);
                 }
                 best[0] = best[0].min(t.elapsed().as_secs_f64() / reps as f64);
                 let t = Instant::now();

@@ -1,7 +1,8 @@
 //! # dien-engine
 //!
 //! The compute core of the DIEN engine: explicit-SIMD vector math
-//! ([`vecmath`]), GEMM wrappers and a small-matrix kernel ([`gemm`]), and the
+//! ([`vecmath`]), 8-lane load/store and scalar helpers ([`simd`]), GEMM
+//! wrappers and the register-tiled small-matrix kernel ([`gemm`], [`gemm::tile`]), and the
 //! recurrent cells of DIEN (GRU, AUGRU, AGRU, AIGRU) with hand-written
 //! forward and backward passes ([`cell`]). [`gradcheck`] compares analytic
 //! gradients with central finite differences and is used by the tests of this
@@ -17,6 +18,7 @@
 pub mod cell;
 pub mod gemm;
 pub mod gradcheck;
+pub mod simd;
 pub mod vecmath;
 
 /// Describes the SIMD instruction set this build of the engine was compiled

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! and differ in the state update ([`CellKind`]). Layout conventions shared
-//! by the reference ([`reference`]) and the fast path:
+//! by the reference ([`reference`](mod@reference)) and the fast path:
 //!
 //! - inputs `x` are batch-major `[B, T, input]`, row-major;
 //! - `lengths[b] ≤ T`; steps `t ≥ lengths[b]` are padding: they leave the
@@ -22,7 +22,6 @@
 
 pub mod fast;
 pub mod reference;
-pub mod unfused;
 
 /// The state update of a cell (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 //! that checks every index it will touch lies inside the given slices.
 //! Weight gradients accumulate in place (`beta = 1`) without temporaries.
 //! Note: `matrixmultiply` allocates a packing buffer on every call, so hot
-//! per-time-step products use the small kernel in [`small`] instead.
+//! per-time-step products use the register-tiled kernel in [`tile`] instead.
 //!
 //! # Which kernel to use
 //!
@@ -13,23 +13,26 @@
 //! run time):
 //!
 //! - **Inside the time loop** (`m` = batch rows ≤ 32 per step, weight
-//!   re-packed once per training step with [`small::PackedRhs::repack`]):
-//!   [`small::small_gemm`]. It never allocates, and it is 2–10× faster for
-//!   `m ≤ 8` (where `matrixmultiply`'s per-call setup dominates), 1.0–1.4×
-//!   at `m = 16`, and equal or faster at `m = 32` for `n ≤ 72`.
+//!   re-packed once per training step with [`tile::Packed::fill_t`]):
+//!   [`tile::gemm_ep`], with an epilogue fused into the product, or
+//!   [`tile::gemm_packed`] to store or accumulate the product. It never
+//!   allocates, and it is 2–10× faster for `m ≤ 8` (where
+//!   `matrixmultiply`'s per-call setup dominates), 1.0–1.4× at `m = 16`,
+//!   and equal or faster at `m = 32` for `n ≤ 72`.
 //! - **One-off large products** (`m ≥ 64`, e.g. the hoisted input projection
 //!   `[B·T, 36]·[36, 108]`): [`gemm`]. With `n ≥ 72` its AVX-512 kernel is
 //!   5–50% faster than the AVX2 small kernel (more as `m` and `n` grow);
 //!   with `n = 36` they are within about 15%, and [`gemm`] needs no packed
-//!   copy of `B`.
+//!   copy of `B`. (The cells still use [`tile`] there: it does not
+//!   allocate.)
 //! - **Transposed left-hand side** (weight gradients `dGᵀ·X` over all `B·T`
-//!   rows): [`gemm`] with a [`MatRef::t`] view; [`small::small_gemm`] needs a
-//!   row-major `A`.
+//!   rows): [`gemm`] with a [`MatRef::t`] view, or [`tile::gemm_acc_long_k`]
+//!   (strided `A`, blocked over the long inner dimension).
 //!
 //! On a machine without AVX-512, `matrixmultiply` falls back to an AVX2
 //! kernel and the crossover moves to larger `m` (not measured here).
 
-pub mod small;
+pub mod tile;
 
 /// An immutable strided matrix view over a slice.
 #[derive(Clone, Copy, Debug)]

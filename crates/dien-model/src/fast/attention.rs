@@ -10,9 +10,10 @@
 //! The bracket is computed once per sample and the per-step product has
 //! inner width `2A` instead of `4A`.
 
-use dien_engine::gemm::small::Accumulate;
+use dien_engine::gemm::tile::Accumulate;
+use dien_engine::simd::{axpy, dot};
 
-use super::dense::{Dense, axpy, dot, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use super::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
 use crate::config::AttForm;
 use crate::params::ParamStore;
 

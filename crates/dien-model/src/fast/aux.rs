@@ -6,9 +6,10 @@
 //! `g([h_t; e])` splits into `W_h·h_t + W_e·e + b`, and the `W_h·h_t + b`
 //! block is computed once for the positive and the negative term.
 
-use dien_engine::gemm::small::Accumulate;
+use dien_engine::gemm::tile::Accumulate;
+use dien_engine::simd::{axpy, dot, sigmoid};
 
-use super::dense::{Dense, axpy, dot, sigmoid, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
+use super::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
 use crate::config::AuxForm;
 use crate::params::ParamStore;
 

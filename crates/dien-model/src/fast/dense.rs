@@ -4,7 +4,7 @@
 //! the forward product and `W` for the input gradient, so neither product
 //! transposes anything on the fly and no call allocates.
 
-use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
 use dien_engine::gemm::{MatMut, MatRef, gemm};
 use dien_engine::vecmath::simd::sigmoid8;
 use wide::f32x8;
@@ -14,49 +14,44 @@ use wide::f32x8;
 pub(crate) struct Dense {
     pub out: usize,
     pub inp: usize,
-    fwd: PackedRhs,
-    bwd: PackedRhs,
+    fwd: Packed,
+    bwd: Packed,
 }
 
 impl Dense {
     /// A layer of the given shape (weights zero until [`Dense::set`]).
     pub fn new(out: usize, inp: usize) -> Self {
         let zeros = vec![0.0; out * inp];
-        Self {
-            out,
-            inp,
-            fwd: PackedRhs::from_weight_t(&zeros, out, inp),
-            bwd: PackedRhs::from_weight(&zeros, out, inp),
-        }
+        Self { out, inp, fwd: Packed::from_weight_t(&zeros, out, inp), bwd: Packed::from_weight(&zeros, out, inp) }
     }
 
     /// Repacks the weight `w [out, inp]` (no allocation).
     pub fn set(&mut self, w: &[f32]) {
         assert_eq!(w.len(), self.out * self.inp, "Dense::set: weight shape");
-        self.fwd.repack_weight_t(w);
-        self.bwd.repack_weight(w);
+        self.fwd.fill_t(w, self.out, self.inp);
+        self.bwd.fill_n(w, self.out, self.inp);
     }
 
     /// `y[m, out] = x[m, inp]·Wᵀ + bias` (`bias` may be empty for none).
     pub fn forward(&self, m: usize, x: &[f32], ldx: usize, bias: &[f32], y: &mut [f32], ldy: usize) {
         if bias.is_empty() {
-            small_gemm(m, x, ldx, &self.fwd, y, ldy, Accumulate::No);
+            gemm_packed(m, x, ldx, &self.fwd, y, ldy, Accumulate::No);
         } else {
             for r in 0..m {
                 y[r * ldy..r * ldy + self.out].copy_from_slice(bias);
             }
-            small_gemm(m, x, ldx, &self.fwd, y, ldy, Accumulate::Yes);
+            gemm_packed(m, x, ldx, &self.fwd, y, ldy, Accumulate::Yes);
         }
     }
 
     /// `y[m, out] (+)= x[m, inp]·Wᵀ` without bias.
     pub fn forward_acc(&self, m: usize, x: &[f32], ldx: usize, y: &mut [f32], ldy: usize, acc: Accumulate) {
-        small_gemm(m, x, ldx, &self.fwd, y, ldy, acc);
+        gemm_packed(m, x, ldx, &self.fwd, y, ldy, acc);
     }
 
     /// `dx[m, inp] (+)= dy[m, out]·W`.
     pub fn backward_input(&self, m: usize, dy: &[f32], lddy: usize, dx: &mut [f32], lddx: usize, acc: Accumulate) {
-        small_gemm(m, dy, lddy, &self.bwd, dx, lddx, acc);
+        gemm_packed(m, dy, lddy, &self.bwd, dx, lddx, acc);
     }
 }
 
@@ -119,45 +114,8 @@ pub(crate) fn sigmoid_backward_inplace(g: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Dot product of two equal-length slices.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = f32x8::ZERO;
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let x = f32x8::from(<[f32; 8]>::try_from(x).expect("8 lanes"));
-        let y = f32x8::from(<[f32; 8]>::try_from(y).expect("8 lanes"));
-        acc = x.mul_add(y, acc);
-    }
-    let mut s = acc.reduce_add();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
-    }
-    s
-}
-
-/// `y += alpha·x`.
-#[inline]
-pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = alpha.mul_add(xi, *yi);
-    }
-}
-
 /// Stable `softplus(x) = max(x, 0) + log1p(exp(−|x|))`.
 #[inline]
 pub(crate) fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
-
-/// Scalar logistic sigmoid without overflow.
-#[inline]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }

@@ -2,9 +2,10 @@
 //! and the target loss. Works on the whole batch (its statistics couple the
 //! samples); it is a small part of the cost.
 
-use dien_engine::gemm::small::Accumulate;
+use dien_engine::gemm::tile::Accumulate;
+use dien_engine::simd::{dot, sigmoid};
 
-use super::dense::{Dense, dot, sigmoid, softplus, weight_grad};
+use super::dense::{Dense, softplus, weight_grad};
 use crate::mode::Mode;
 use crate::params::ParamStore;
 

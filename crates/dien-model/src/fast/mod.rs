@@ -24,6 +24,7 @@ use std::collections::HashMap;
 
 use dien_engine::cell::fast::{CellWorkspace, GruCell, Mode as CellMode};
 use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
+use dien_engine::simd;
 use rayon::prelude::*;
 
 use self::attention::{AttChunk, AttPacked};
@@ -934,7 +935,7 @@ fn weighted_sum(w: &[f32], v: &[f32], lengths: &[usize], out: &mut [f32], b: usi
         o.fill(0.0);
         for tt in 0..lengths[s] {
             let i = s * t + tt;
-            dense::axpy(w[i], &v[i * a..(i + 1) * a], o);
+            simd::axpy(w[i], &v[i * a..(i + 1) * a], o);
         }
     }
 }
@@ -957,8 +958,8 @@ fn weighted_sum_backward(
         for tt in 0..t {
             let i = s * t + tt;
             if tt < lengths[s] {
-                d_w[i] = dense::dot(&v[i * a..(i + 1) * a], g);
-                dense::axpy(w[i], g, &mut d_v[i * a..(i + 1) * a]);
+                d_w[i] = simd::dot(&v[i * a..(i + 1) * a], g);
+                simd::axpy(w[i], g, &mut d_v[i * a..(i + 1) * a]);
             } else {
                 d_w[i] = 0.0;
             }

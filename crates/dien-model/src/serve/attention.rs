@@ -13,10 +13,10 @@
 //! instead of `4A` for the per-step product. Candidates are processed a few
 //! at a time so each block's activations stay in the L1/L2 caches.
 
-use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::simd::{dot, grow};
 use dien_engine::vecmath::sigmoid_inplace;
 
-use super::simd::{dot, grow};
 use crate::config::AttForm;
 use crate::params::ParamStore;
 
@@ -30,17 +30,17 @@ const ROWS: usize = 256;
 #[derive(Clone, Debug)]
 struct Mlp {
     /// `att.q.wᵀ`: `[E → A]`.
-    q_w: PackedRhs,
+    q_w: Packed,
     q_b: Vec<f32>,
     prelu: Vec<f32>,
     /// `(Wk − Wd)ᵀ`: `[A → F1]` (shared key part).
-    fc1_k: PackedRhs,
+    fc1_k: Packed,
     /// `Wpᵀ`: `[A → F1]` (per-candidate `q ∘ k` part).
-    fc1_p: PackedRhs,
+    fc1_p: Packed,
     /// `(Wq + Wd)ᵀ`: `[A → F1]` (per-candidate constant).
-    fc1_q: PackedRhs,
+    fc1_q: Packed,
     fc1_b: Vec<f32>,
-    fc2: PackedRhs,
+    fc2: Packed,
     fc2_b: Vec<f32>,
     fc3_w: Vec<f32>,
     fc3_b: f32,
@@ -50,7 +50,7 @@ struct Mlp {
 enum Form {
     Mlp(Box<Mlp>),
     /// `att.wᵀ`: `[E → A]`.
-    Bilinear(PackedRhs),
+    Bilinear(Packed),
 }
 
 /// Attention packed for the request path.
@@ -98,20 +98,20 @@ impl AttServe {
                     }
                 }
                 Form::Mlp(Box::new(Mlp {
-                    q_w: PackedRhs::from_weight_t(p.get("att.q.w"), a, e),
+                    q_w: Packed::from_weight_t(p.get("att.q.w"), a, e),
                     q_b: p.get("att.q.b").to_vec(),
                     prelu: p.get("att.q.prelu").to_vec(),
-                    fc1_k: PackedRhs::from_weight_t(&k, F1, a),
-                    fc1_p: PackedRhs::from_weight_t(&pp, F1, a),
-                    fc1_q: PackedRhs::from_weight_t(&q, F1, a),
+                    fc1_k: Packed::from_weight_t(&k, F1, a),
+                    fc1_p: Packed::from_weight_t(&pp, F1, a),
+                    fc1_q: Packed::from_weight_t(&q, F1, a),
                     fc1_b: p.get("att.fc1.b").to_vec(),
-                    fc2: PackedRhs::from_weight_t(p.get("att.fc2.w"), F2, F1),
+                    fc2: Packed::from_weight_t(p.get("att.fc2.w"), F2, F1),
                     fc2_b: p.get("att.fc2.b").to_vec(),
                     fc3_w: p.get("att.fc3.w").to_vec(),
                     fc3_b: p.get("att.fc3.b")[0],
                 }))
             }
-            AttForm::Bilinear => Form::Bilinear(PackedRhs::from_weight_t(p.get("att.w"), a, e)),
+            AttForm::Bilinear => Form::Bilinear(Packed::from_weight_t(p.get("att.w"), a, e)),
         };
         Self { a, e, form }
     }
@@ -124,7 +124,7 @@ impl AttServe {
             for t in 0..l {
                 ws.kp[t * F1..(t + 1) * F1].copy_from_slice(&m.fc1_b);
             }
-            small_gemm(l, keys, self.a, &m.fc1_k, &mut ws.kp, F1, Accumulate::Yes);
+            gemm_packed(l, keys, self.a, &m.fc1_k, &mut ws.kp, F1, Accumulate::Yes);
         }
     }
 
@@ -141,13 +141,13 @@ impl AttServe {
                 for c in 0..nc {
                     ws.q[c * a..(c + 1) * a].copy_from_slice(&m.q_b);
                 }
-                small_gemm(nc, e_a, self.e, &m.q_w, &mut ws.q, a, Accumulate::Yes);
+                gemm_packed(nc, e_a, self.e, &m.q_w, &mut ws.q, a, Accumulate::Yes);
                 for (qv, &s) in ws.q[..nc * a].iter_mut().zip(m.prelu.iter().cycle()) {
                     if *qv <= 0.0 {
                         *qv *= s;
                     }
                 }
-                small_gemm(nc, &ws.q, a, &m.fc1_q, &mut ws.cq, F1, Accumulate::No);
+                gemm_packed(nc, &ws.q, a, &m.fc1_q, &mut ws.cq, F1, Accumulate::No);
                 // Candidates per block: whole histories, about ROWS rows.
                 let per = (ROWS / l).max(1);
                 // Sized for the largest block any request can use (at most
@@ -176,12 +176,12 @@ impl AttServe {
                             }
                         }
                     }
-                    small_gemm(rows, x1, a, &m.fc1_p, y1, F1, Accumulate::Yes);
+                    gemm_packed(rows, x1, a, &m.fc1_p, y1, F1, Accumulate::Yes);
                     sigmoid_inplace(&mut y1[..rows * F1]);
                     for r in 0..rows {
                         y2[r * F2..(r + 1) * F2].copy_from_slice(&m.fc2_b);
                     }
-                    small_gemm(rows, y1, F1, &m.fc2, y2, F2, Accumulate::Yes);
+                    gemm_packed(rows, y1, F1, &m.fc2, y2, F2, Accumulate::Yes);
                     sigmoid_inplace(&mut y2[..rows * F2]);
                     for r in 0..rows {
                         w[c0 * l + r] = dot(&y2[r * F2..(r + 1) * F2], &m.fc3_w) + m.fc3_b;
@@ -191,7 +191,7 @@ impl AttServe {
             }
             Form::Bilinear(bil) => {
                 // s_t = k_t · (att.w · e_a)
-                small_gemm(nc, e_a, self.e, bil, &mut ws.q, a, Accumulate::No);
+                gemm_packed(nc, e_a, self.e, bil, &mut ws.q, a, Accumulate::No);
                 for c in 0..nc {
                     let v = &ws.q[c * a..(c + 1) * a];
                     for t in 0..l {

@@ -2,11 +2,11 @@
 //! use their running statistics, so each row is scored on its own and the
 //! normalisation constants are computed once when the predictor is built.
 
-use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::simd::{LANES, dot, grow, load, pad8, store};
 use dien_engine::vecmath::simd::sigmoid8;
 use wide::f32x8;
 
-use super::simd::{LANES, dot, grow, load, pad8, store};
 use crate::params::ParamStore;
 
 /// Hidden widths of the head (SPEC §7).
@@ -45,11 +45,11 @@ pub(crate) struct HeadServe {
     bn: Norm,
     gamma: Vec<f32>,
     beta: Vec<f32>,
-    fc1: PackedRhs,
+    fc1: Packed,
     b1: Vec<f32>,
     dice1: Norm,
     alpha1: Vec<f32>,
-    fc2: PackedRhs,
+    fc2: Packed,
     b2: Vec<f32>,
     dice2: Norm,
     alpha2: Vec<f32>,
@@ -94,11 +94,11 @@ impl HeadServe {
             bn: Norm::new(p, "head.bn", BN_EPS, d),
             gamma: p.get("head.bn.gamma").to_vec(),
             beta: p.get("head.bn.beta").to_vec(),
-            fc1: PackedRhs::from_weight_t(p.get("head.fc1.w"), H1, d),
+            fc1: Packed::from_weight_t(p.get("head.fc1.w"), H1, d),
             b1: padded(p.get("head.fc1.b"), l1),
             dice1: Norm::new(p, "head.dice1", DICE_EPS, l1),
             alpha1: padded(p.get("head.dice1.alpha"), l1),
-            fc2: PackedRhs::from_weight_t(p.get("head.fc2.w"), H2, H1),
+            fc2: Packed::from_weight_t(p.get("head.fc2.w"), H2, H1),
             b2: padded(p.get("head.fc2.b"), l2),
             dice2: Norm::new(p, "head.dice2", DICE_EPS, l2),
             alpha2: padded(p.get("head.dice2.alpha"), l2),
@@ -125,9 +125,9 @@ impl HeadServe {
             ws.z1[r * l1..(r + 1) * l1].copy_from_slice(&self.b1);
             ws.z2[r * l2..(r + 1) * l2].copy_from_slice(&self.b2);
         }
-        small_gemm(rows, x, d, &self.fc1, &mut ws.z1, l1, Accumulate::Yes);
+        gemm_packed(rows, x, d, &self.fc1, &mut ws.z1, l1, Accumulate::Yes);
         dice(&mut ws.z1, rows, l1, &self.dice1, &self.alpha1);
-        small_gemm(rows, &ws.z1, l1, &self.fc2, &mut ws.z2, l2, Accumulate::Yes);
+        gemm_packed(rows, &ws.z1, l1, &self.fc2, &mut ws.z2, l2, Accumulate::Yes);
         dice(&mut ws.z2, rows, l2, &self.dice2, &self.alpha2);
         for (r, o) in out[..rows].iter_mut().enumerate() {
             *o = dot(&ws.z2[r * l2..r * l2 + H2], &self.w3) + self.b3;

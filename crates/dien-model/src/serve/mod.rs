@@ -73,21 +73,19 @@
 #![allow(clippy::needless_range_loop)]
 
 mod attention;
-mod gru;
 mod head;
-mod simd;
 
 use std::path::Path;
 
-use dien_engine::cell::CellKind;
+use dien_engine::cell::fast::{GruCell, SharedWorkspace};
+use dien_engine::cell::{CellKind, GruParams};
+use dien_engine::simd::{axpy, grow, sigmoid};
 use thiserror::Error;
 
 pub use crate::vocab::Vocabs;
 
 use self::attention::{AttServe, AttWs};
-use self::gru::{GateInput, GruServe, GruWs};
 use self::head::{HeadServe, HeadWs};
-use self::simd::{axpy, grow, sigmoid};
 use crate::checkpoint;
 use crate::config::{ModelConfig, ModelKind, Variant};
 use crate::error::ModelError;
@@ -174,8 +172,8 @@ pub struct Predictor {
     /// Canonical indices of `emb.uid`, `emb.mid`, `emb.cat` in `params`.
     emb: [usize; 3],
     vocabs: Option<Vocabs>,
-    gru1: Option<GruServe>,
-    gru2: Option<GruServe>,
+    gru1: Option<GruCell>,
+    gru2: Option<GruCell>,
     att: Option<AttServe>,
     head: HeadServe,
 }
@@ -220,7 +218,7 @@ pub struct Scratch {
     w: Vec<f32>,
     interest: Vec<f32>,
     x: Vec<f32>,
-    gru: GruWs,
+    gru: SharedWorkspace,
     att: AttWs,
     head: HeadWs,
 }
@@ -273,14 +271,15 @@ impl Predictor {
         let (e, h) = (cfg.e(), cfg.hidden);
         let p = &params;
         let gru = |prefix: &str, kind: CellKind, input: usize| {
-            GruServe::new(
-                kind,
-                p.get(&format!("{prefix}.w_ih")),
-                p.get(&format!("{prefix}.w_hh")),
-                p.get(&format!("{prefix}.b")),
+            let mut cell = GruCell::new(kind, input, h);
+            cell.set_params(&GruParams {
+                w_ih: p.get(&format!("{prefix}.w_ih")),
+                w_hh: p.get(&format!("{prefix}.w_hh")),
+                b: p.get(&format!("{prefix}.b")),
                 input,
-                h,
-            )
+                hidden: h,
+            });
+            cell
         };
         let gru1 = cfg.has_gru().then(|| gru("gru1", CellKind::Gru, e));
         let gru2 = cfg.has_gru().then(|| gru("gru2", gru2_kind(cfg.variant), h));
@@ -490,18 +489,18 @@ impl Predictor {
             match cfg.model {
                 ModelKind::Dien | ModelKind::DienNoaux => {
                     let (c1, c2) = (self.gru1.as_ref().expect("gru1"), self.gru2.as_ref().expect("gru2"));
-                    let n3 = 3 * c1.hp();
+                    let n3 = 3 * h;
                     grow(g1, l * n3);
                     grow(h1, l * h);
                     grow(g2, l * n3);
-                    c1.project(l, e_hist, e, true, g1);
-                    c1.run(1, l, GateInput::Shared(g1), None, gru, Some(&mut h1[..l * h]));
+                    c1.project_shared(l, e_hist, e, g1);
+                    c1.forward_shared(1, l, g1, None, gru, Some(&mut h1[..l * h]));
                     let h1 = &h1[..l * h];
-                    c2.project(l, h1, h, cfg.variant != Variant::Aigru, g2);
+                    c2.project_shared(l, h1, h, g2);
                     keys = h1;
                     if cfg.variant == Variant::GruAtt {
                         grow(h2, l * h);
-                        c2.run(1, l, GateInput::Shared(g2), None, gru, Some(&mut h2[..l * h]));
+                        c2.forward_shared(1, l, g2, None, gru, Some(&mut h2[..l * h]));
                         keys = &h2[..l * h];
                     }
                 }
@@ -548,11 +547,9 @@ impl Predictor {
                     }
                 } else {
                     let c2 = self.gru2.as_ref().expect("gru2");
-                    let gi = if cfg.variant == Variant::Aigru { GateInput::Scaled(g2) } else { GateInput::Shared(g2) };
-                    c2.run(nb, l, gi, Some((&w[..], l)), gru, None);
-                    let hp = c2.hp();
+                    c2.forward_shared(nb, l, g2, Some((&w[..], l)), gru, None);
                     for (j, row) in it.chunks_exact_mut(iw).enumerate() {
-                        row.copy_from_slice(&gru.hprev[j * hp..j * hp + h]);
+                        row.copy_from_slice(gru.state(j));
                     }
                 }
             }

@@ -10,8 +10,9 @@
 use wide::f32x8;
 
 use super::GruCell;
-use super::kernel::{Epilogue, LANES, gemm_acc_long_k, gemm_ep, load, load_n, prefetch, store, store_n};
 use crate::cell::{CellKind, SeqInput};
+use crate::gemm::tile::{Epilogue, gemm_acc_long_k, gemm_ep};
+use crate::simd::{LANES, load, load_n, prefetch, store, store_n};
 use crate::vecmath::simd::{sigmoid8, tanh8};
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
@@ -69,9 +70,11 @@ pub(crate) struct Chunk {
     pub(crate) gb: Vec<f32>,
 }
 
-/// `h_t` from `h_{t−1}`, the gates and the attention score (SPEC §6).
+/// `h_t` from `h_{t−1}`, the gates and the attention score (SPEC §6): the
+/// one statement of each kind's state update, used by training, inference
+/// and the shared-input mode.
 #[inline(always)]
-fn update(kind: CellKind, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> f32x8 {
+pub(super) fn update(kind: CellKind, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> f32x8 {
     match kind {
         CellKind::Gru | CellKind::Aigru => u.mul_add(c - hp, hp),
         CellKind::Augru => (a * u).mul_add(c - hp, hp),

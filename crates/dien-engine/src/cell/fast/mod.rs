@@ -51,16 +51,22 @@
 //! `db` = column sums, `dX = dG · W_ih`.
 //!
 //! **Products.** All products use one register-tiled `f32x8` kernel (4 rows
-//! × 3 vectors) whose epilogue receives each finished accumulator (`kernel`
-//! module). It reads weights packed once per [`GruCell::set_params`]
+//! × 3 vectors) whose epilogue receives each finished accumulator
+//! ([`crate::gemm::tile::gemm_ep`]). It reads weights packed once per [`GruCell::set_params`]
 //! (`W_ihᵀ, U_ruᵀ, U_cᵀ` forward; `U_c, U_ru, W_ih` backward) and never
 //! allocates. Measured on one chunk's shapes (one thread, best of 200, L2
 //! resident): the hoisted projection `1600×36×108` with its bias epilogue
-//! runs at 107 GFLOP/s, against 103 for `gemm::small::small_gemm` and 140
+//! runs at 107 GFLOP/s, against 103 for the former separate small kernel and 140
 //! for `gemm::gemm` (matrixmultiply picks its AVX-512 kernel at run time);
 //! the weight gradient `36×1600×108` (`Xᵀ·dG`) at 104 against 101 for
 //! `gemm::gemm`. `gemm::gemm` is still not used: it allocates its packing
 //! buffer on every call, and these calls must not allocate.
+//!
+//! **Shared-input mode.** [`GruCell::project_shared`] and
+//! [`GruCell::forward_shared`] run `K` rows over one input sequence (the
+//! candidates of a scoring request), the input projection computed once;
+//! same products, epilogue structure and state update as the forward above
+//! (see [`SharedWorkspace`]).
 //!
 //! **Widths not a multiple of 8** (`H = 36`). Per-step state rows are
 //! padded to `Hp = pad8(H)` with zero padding lanes (kept zero by a lane
@@ -70,14 +76,16 @@
 //! reach a stored or summed value.
 
 mod chunk;
-mod kernel;
+mod shared;
 
 use rayon::prelude::*;
 use wide::f32x8;
 
 use self::chunk::Chunk;
-use self::kernel::{Packed, lane_masks, pad8};
+pub use self::shared::SharedWorkspace;
 use super::{CellKind, GruGrads, GruParams, SeqInput};
+use crate::gemm::tile::Packed;
+use crate::simd::{lane_masks, pad8};
 
 /// Samples per batch chunk: the unit of parallel work and of the fixed
 /// gradient-reduction order.

@@ -1,21 +1,23 @@
 //! A deliberately naive `f32` implementation of every cell, kept as the
-//! benchmark baseline the fused fast path is measured against.
+//! benchmark baseline the fused fast path is measured against (used by
+//! `benches/cells.rs`; its agreement test runs from `tests/unfused.rs`).
+//! It is not part of the engine library.
 //!
 //! It is written the way a direct port of a tensor-library model tends to
 //! look: batch-wide tensors, one GEMM call per product per step (through
-//! [`crate::gemm::gemm`], which allocates its packing buffer each call), and
+//! `dien_engine::gemm::gemm`, which allocates its packing buffer each call), and
 //! every elementwise operation its own pass over memory producing a freshly
 //! allocated `Vec` (add, sigmoid, tanh, multiply, `1 − x`, select, …). The
 //! training forward keeps every intermediate a backward needs, one `Vec` per
 //! tensor per step, like a tape. Padded rows are computed on masked (zeroed)
 //! inputs and discarded by a select, so they never influence anything.
 //!
-//! Results agree with [`super::reference`] to `f32` rounding; nothing here
+//! Results agree with `dien_engine::cell::reference` to `f32` rounding; nothing here
 //! is meant to be fast.
 
-use super::reference::RefInputGrads;
-use super::{CellKind, GruGrads, GruParams, SeqInput};
-use crate::gemm::{MatMut, MatRef, gemm};
+use dien_engine::cell::reference::RefInputGrads;
+use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
+use dien_engine::gemm::{MatMut, MatRef, gemm};
 
 /// Everything the naive backward reads, recorded per step by
 /// [`forward_train`] (each per-step tensor is batch-wide).
@@ -337,7 +339,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell::reference;
+    use dien_engine::cell::reference;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

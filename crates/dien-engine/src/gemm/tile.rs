@@ -1,0 +1,380 @@
+//! The register-tiled small-matrix product of this crate, with an epilogue
+//! hook, and the weight packing it reads.
+//!
+//! [`gemm_ep`] computes `A[m, k] · B[k, n]` one `MR × (NV·8)` register tile
+//! at a time and hands every finished 8-lane accumulator to an *epilogue*
+//! ([`Epilogue`], or any closure `epi(row, vec, acc)`). The epilogue is where
+//! callers fuse their element-wise work (bias, activations, a recurrent
+//! cell's state update, gradient accumulation) into the product, so results
+//! never make a round trip through memory. `A` is read by broadcasts
+//! through arbitrary strides (so `Xᵀ` or a column block of a row-major
+//! matrix cost nothing); `B` is read as whole 8-lane vectors from rows `ldb`
+//! apart, either a [`Packed`] weight (rows zero-padded to a multiple of 8)
+//! or a workspace matrix with at least 8 elements of slack at its end.
+//!
+//! Every accumulator is a chain of fused multiply-adds over `p = 0..k` in
+//! order, starting from zero, whatever the tile shape; so each output
+//! element is the same bits for any `MR`, `NV` and any row of the tile.
+//!
+//! Lanes of the last vector past `n` hold products with whatever `B` holds
+//! there (zeros for packed weights); epilogues store only the first `n`
+//! columns ([`crate::simd::store_n`]) or mask them
+//! ([`crate::simd::lane_masks`]).
+//!
+//! The plain store/accumulate use (`C = A·B` or `C += A·B`) is
+//! [`gemm_packed`], an epilogue ([`Store`]) over [`gemm_ep`];
+//! [`gemm_packed_ref`] is its plain scalar statement.
+
+use wide::f32x8;
+
+use crate::simd::{LANES, load_n, pad8, store_n};
+
+/// A right-hand side `B [k, n]` stored row-major with rows padded to
+/// `ld = pad8(n)` (padding zero), the layout [`gemm_ep`] streams.
+///
+/// Refilling ([`Packed::fill`] and its weight forms) reuses the buffer, so
+/// repacking weights after every parameter update allocates only when the
+/// packed size grows.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    k: usize,
+    n: usize,
+    ld: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// An empty pack (`k = n = 0`); fill it before use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Packs `Wᵀ` of a row-major weight `W [n, k]`, so that the product
+    /// computes `x · Wᵀ` (a dense layer `[out = n, in = k]`).
+    pub fn from_weight_t(w: &[f32], n: usize, k: usize) -> Self {
+        let mut p = Self::new();
+        p.fill_t(w, n, k);
+        p
+    }
+    /// Packs a row-major `W [k, n]` as is, so that the product computes
+    /// `g · W` (the input gradient of a dense layer `[out = k, in = n]`).
+    pub fn from_weight(w: &[f32], k: usize, n: usize) -> Self {
+        let mut p = Self::new();
+        p.fill_n(w, k, n);
+        p
+    }
+    /// Refills with `B[p, j] = src[p * rs + j * cs]` for `p < k`, `j < n`.
+    /// Allocates only when the packed size grows. Panics if a read leaves
+    /// `src`.
+    pub fn fill(&mut self, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) {
+        let ld = pad8(n);
+        if self.data.len() < k * ld {
+            self.data.resize(k * ld, 0.0);
+        }
+        (self.k, self.n, self.ld) = (k, n, ld);
+        for p in 0..k {
+            let row = &mut self.data[p * ld..(p + 1) * ld];
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if j < n { src[p * rs + j * cs] } else { 0.0 };
+            }
+        }
+    }
+    /// Packs `Wᵀ` of a row-major weight `W [n, k]` (`x · Wᵀ`).
+    pub fn fill_t(&mut self, w: &[f32], n: usize, k: usize) {
+        self.fill(w, k, n, 1, k);
+    }
+    /// Packs a row-major `W [k, n]` as is (`g · W`).
+    pub fn fill_n(&mut self, w: &[f32], k: usize, n: usize) {
+        self.fill(w, k, n, n, 1);
+    }
+    /// The packed rows (`k · ld` values).
+    pub fn data(&self) -> &[f32] {
+        &self.data[..self.k * self.ld]
+    }
+    /// Row stride (`pad8(n)`).
+    pub fn ld(&self) -> usize {
+        self.ld
+    }
+    /// Number of 8-lane vectors per row.
+    pub fn nvec(&self) -> usize {
+        self.ld / LANES
+    }
+    /// Inner dimension `k` (rows of `B`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Output width `n` (columns of `B` before padding).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Element `(p, j)` of the packed `B` (`j < ld`; padding reads 0).
+    pub fn get(&self, p: usize, j: usize) -> f32 {
+        assert!(p < self.k && j < self.ld, "Packed::get({p}, {j}) out of {}x{}", self.k, self.ld);
+        self.data[p * self.ld + j]
+    }
+}
+
+/// What a product does with each finished 8-lane accumulator.
+///
+/// Closures `FnMut(row, vec, acc)` implement it; large fused epilogues are
+/// best written as structs whose `vec` is `#[inline(always)]`, so they are
+/// inlined into every tile shape instead of becoming a call per vector (a
+/// call would also spill the tile's other accumulators).
+pub trait Epilogue {
+    /// Handles the accumulator of row `row`, columns `8·v .. 8·v + 8`.
+    fn vec(&mut self, row: usize, v: usize, acc: f32x8);
+}
+
+impl<F: FnMut(usize, usize, f32x8)> Epilogue for F {
+    #[inline(always)]
+    fn vec(&mut self, row: usize, v: usize, acc: f32x8) {
+        self(row, v, acc)
+    }
+}
+
+/// One register tile: `acc[i][v] = Σ_p A(i, p) · B(p, v·8 .. v·8 + 8)`.
+///
+/// # Safety
+/// For all `i < MR`, `p < k`: `a + i·rsa + p·csa` lies inside the `A`
+/// allocation, and `b + p·ldb + NV·8 − 1` inside the `B` allocation.
+#[inline(always)]
+unsafe fn micro<const MR: usize, const NV: usize>(
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+) -> [[f32x8; NV]; MR] {
+    let mut acc = [[f32x8::ZERO; NV]; MR];
+    for p in 0..k {
+        // SAFETY: in bounds by the function's contract; `[f32; 8]` only
+        // needs the 4-byte alignment every `f32` pointer has.
+        let bv: [f32x8; NV] =
+            std::array::from_fn(|v| f32x8::from(unsafe { b.add(p * ldb + v * LANES).cast::<[f32; 8]>().read() }));
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: in bounds by the function's contract.
+            let av = f32x8::splat(unsafe { *a.add(i * rsa + p * csa) });
+            for (c, &bb) in row.iter_mut().zip(&bv) {
+                *c = av.mul_add(bb, *c);
+            }
+        }
+    }
+    acc
+}
+
+/// Geometry of one product, shared by the tile loops.
+#[derive(Clone, Copy)]
+struct Geom<'a> {
+    k: usize,
+    a: &'a [f32],
+    rsa: usize,
+    csa: usize,
+    b: &'a [f32],
+    ldb: usize,
+}
+
+#[inline(always)]
+fn tile<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, i0: usize, v0: usize, epi: &mut E) {
+    // SAFETY: `gemm_ep` asserted (for k > 0, the only case that reaches
+    // here) that rows `< m`, columns `< k` of A and rows `< k`, vectors
+    // `< nvec` of B are inside their slices; the tile loops only pass
+    // `i0 + MR ≤ m` and `v0 + NV ≤ nvec`.
+    let acc = unsafe {
+        micro::<MR, NV>(g.k, g.a.as_ptr().add(i0 * g.rsa), g.rsa, g.csa, g.b.as_ptr().add(v0 * LANES), g.ldb)
+    };
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            epi.vec(i0 + i, v0 + v, x);
+        }
+    }
+}
+
+#[inline(always)]
+fn col_block<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, m: usize, v0: usize, epi: &mut E) {
+    let mut i = 0;
+    while i + MR <= m {
+        tile::<MR, NV, E>(g, i, v0, epi);
+        i += MR;
+    }
+    // Row tail one row at a time: a tile per tail width would multiply the
+    // kernels instantiated per call site (and the compile time) by MR.
+    while i < m {
+        tile::<1, NV, E>(g, i, v0, epi);
+        i += 1;
+    }
+}
+
+/// `A[m, k] · B[k, nvec·8]`, each 8-lane result handed to `epi(row, vec,
+/// acc)` exactly once. `A(i, p) = a[i·rsa + p·csa]`; row `p` of `B` starts at
+/// `b[p·ldb]` and is read as `nvec` whole vectors. Register tiles are `MR`
+/// rows × `NV` vectors (`1 ≤ MR, NV ≤ 6`; the crate uses 4 × 3: 12
+/// accumulators, 3 vectors of `B` and a broadcast fill the 16 AVX
+/// registers). With `k = 0` every accumulator is zero.
+///
+/// Never allocates. Panics if a read would leave `a` or `b`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_ep<const MR: usize, const NV: usize, E: Epilogue>(
+    m: usize,
+    k: usize,
+    nvec: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    ldb: usize,
+    epi: &mut E,
+) {
+    const { assert!(MR >= 1 && MR <= 6 && NV >= 1 && NV <= 6) };
+    if m == 0 || nvec == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            for v in 0..nvec {
+                epi.vec(i, v, f32x8::ZERO);
+            }
+        }
+        return;
+    }
+    assert!((m - 1) * rsa + (k - 1) * csa < a.len(), "gemm_ep: A too short");
+    assert!((k - 1) * ldb + nvec * LANES <= b.len(), "gemm_ep: B too short");
+    let g = Geom { k, a, rsa, csa, b, ldb };
+    let mut v0 = 0;
+    while v0 + NV <= nvec {
+        col_block::<MR, NV, E>(g, m, v0, epi);
+        v0 += NV;
+    }
+    // Vector tail: two vectors together (H = 36 pads to 5 vectors = 3 + 2),
+    // otherwise one at a time, to bound the instantiated kernels.
+    if nvec - v0 == 2 && NV > 2 {
+        col_block::<MR, 2, E>(g, m, v0, epi);
+        v0 += 2;
+    }
+    while v0 < nvec {
+        col_block::<MR, 1, E>(g, m, v0, epi);
+        v0 += 1;
+    }
+}
+
+/// `C[m, n] += A[m, k] · B[k, n]` for a long inner dimension (weight
+/// gradients, `k` = all rows of a batch), blocked over `k` so each block of
+/// `A` and `B` stays in L1 while the accumulators are in registers. `A` as
+/// in [`gemm_ep`]; `B` row `p` starts at `b[p·ldb]` (whole vectors are read:
+/// 8 elements of slack past the last row's `n`-th value); `C` row `i`
+/// starts at `c[i·ldc]` and only its first `n` columns are written.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc_long_k(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    const KB: usize = 64;
+    let nvec = n.div_ceil(LANES);
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = KB.min(k - k0);
+        let mut epi = |i: usize, v: usize, acc: f32x8| {
+            let off = i * ldc + v * LANES;
+            let w = (n - v * LANES).min(LANES);
+            let cur = load_n(c, off, w);
+            store_n(c, off, w, cur + acc);
+        };
+        gemm_ep::<4, 3, _>(m, kb, nvec, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, &mut epi);
+        k0 += kb;
+    }
+}
+
+/// Whether [`gemm_packed`] overwrites or accumulates into `C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accumulate {
+    /// `C = A·B` (C is not read).
+    No,
+    /// `C += A·B` (the product is computed first, then added to `C`).
+    Yes,
+}
+
+/// The store/accumulate epilogue: writes (or adds) each accumulator into a
+/// row-major `C` with row stride `ldc`, only its first `n` columns.
+#[derive(Debug)]
+pub struct Store<'a> {
+    /// The output; row `i` starts at `c[i·ldc]`.
+    pub c: &'a mut [f32],
+    /// Row stride of `c`.
+    pub ldc: usize,
+    /// Columns of `C` to write.
+    pub n: usize,
+    /// Overwrite or accumulate.
+    pub acc: Accumulate,
+}
+
+impl Epilogue for Store<'_> {
+    #[inline(always)]
+    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+        let off = i * self.ldc + v * LANES;
+        let w = (self.n - v * LANES).min(LANES);
+        let out = match self.acc {
+            Accumulate::No => acc,
+            Accumulate::Yes => acc + load_n(self.c, off, w),
+        };
+        store_n(self.c, off, w, out);
+    }
+}
+
+/// Checks the shapes of a [`gemm_packed`] call (shared with the reference).
+fn check_packed_args(m: usize, a: &[f32], lda: usize, b: &Packed, c: &[f32], ldc: usize) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 {
+        return;
+    }
+    assert!(lda >= k && (m - 1) * lda + k <= a.len(), "gemm_packed: A [{m}x{k}, lda {lda}] exceeds {}", a.len());
+    assert!(ldc >= n && (m - 1) * ldc + n <= c.len(), "gemm_packed: C [{m}x{n}, ldc {ldc}] exceeds {}", c.len());
+}
+
+/// `C[m, n] (+)= A[m, k] · B` for a packed `B [k, n]`, with `A` row `i` at
+/// `a[i·lda..]` and `C` row `i` at `c[i·ldc..]`: [`gemm_ep`] (4 × 3 tiles)
+/// with the [`Store`] epilogue. Only the first `n` columns of each row of
+/// `C` are written; with [`Accumulate::No`] `C` is not read. Never
+/// allocates. Panics if `A` or `C` is too short, `lda < k` or `ldc < n`.
+pub fn gemm_packed(m: usize, a: &[f32], lda: usize, b: &Packed, c: &mut [f32], ldc: usize, acc: Accumulate) {
+    check_packed_args(m, a, lda, b, c, ldc);
+    let n = b.n;
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mut epi = Store { c, ldc, n, acc };
+    gemm_ep::<4, 3, _>(m, b.k, b.nvec(), a, lda, 1, b.data(), b.ld, &mut epi);
+}
+
+/// Plain scalar statement of [`gemm_packed`] (same contract): each element
+/// is a chain of fused multiply-adds over `p` in order from zero, then
+/// added to `C` when accumulating. Used by tests and as the readable
+/// statement of what the kernel computes.
+pub fn gemm_packed_ref(m: usize, a: &[f32], lda: usize, b: &Packed, c: &mut [f32], ldc: usize, acc: Accumulate) {
+    check_packed_args(m, a, lda, b, c, ldc);
+    let (k, n) = (b.k, b.n);
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for p in 0..k {
+                s = a[i * lda + p].mul_add(b.get(p, j), s);
+            }
+            let dst = &mut c[i * ldc + j];
+            *dst = match acc {
+                Accumulate::No => s,
+                Accumulate::Yes => s + *dst,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tile_tests.rs"]
+mod tests;
