@@ -171,18 +171,11 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Scalar logistic sigmoid `1 / (1 + e^{−x})` without overflow: for
-/// `x < 0` it is evaluated as `e^x / (1 + e^x)`. Uses the standard
+/// Scalar logistic sigmoid `1 / (1 + e^{−x})` without overflow (for
+/// `x < 0` it is evaluated as `e^x / (1 + e^x)`), with the standard
 /// library's `exp`, unlike the 8-lane [`crate::vecmath::simd::sigmoid8`].
-#[inline]
-pub fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+/// The same function as the scalar reference of the vector math.
+pub use crate::vecmath::scalar::sigmoid;
 
 #[cfg(test)]
 mod tests {

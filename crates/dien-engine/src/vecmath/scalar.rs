@@ -5,6 +5,7 @@ pub fn exp(x: f32) -> f32 {
     x.exp()
 }
 /// `1 / (1 + exp(−x))`, evaluated without overflow for large |x|.
+#[inline]
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
