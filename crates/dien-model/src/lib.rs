@@ -21,4 +21,4 @@ pub use batch::Batch;
 pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 pub use error::ModelError;
 pub use mode::Mode;
-pub use params::{Init, ParamStore, TensorKind, TensorSpec, tensor_specs};
+pub use params::{Init, ParamStore, TensorId, TensorKind, TensorSpec, tensor_specs};

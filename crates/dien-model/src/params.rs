@@ -42,6 +42,25 @@ pub enum Init {
     GruBias,
 }
 
+/// A tensor's position in the canonical order of [`tensor_specs`]: how the
+/// training step addresses parameters, gradients and optimiser state, so
+/// that no step looks a tensor up by name. Resolved once, when a model or an
+/// optimiser is built ([`ParamStore::id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub(crate) u32);
+
+impl TensorId {
+    /// The id of the `i`-th tensor of [`tensor_specs`].
+    pub fn from_index(i: usize) -> Self {
+        Self(u32::try_from(i).expect("fewer than 2^32 tensors"))
+    }
+
+    /// The position in [`tensor_specs`] order.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Name, shape, kind and initialiser of one tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSpec {
@@ -197,6 +216,29 @@ impl<T: Copy + Default> ParamStore<T> {
     /// Canonical index of the tensor `name`, if the model has it.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+
+    /// The id of tensor `name`, if the model has it.
+    pub fn id(&self, name: &str) -> Option<TensorId> {
+        self.index_of(name).map(TensorId::from_index)
+    }
+
+    /// The id of tensor `name`.
+    ///
+    /// # Panics
+    /// If the model has no such tensor (a programming error).
+    pub fn expect_id(&self, name: &str) -> TensorId {
+        self.id(name).unwrap_or_else(|| panic!("no tensor named `{name}` in this model"))
+    }
+
+    /// The values of tensor `id`.
+    pub fn at(&self, id: TensorId) -> &[T] {
+        &self.data[id.index()]
+    }
+
+    /// Mutable values of tensor `id`.
+    pub fn at_mut(&mut self, id: TensorId) -> &mut [T] {
+        &mut self.data[id.index()]
     }
 
     /// The values of tensor `name`.

@@ -81,25 +81,55 @@ impl AttGrads {
         }
     }
 
+    /// Tensor names of [`AttGrads::parts`], in the same order (the form
+    /// not in use has empty gradients and no tensors).
+    pub const NAMES: [&'static str; 10] = [
+        "att.q.w",
+        "att.q.b",
+        "att.q.prelu",
+        "att.fc1.w",
+        "att.fc1.b",
+        "att.fc2.w",
+        "att.fc2.b",
+        "att.fc3.w",
+        "att.fc3.b",
+        "att.w",
+    ];
+
     pub fn zero(&mut self) {
-        for v in self.tensors_mut() {
-            v.1.fill(0.0);
+        for v in self.parts_mut() {
+            v.fill(0.0);
         }
     }
 
-    /// `(SPEC name, gradient)` pairs.
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("att.q.w", &mut self.q_w),
-            ("att.q.b", &mut self.q_b),
-            ("att.q.prelu", &mut self.prelu),
-            ("att.fc1.w", &mut self.fc1_w),
-            ("att.fc1.b", &mut self.fc1_b),
-            ("att.fc2.w", &mut self.fc2_w),
-            ("att.fc2.b", &mut self.fc2_b),
-            ("att.fc3.w", &mut self.fc3_w),
-            ("att.fc3.b", &mut self.fc3_b),
-            ("att.w", &mut self.bil_w),
+    /// The gradients in [`AttGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 10] {
+        [
+            &self.q_w,
+            &self.q_b,
+            &self.prelu,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.fc2_w,
+            &self.fc2_b,
+            &self.fc3_w,
+            &self.fc3_b,
+            &self.bil_w,
+        ]
+    }
+
+    fn parts_mut(&mut self) -> [&mut [f32]; 10] {
+        [
+            &mut self.q_w,
+            &mut self.q_b,
+            &mut self.prelu,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+            &mut self.fc3_w,
+            &mut self.fc3_b,
+            &mut self.bil_w,
         ]
     }
 }

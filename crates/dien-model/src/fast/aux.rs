@@ -86,19 +86,17 @@ pub(crate) struct AuxGrads {
 }
 
 impl AuxGrads {
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("aux.fc1.w", &mut self.fc1_w),
-            ("aux.fc1.b", &mut self.fc1_b),
-            ("aux.fc2.w", &mut self.fc2_w),
-            ("aux.fc2.b", &mut self.fc2_b),
-            ("aux.fc3.w", &mut self.fc3_w),
-            ("aux.fc3.b", &mut self.fc3_b),
-        ]
+    /// Tensor names of [`AuxGrads::parts`], in the same order.
+    pub const NAMES: [&'static str; 6] = ["aux.fc1.w", "aux.fc1.b", "aux.fc2.w", "aux.fc2.b", "aux.fc3.w", "aux.fc3.b"];
+
+    /// The gradients in [`AuxGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 6] {
+        [&self.fc1_w, &self.fc1_b, &self.fc2_w, &self.fc2_b, &self.fc3_w, &self.fc3_b]
     }
 
     pub fn zero(&mut self) {
-        for (_, v) in self.tensors_mut() {
+        for v in [&mut self.fc1_w, &mut self.fc1_b, &mut self.fc2_w, &mut self.fc2_b, &mut self.fc3_w, &mut self.fc3_b]
+        {
             v.fill(0.0);
         }
     }

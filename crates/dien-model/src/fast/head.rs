@@ -218,19 +218,51 @@ impl HeadGrads {
             fc3_b: vec![0.0; 1],
         }
     }
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("head.bn.gamma", &mut self.gamma),
-            ("head.bn.beta", &mut self.beta),
-            ("head.fc1.w", &mut self.fc1_w),
-            ("head.fc1.b", &mut self.fc1_b),
-            ("head.dice1.alpha", &mut self.dice1_alpha),
-            ("head.fc2.w", &mut self.fc2_w),
-            ("head.fc2.b", &mut self.fc2_b),
-            ("head.dice2.alpha", &mut self.dice2_alpha),
-            ("head.fc3.w", &mut self.fc3_w),
-            ("head.fc3.b", &mut self.fc3_b),
+    /// Tensor names of [`HeadGrads::parts`], in the same order.
+    pub const NAMES: [&'static str; 10] = [
+        "head.bn.gamma",
+        "head.bn.beta",
+        "head.fc1.w",
+        "head.fc1.b",
+        "head.dice1.alpha",
+        "head.fc2.w",
+        "head.fc2.b",
+        "head.dice2.alpha",
+        "head.fc3.w",
+        "head.fc3.b",
+    ];
+
+    /// The gradients in [`HeadGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 10] {
+        [
+            &self.gamma,
+            &self.beta,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.dice1_alpha,
+            &self.fc2_w,
+            &self.fc2_b,
+            &self.dice2_alpha,
+            &self.fc3_w,
+            &self.fc3_b,
         ]
+    }
+
+    pub fn zero(&mut self) {
+        for v in [
+            &mut self.gamma,
+            &mut self.beta,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.dice1_alpha,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+            &mut self.dice2_alpha,
+            &mut self.fc3_w,
+            &mut self.fc3_b,
+        ] {
+            v.fill(0.0);
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use crate::batch::Batch;
 use crate::config::{ModelConfig, ModelKind, Variant};
 use crate::error::ModelError;
 use crate::mode::Mode;
-use crate::params::{ParamStore, TensorKind, tensor_specs};
+use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
 
 /// Samples per chunk in the attention and auxiliary stages: the unit of
 /// parallel work and of the fixed gradient-reduction order.
@@ -114,13 +114,15 @@ impl SparseRows {
     }
 }
 
-/// Gradients of one training step.
+/// Gradients of one training step, addressed by [`TensorId`].
 #[derive(Clone, Debug)]
 pub struct Gradients {
     names: Vec<String>,
     /// Dense gradient per tensor of [`tensor_specs`] order; empty for
     /// embeddings (see `emb`) and running-statistic buffers.
     dense: Vec<Vec<f32>>,
+    /// Ids of the tensors with a dense gradient, ascending.
+    dense_ids: Vec<TensorId>,
     /// Sparse gradients of `emb.uid`, `emb.mid`, `emb.cat`.
     pub emb: [SparseRows; 3],
 }
@@ -131,7 +133,7 @@ pub const EMB_TABLES: [&str; 3] = ["emb.uid", "emb.mid", "emb.cat"];
 impl Gradients {
     fn new(cfg: &ModelConfig) -> Self {
         let specs = tensor_specs(cfg);
-        let dense = specs
+        let dense: Vec<Vec<f32>> = specs
             .iter()
             .map(|s| {
                 if s.kind == TensorKind::Param && !EMB_TABLES.contains(&s.name.as_str()) {
@@ -142,14 +144,28 @@ impl Gradients {
             })
             .collect();
         let d = cfg.d;
+        let dense_ids = (0..specs.len()).filter(|&i| !dense[i].is_empty()).map(TensorId::from_index).collect();
         Self {
             names: specs.into_iter().map(|s| s.name).collect(),
             dense,
+            dense_ids,
             emb: [SparseRows::new(d), SparseRows::new(d), SparseRows::new(d)],
         }
     }
-    fn index(&self, name: &str) -> usize {
-        self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no tensor named {name}"))
+    /// The dense gradient of tensor `id` (`None` for embeddings and buffers).
+    pub fn dense_at(&self, id: TensorId) -> Option<&[f32]> {
+        let g = &self.dense[id.index()];
+        (!g.is_empty()).then_some(g.as_slice())
+    }
+    /// Iterates over `(id, dense gradient)` of the non-embedding parameters,
+    /// in [`tensor_specs`] order: what an optimiser step walks (no lookup,
+    /// no allocation).
+    pub fn dense_by_id(&self) -> impl Iterator<Item = (TensorId, &[f32])> {
+        self.dense_ids.iter().map(|&id| (id, self.dense[id.index()].as_slice()))
+    }
+    /// The canonical name of tensor `id` (for messages).
+    pub fn name(&self, id: TensorId) -> &str {
+        &self.names[id.index()]
     }
     /// The dense gradient of a non-embedding parameter (`None` for
     /// embeddings, buffers and unknown names).
@@ -188,11 +204,31 @@ impl Gradients {
             e.clear();
         }
     }
-    fn add_to(&mut self, name: &str, g: &[f32]) {
-        let i = self.index(name);
-        for (x, &y) in self.dense[i].iter_mut().zip(g) {
+    fn add(&mut self, id: TensorId, g: &[f32]) {
+        for (x, &y) in self.dense[id.index()].iter_mut().zip(g) {
             *x += y;
         }
+    }
+    /// Adds a layer's gradients, given in the order of its resolved `ids`
+    /// (tensors the model lacks have no id and an empty gradient).
+    fn add_parts<const N: usize>(&mut self, ids: &LayerIds<N>, parts: [&[f32]; N]) {
+        for (id, g) in ids.0.iter().zip(parts) {
+            if let Some(id) = *id
+                && !g.is_empty()
+            {
+                self.add(id, g);
+            }
+        }
+    }
+}
+
+/// The ids of a layer's gradient tensors, resolved once from their names.
+#[derive(Clone, Copy, Debug)]
+struct LayerIds<const N: usize>([Option<TensorId>; N]);
+
+impl<const N: usize> LayerIds<N> {
+    fn resolve(p: &ParamStore<f32>, names: [&str; N]) -> Self {
+        Self(names.map(|n| p.id(n)))
     }
 }
 
@@ -277,7 +313,35 @@ pub struct Model {
     pk: Packed,
     ws: Workspace,
     grads: Gradients,
+    ids: Ids,
     has_stats: bool,
+}
+
+/// Tensor ids the step needs, resolved when the model is built.
+struct Ids {
+    gru1: LayerIds<3>,
+    gru2: LayerIds<3>,
+    att: LayerIds<10>,
+    aux: LayerIds<6>,
+    head: LayerIds<10>,
+    /// `(running_mean, running_var)` of BatchNorm, Dice 1, Dice 2.
+    stats: [(TensorId, TensorId); 3],
+}
+
+impl Ids {
+    fn new(p: &ParamStore<f32>) -> Self {
+        let stat = |prefix: &str| {
+            (p.expect_id(&format!("{prefix}.running_mean")), p.expect_id(&format!("{prefix}.running_var")))
+        };
+        Self {
+            gru1: LayerIds::resolve(p, ["gru1.w_ih", "gru1.w_hh", "gru1.b"]),
+            gru2: LayerIds::resolve(p, ["gru2.w_ih", "gru2.w_hh", "gru2.b"]),
+            att: LayerIds::resolve(p, attention::AttGrads::NAMES),
+            aux: LayerIds::resolve(p, aux::AuxGrads::NAMES),
+            head: LayerIds::resolve(p, HeadGrads::NAMES),
+            stats: [stat("head.bn"), stat("head.dice1"), stat("head.dice2")],
+        }
+    }
 }
 
 impl Model {
@@ -294,7 +358,8 @@ impl Model {
             head: HeadPacked::new(cfg.head_in()),
         };
         let grads = Gradients::new(&cfg);
-        Ok(Self { cfg, params, dirty: true, pk, ws: Workspace::default(), grads, has_stats: false })
+        let ids = Ids::new(&params);
+        Ok(Self { cfg, params, dirty: true, pk, ws: Workspace::default(), grads, ids, has_stats: false })
     }
 
     /// A freshly initialised model (SPEC init rules, deterministic in `seed`).
@@ -393,9 +458,9 @@ impl Model {
             return;
         }
         let hw = &self.ws.head;
-        for (prefix, st) in [("head.bn", &hw.bn), ("head.dice1", &hw.dice1), ("head.dice2", &hw.dice2)] {
-            for (suffix, v) in [("running_mean", &st.mean), ("running_var", &st.var)] {
-                let r = self.params.get_mut(&format!("{prefix}.{suffix}"));
+        for (&(mean, var), st) in self.ids.stats.iter().zip([&hw.bn, &hw.dice1, &hw.dice2]) {
+            for (id, v) in [(mean, &st.mean), (var, &st.var)] {
+                let r = self.params.at_mut(id);
                 for (x, &y) in r.iter_mut().zip(v) {
                     *x = (1.0 - MOMENTUM) * *x + MOMENTUM * y;
                 }
@@ -662,13 +727,9 @@ impl Model {
         // ---- Backward ----
         self.grads.zero();
         let g_head = ws.g_head.as_mut().expect("head grads");
-        for (_, v) in g_head.tensors_mut() {
-            v.fill(0.0);
-        }
+        g_head.zero();
         ws.head.backward(&pk.head, &self.params, mode, &batch.label, g_head);
-        for (name, v) in g_head.tensors_mut() {
-            self.grads.add_to(name, v);
-        }
+        self.grads.add_parts(&self.ids.head, g_head.parts());
         // Split the head-input gradient.
         let mut d_u_rows = std::mem::take(&mut ws.d_x);
         d_u_rows.resize(d_u_rows.len().max(b * d), 0.0);
@@ -736,7 +797,7 @@ impl Model {
                         e,
                     );
                 }
-                add_gru(&mut self.grads, "gru2", g2);
+                add_gru(&mut self.grads, &self.ids.gru2, g2);
             }
             ModelKind::Din => {
                 let apk = pk.att.as_ref().expect("attention");
@@ -771,17 +832,13 @@ impl Model {
         if pk.att.is_some() {
             let nc = b.div_ceil(CHUNK);
             for ch in &ws.att[..nc] {
-                add_att(&mut self.grads, &ch.grads);
+                self.grads.add_parts(&self.ids.att, ch.grads.parts());
             }
         }
         if pk.aux.is_some() && with_neg {
             let nc = b.div_ceil(CHUNK);
-            for ch in &mut ws.aux[..nc] {
-                for (name, v) in ch.grads.tensors_mut() {
-                    if !v.is_empty() {
-                        self.grads.add_to(name, v);
-                    }
-                }
+            for ch in &ws.aux[..nc] {
+                self.grads.add_parts(&self.ids.aux, ch.grads.parts());
             }
         }
         if let Some(c1) = &pk.gru1 {
@@ -791,7 +848,7 @@ impl Model {
             let dx = &mut ws.d_x[..b * t * e];
             c1.backward(&input, &mut ws.cell1, Some(&ws.d_h1), None, g1, dx, None, None);
             add_into(&mut ws.d_e_hist, dx);
-            add_gru(&mut self.grads, "gru1", g1);
+            add_gru(&mut self.grads, &self.ids.gru1, g1);
         }
         // Sum pooling: every valid e_t receives d_s; then scatter the rows.
         for s in 0..b {
@@ -852,19 +909,8 @@ fn zero_gru(g: &mut GruGrads<f32>) {
     g.b.fill(0.0);
 }
 
-fn add_gru(grads: &mut Gradients, prefix: &str, g: &GruGrads<f32>) {
-    grads.add_to(&format!("{prefix}.w_ih"), &g.w_ih);
-    grads.add_to(&format!("{prefix}.w_hh"), &g.w_hh);
-    grads.add_to(&format!("{prefix}.b"), &g.b);
-}
-
-fn add_att(grads: &mut Gradients, g: &attention::AttGrads) {
-    let mut g = g.clone();
-    for (name, v) in g.tensors_mut() {
-        if !v.is_empty() {
-            grads.add_to(name, v);
-        }
-    }
+fn add_gru(grads: &mut Gradients, ids: &LayerIds<3>, g: &GruGrads<f32>) {
+    grads.add_parts(ids, [&g.w_ih, &g.w_hh, &g.b]);
 }
 
 /// Attention weights `att_w [B, T]` of `keys [B, T, A]` for targets `e_a`.
