@@ -12,13 +12,16 @@ pub mod cost;
 pub mod error;
 pub mod fast;
 pub mod gradcheck;
+pub mod layers;
 pub mod mode;
 pub mod params;
+pub mod plan;
 pub mod reference;
 pub mod serve;
 
 pub use batch::Batch;
-pub use config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
+pub use config::{AttForm, AuxForm, Evolution, ModelConfig, ModelKind, Variant};
 pub use error::ModelError;
 pub use mode::Mode;
 pub use params::{Init, ParamStore, TensorId, TensorKind, TensorSpec, tensor_specs};
+pub use plan::{EvolvingPlan, Interest, Plan};

@@ -14,9 +14,10 @@ use super::layers::{
     DiceCache, MlpGrads, MlpParams, NormCache, batch_mean_var, batch_norm_backward, batch_norm_forward, dense_backward,
     dense_forward, dice_backward, dice_forward, target_loss,
 };
-use crate::config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
+use crate::config::{AttForm, AuxForm, Evolution, ModelConfig};
 use crate::mode::Mode;
 use crate::params::{ParamStore, tensor_specs};
+use crate::plan::{EvolvingPlan, Interest, Plan};
 use crate::{Batch, ModelError};
 
 /// Losses and logits of one reference forward pass.
@@ -176,18 +177,6 @@ fn gru_params<'a>(p: &'a ParamStore<f64>, prefix: &str, input: usize, hidden: us
     }
 }
 
-/// The cell of the interest evolving layer (`gru_att` runs a plain GRU and
-/// pools afterwards).
-fn evolving_cell(variant: Variant) -> CellKind {
-    match variant {
-        Variant::Augru => CellKind::Augru,
-        Variant::AugruRef => CellKind::AugruRef,
-        Variant::Agru => CellKind::Agru,
-        Variant::Aigru => CellKind::Aigru,
-        Variant::GruAtt => CellKind::Gru,
-    }
-}
-
 /// Adds `v` into the gradient tensor `name`.
 fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
     for (g, x) in grads.get_mut(name).iter_mut().zip(v) {
@@ -223,6 +212,15 @@ struct HeadCache {
     y2: Vec<f64>,
 }
 
+/// The forward passes of the two GRUs of a DIEN stage.
+struct Grus {
+    plan: EvolvingPlan,
+    /// Interest extractor.
+    gru1: RefForward<f64>,
+    /// Interest-evolving layer.
+    gru2: RefForward<f64>,
+}
+
 /// Everything the forward pass computed.
 struct Fwd {
     out: RefOutput,
@@ -236,8 +234,8 @@ struct Fwd {
     neg: Option<Vec<f64>>,
     /// `s [B, E]`.
     s: Vec<f64>,
-    gru1: Option<RefForward<f64>>,
-    gru2: Option<RefForward<f64>>,
+    /// The recurrent layers, for the models that have them.
+    gru: Option<Grus>,
     /// Per-sample attention (empty for `base`).
     att: Vec<AttCache>,
     /// Attention weights `[B, T]`, zero at padding.
@@ -255,8 +253,8 @@ impl Fwd {
             head_input: self.head.x.clone(),
             interest: self.interest.clone(),
             att_weights: self.att_full.clone(),
-            extractor_states: self.gru1.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
-            evolving_states: self.gru2.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
+            extractor_states: self.gru.as_ref().map(|g| g.gru1.states.clone()).unwrap_or_default(),
+            evolving_states: self.gru.as_ref().map(|g| g.gru2.states.clone()).unwrap_or_default(),
             d_head_input: Vec::new(),
         }
     }
@@ -409,16 +407,12 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
         }
     }
 
-    // Interest extractor (SPEC §3).
-    let gru1 = cfg.has_gru().then(|| {
-        let input = SeqInput { x: &items, lengths, att: None, h0: None, batch: bn, steps: tn };
-        cell::forward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input)
-    });
-
-    // Attention (SPEC §5), interest evolving (SPEC §6) and the interest slot (SPEC §9).
+    let plan = Plan::new(cfg);
+    // Interest extractor (SPEC §3), attention (SPEC §5), interest evolving
+    // (SPEC §6) and the interest slot (SPEC §9).
     let mut att = Vec::new();
     let mut att_full = Vec::new();
-    let mut gru2 = None;
+    let mut gru = None;
     let mut interest = vec![0.0; bn * iw];
     let attend = |keys_all: &[f64], width: usize, att: &mut Vec<AttCache>, att_full: &mut Vec<f64>| {
         let ap = att_params(cfg, p);
@@ -442,29 +436,34 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
             }
         }
     };
-    match cfg.model {
-        ModelKind::Dien | ModelKind::DienNoaux => {
-            let h_states = &gru1.as_ref().expect("GRU model").states;
+    match &plan.interest {
+        Interest::Evolving(ev) => {
+            let input = SeqInput { x: &items, lengths, att: None, h0: None, batch: bn, steps: tn };
+            let g1 = cell::forward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input);
+            let h_states = &g1.states;
             let gp = gru_params(p, "gru2", h, h);
-            if cfg.variant == Variant::GruAtt {
-                let input = SeqInput { x: h_states, lengths, att: None, h0: None, batch: bn, steps: tn };
-                let g2 = cell::forward(CellKind::Gru, &gp, &input);
-                attend(&g2.states, h, &mut att, &mut att_full);
-                pool(&g2.states, h, &att, &mut interest);
-                gru2 = Some(g2);
-            } else {
-                attend(h_states, h, &mut att, &mut att_full);
-                let input = SeqInput { x: h_states, lengths, att: Some(&att_full), h0: None, batch: bn, steps: tn };
-                let g2 = cell::forward(evolving_cell(cfg.variant), &gp, &input);
-                interest.copy_from_slice(&g2.last);
-                gru2 = Some(g2);
+            match ev.evolution {
+                Evolution::Pooled => {
+                    let input = SeqInput { x: h_states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                    let g2 = cell::forward(ev.cell, &gp, &input);
+                    attend(&g2.states, h, &mut att, &mut att_full);
+                    pool(&g2.states, h, &att, &mut interest);
+                    gru = Some(Grus { plan: *ev, gru1: g1, gru2: g2 });
+                }
+                Evolution::Gated => {
+                    attend(h_states, h, &mut att, &mut att_full);
+                    let input = SeqInput { x: h_states, lengths, att: Some(&att_full), h0: None, batch: bn, steps: tn };
+                    let g2 = cell::forward(ev.cell, &gp, &input);
+                    interest.copy_from_slice(&g2.last);
+                    gru = Some(Grus { plan: *ev, gru1: g1, gru2: g2 });
+                }
             }
         }
-        ModelKind::Din => {
+        Interest::AttentionPool { .. } => {
             attend(&items, e, &mut att, &mut att_full);
             pool(&items, e, &att, &mut interest);
         }
-        ModelKind::Base => interest.copy_from_slice(&s),
+        Interest::SumPool => interest.copy_from_slice(&s),
     }
 
     // Head input x = [u; e_a; s; e_a ∘ s; interest] (SPEC §7).
@@ -482,14 +481,15 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
 
     // Losses (SPEC §4, §7).
     let (loss_target, dz) = target_loss(&logits, &batch.label);
-    let loss_aux = match (&neg, &gru1) {
-        (Some(ng), Some(g1)) if cfg.has_aux() => {
-            let inp = AuxInputs { states: &g1.states, pos: &items, neg: ng, lengths, steps: tn, hidden: h, item: e };
+    let loss_aux = match (&neg, &gru) {
+        (Some(ng), Some(g)) if g.plan.aux.is_some() => {
+            let inp =
+                AuxInputs { states: &g.gru1.states, pos: &items, neg: ng, lengths, steps: tn, hidden: h, item: e };
             aux_loss(&aux_params(cfg, p), &inp, None)
         }
         _ => 0.0,
     };
-    let loss = loss_target + f64::from(cfg.alpha_aux) * loss_aux;
+    let loss = loss_target + f64::from(plan.aux_weight) * loss_aux;
     Fwd {
         out: RefOutput { logits, loss, loss_target, loss_aux, batch_stats },
         dims: (d, e, h, iw, dh),
@@ -497,8 +497,7 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
         items,
         neg,
         s,
-        gru1,
-        gru2,
+        gru,
         att,
         att_full,
         interest,
@@ -542,6 +541,7 @@ fn run_backward(
     let mut d_items = vec![0.0; bn * tn * e];
     let mut d_neg = vec![0.0; bn * tn * e];
     let mut d_h = vec![0.0; bn * tn * h];
+    let plan = Plan::new(cfg);
     let mut att_grads = cfg.has_attention().then(|| AttGrads::zeros_like(&att_params(cfg, p)));
 
     // Weighted pooling Σ_t a_t v_t: ∂a_t = ∂int · v_t, ∂v_t += a_t ∂int.
@@ -582,34 +582,36 @@ fn run_backward(
         }
     };
 
-    match cfg.model {
-        ModelKind::Dien | ModelKind::DienNoaux => {
-            let g1 = f.gru1.as_ref().expect("GRU model");
-            let g2 = f.gru2.as_ref().expect("GRU model");
+    match (&plan.interest, &f.gru) {
+        (_, Some(Grus { plan: ev, gru1: g1, gru2: g2 })) => {
             let gp = gru_params(p, "gru2", h, h);
             let mut gg = GruGrads::zeros(h, h);
-            if cfg.variant == Variant::GruAtt {
-                let mut d_states2 = vec![0.0; bn * tn * h];
-                let d_att = pool_backward(&g2.states, h, &mut d_states2);
-                attend_backward(&g2.states, h, &d_att, &mut d_states2);
-                let input = SeqInput { x: &g1.states, lengths, att: None, h0: None, batch: bn, steps: tn };
-                let ig = cell::backward(CellKind::Gru, &gp, &input, g2, Some(&d_states2), None, &mut gg);
-                add_slice(&mut d_h, &ig.x);
-            } else {
-                let kind = evolving_cell(cfg.variant);
-                let input = SeqInput { x: &g1.states, lengths, att: Some(&f.att_full), h0: None, batch: bn, steps: tn };
-                let ig = cell::backward(kind, &gp, &input, g2, None, Some(&dint), &mut gg);
-                add_slice(&mut d_h, &ig.x);
-                let d_att: Vec<Vec<f64>> = (0..bn).map(|b| ig.att[b * tn..b * tn + lengths[b]].to_vec()).collect();
-                attend_backward(&g1.states, h, &d_att, &mut d_h);
+            match ev.evolution {
+                Evolution::Pooled => {
+                    let mut d_states2 = vec![0.0; bn * tn * h];
+                    let d_att = pool_backward(&g2.states, h, &mut d_states2);
+                    attend_backward(&g2.states, h, &d_att, &mut d_states2);
+                    let input = SeqInput { x: &g1.states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                    let ig = cell::backward(ev.cell, &gp, &input, g2, Some(&d_states2), None, &mut gg);
+                    add_slice(&mut d_h, &ig.x);
+                }
+                Evolution::Gated => {
+                    let input =
+                        SeqInput { x: &g1.states, lengths, att: Some(&f.att_full), h0: None, batch: bn, steps: tn };
+                    let ig = cell::backward(ev.cell, &gp, &input, g2, None, Some(&dint), &mut gg);
+                    add_slice(&mut d_h, &ig.x);
+                    let d_att: Vec<Vec<f64>> = (0..bn).map(|b| ig.att[b * tn..b * tn + lengths[b]].to_vec()).collect();
+                    attend_backward(&g1.states, h, &d_att, &mut d_h);
+                }
             }
             add_gru(grads, "gru2", &gg);
         }
-        ModelKind::Din => {
+        (Interest::AttentionPool { .. }, None) => {
             let d_att = pool_backward(&f.items, e, &mut d_items);
             attend_backward(&f.items, e, &d_att, &mut d_items);
         }
-        ModelKind::Base => add_slice(&mut ds, &dint),
+        // Sum pooling: the only stage without attention.
+        (_, None) => add_slice(&mut ds, &dint),
     }
     match att_grads {
         Some(AttGrads::Mlp { q_w, q_b, prelu, mlp }) => {
@@ -623,13 +625,13 @@ fn run_backward(
     }
 
     // Auxiliary loss, weighted by α_aux in the objective.
-    if let (Some(ng), Some(g1)) = (&f.neg, &f.gru1)
-        && cfg.has_aux()
+    if let (Some(ng), Some(Grus { plan: ev, gru1: g1, .. })) = (&f.neg, &f.gru)
+        && ev.aux.is_some()
     {
         let ap = aux_params(cfg, p);
         let inp = AuxInputs { states: &g1.states, pos: &f.items, neg: ng, lengths, steps: tn, hidden: h, item: e };
         let mut ag = AuxGrads::zeros(&ap, &inp);
-        aux_loss(&ap, &inp, Some((f64::from(cfg.alpha_aux), &mut ag)));
+        aux_loss(&ap, &inp, Some((f64::from(plan.aux_weight), &mut ag)));
         add_slice(&mut d_h, &ag.d_states);
         add_slice(&mut d_items, &ag.d_pos);
         add_slice(&mut d_neg, &ag.d_neg);
@@ -639,7 +641,7 @@ fn run_backward(
     }
 
     // Interest extractor.
-    if let Some(g1) = &f.gru1 {
+    if let Some(Grus { gru1: g1, .. }) = &f.gru {
         let input = SeqInput { x: &f.items, lengths, att: None, h0: None, batch: bn, steps: tn };
         let mut gg = GruGrads::zeros(e, h);
         let ig = cell::backward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input, g1, Some(&d_h), None, &mut gg);

@@ -6,8 +6,8 @@ use dien_engine::gemm::small::{Accumulate, PackedRhs, small_gemm};
 use dien_engine::vecmath::simd::sigmoid8;
 use wide::f32x8;
 
-use super::simd::{LANES, dot, grow, load, pad8, store};
 use crate::params::ParamStore;
+use crate::serve::simd::{LANES, dot, grow, load, pad8, store};
 
 /// Hidden widths of the head (SPEC §7).
 pub(crate) const H1: usize = 200;

@@ -1,24 +1,18 @@
-//! Attention (SPEC §5) over chunks of samples, forward and backward.
+//! Attention over chunks of samples, forward and backward (training path).
 //!
-//! `mlp` form with the algebra of SPEC §13: the first layer acts on
-//! `z_t = [q; k_t; q − k_t; q ∘ k_t]`, so with `W1 = [Wq | Wk | Wd | Wp]`
-//!
-//! ```text
-//! W1 z_t + b1 = (Wk − Wd)·k_t + Wp·(q ∘ k_t) + [(Wq + Wd)·q + b1]
-//! ```
-//!
-//! The bracket is computed once per sample and the per-step product has
-//! inner width `2A` instead of `4A`.
+//! The `mlp` form's first layer is split as in the
+//! [layer documentation](super): the per-sample bracket is computed once
+//! and the per-step product has inner width `2A` instead of `4A`.
+
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use dien_engine::gemm::small::Accumulate;
 
-use super::dense::{Dense, axpy, dot, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
+use crate::fast::dense::{Dense, axpy, dot, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
 use crate::params::ParamStore;
-
-/// Hidden widths of the attention MLP (SPEC §5).
-pub(crate) const F1: usize = 80;
-pub(crate) const F2: usize = 40;
 
 /// Packed attention weights.
 #[derive(Clone, Debug)]
@@ -164,18 +158,12 @@ impl AttPacked {
                 self.q.set(p.get("att.q.w"));
                 self.q_b.copy_from_slice(p.get("att.q.b"));
                 self.prelu.copy_from_slice(p.get("att.q.prelu"));
-                let w1 = p.get("att.fc1.w");
-                for o in 0..F1 {
-                    let row = &w1[o * 4 * a..(o + 1) * 4 * a];
-                    let (wq, rest) = row.split_at(a);
-                    let (wk, rest) = rest.split_at(a);
-                    let (wd, wp) = rest.split_at(a);
-                    for j in 0..a {
-                        self.tmp_kp[o * 2 * a + j] = wk[j] - wd[j];
-                        self.tmp_kp[o * 2 * a + a + j] = wp[j];
-                        self.tmp_q[o * a + j] = wq[j] + wd[j];
-                    }
-                }
+                let (kp, q) = (&mut self.tmp_kp, &mut self.tmp_q);
+                split_first_layer(p.get("att.fc1.w"), a, |o, j, k_minus_d, wp, q_plus_d| {
+                    kp[o * 2 * a + j] = k_minus_d;
+                    kp[o * 2 * a + a + j] = wp;
+                    q[o * a + j] = q_plus_d;
+                });
                 self.fc1_kp.set(&self.tmp_kp);
                 self.fc1_q.set(&self.tmp_q);
                 self.fc1_b.copy_from_slice(p.get("att.fc1.b"));

@@ -6,10 +6,13 @@
 //! `g([h_t; e])` splits into `W_h·h_t + W_e·e + b`, and the `W_h·h_t + b`
 //! block is computed once for the positive and the negative term.
 
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 use dien_engine::gemm::small::Accumulate;
 
-use super::dense::{Dense, axpy, dot, sigmoid, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
 use crate::config::AuxForm;
+use crate::fast::dense::{Dense, axpy, dot, sigmoid, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
 use crate::params::ParamStore;
 
 /// Hidden widths of the auxiliary MLP (SPEC §4).

@@ -9,7 +9,7 @@
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
 
-use super::layers::{
+use crate::reference::layers::{
     MlpCache, MlpGrads, MlpParams, dense_backward, dense_forward, masked_softmax, mlp_backward, mlp_forward,
     prelu_backward, prelu_forward, softmax_backward,
 };

@@ -2,9 +2,12 @@
 //! and the target loss. Works on the whole batch (its statistics couple the
 //! samples); it is a small part of the cost.
 
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 use dien_engine::gemm::small::Accumulate;
 
-use super::dense::{Dense, dot, sigmoid, softplus, weight_grad};
+use crate::fast::dense::{Dense, dot, sigmoid, softplus, weight_grad};
 use crate::mode::Mode;
 use crate::params::ParamStore;
 

@@ -10,7 +10,7 @@
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
 
-use super::layers::{MlpCache, MlpGrads, MlpParams, mlp_backward, mlp_forward, sigmoid, softplus};
+use crate::reference::layers::{MlpCache, MlpGrads, MlpParams, mlp_backward, mlp_forward, sigmoid, softplus};
 
 /// The scorer `g` of the auxiliary loss.
 #[derive(Clone, Copy, Debug)]

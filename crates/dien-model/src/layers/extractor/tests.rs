@@ -1,0 +1,1 @@
+//! Fast-vs-reference tests of this layer.

@@ -1,0 +1,1 @@
+//! The prediction head in `f64`.
