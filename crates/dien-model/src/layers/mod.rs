@@ -114,3 +114,30 @@ impl Layers {
         self.head.set(p);
     }
 }
+
+/// What the per-layer fast-vs-reference tests share.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// `n` values uniform in `[-scale, scale]`, deterministic in `seed`.
+    pub fn uniform(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
+    }
+
+    /// Widens to `f64`.
+    pub fn wide(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| f64::from(x)).collect()
+    }
+
+    /// Asserts `fast ≈ reference`: the largest difference at most `tol`
+    /// times the larger of 1 and the reference's largest magnitude.
+    pub fn assert_close(what: &str, fast: &[f32], reference: &[f64], tol: f64) {
+        assert_eq!(fast.len(), reference.len(), "{what}: lengths");
+        let scale = reference.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        let err = fast.iter().zip(reference).fold(0.0f64, |m, (&f, &r)| m.max((f64::from(f) - r).abs()));
+        assert!(err <= tol * scale, "{what}: max error {err:e} above {:e}", tol * scale);
+    }
+}

@@ -18,7 +18,6 @@
 //! extra padding columns change nothing, bit for bit.
 
 pub mod layers;
-mod model;
 
 /// The reference attention (kept here for existing paths; it lives with
 /// its layer).
@@ -26,4 +25,6 @@ pub use crate::layers::attention::reference as attention;
 /// The reference auxiliary loss (kept here for existing paths; it lives
 /// with its layer).
 pub use crate::layers::extractor::aux_reference as aux;
+pub(crate) mod model;
+
 pub use model::{RefOutput, RefTrace, forward, forward_backward, forward_backward_traced, forward_traced};
