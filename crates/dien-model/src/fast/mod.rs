@@ -51,6 +51,14 @@ pub(crate) fn ch_len(b: usize, c: usize) -> usize {
     CHUNK.min(b - c * CHUNK)
 }
 
+/// Grows `v` to at least `n` elements (never shrinks: chunk and head
+/// buffers keep the largest size seen, so later steps do not allocate).
+pub(crate) fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
 /// `dst += src`, elementwise.
 pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (x, &y) in dst.iter_mut().zip(src) {

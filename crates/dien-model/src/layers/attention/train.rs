@@ -12,6 +12,7 @@ use dien_engine::gemm::small::Accumulate;
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
 use crate::fast::dense::{Dense, axpy, dot, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use crate::fast::grow;
 use crate::params::ParamStore;
 
 /// Packed attention weights.
@@ -207,12 +208,6 @@ pub(crate) struct AttChunk {
     pub grads: AttGrads,
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 impl AttChunk {
     /// Sizes the buffers for `bc` samples of `t` steps (grows only).
     pub fn prepare(&mut self, pk: &AttPacked, bc: usize, t: usize) {
@@ -237,7 +232,7 @@ impl AttChunk {
             (&mut self.tmp_q, F1 * a),
             (&mut self.tmp_r, F1 * a),
         ] {
-            resize(v, n);
+            grow(v, n);
         }
         if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
             self.grads = AttGrads::new(pk.form, a, pk.e);

@@ -13,6 +13,7 @@ use dien_engine::gemm::small::Accumulate;
 
 use crate::config::AuxForm;
 use crate::fast::dense::{Dense, axpy, dot, sigmoid, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
+use crate::fast::grow;
 use crate::params::ParamStore;
 
 /// Hidden widths of the auxiliary MLP (SPEC §4).
@@ -124,12 +125,6 @@ pub(crate) struct AuxChunk {
     pub grads: AuxGrads,
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 impl AuxChunk {
     pub fn prepare(&mut self, pk: &AuxPacked, bc: usize, t: usize) {
         self.bc = bc;
@@ -147,7 +142,7 @@ impl AuxChunk {
                 (&mut self.g1p, rows * F1),
                 (&mut self.g1n, rows * F1),
             ] {
-                resize(v, n);
+                grow(v, n);
             }
             if self.grads.fc1_w.is_empty() {
                 let (h, e) = (pk.h, pk.e);
@@ -163,8 +158,8 @@ impl AuxChunk {
                 };
             }
         }
-        resize(&mut self.gp, rows);
-        resize(&mut self.gn, rows);
+        grow(&mut self.gp, rows);
+        grow(&mut self.gn, rows);
     }
 
     /// Sum over the chunk of `softplus(−p⁺) + softplus(p⁻)` for `t + 1 < L`.

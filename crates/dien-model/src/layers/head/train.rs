@@ -8,6 +8,7 @@
 use dien_engine::gemm::small::Accumulate;
 
 use crate::fast::dense::{Dense, dot, sigmoid, softplus, weight_grad};
+use crate::fast::grow;
 use crate::mode::Mode;
 use crate::params::ParamStore;
 
@@ -140,12 +141,6 @@ pub(crate) struct HeadWs {
     gh: Vec<f32>,
     /// Gradient w.r.t. the head input `[B, D]`.
     pub dx: Vec<f32>,
-}
-
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
 }
 
 /// Dice forward: `y = x·(α + ρ(1 − α))`, `ρ = σ(x̂)`.
@@ -289,7 +284,7 @@ impl HeadWs {
             (&mut self.gh, rows * H1.max(d)),
             (&mut self.dx, rows * d),
         ] {
-            resize(v, n);
+            grow(v, n);
         }
         if self.bn.mean.len() != d {
             self.bn = NormStats::new(d);
