@@ -79,7 +79,7 @@ named_enum!(ModelKind, "model", [Dien => "dien", DienNoaux => "dien-noaux", Din 
 macro_rules! variant_table {
     ($(#[$first_doc:meta])* $first:ident => $first_name:literal, $first_cell:ident, $first_evo:ident;
      $($(#[$doc:meta])* $variant:ident => $name:literal, $cell:ident, $evo:ident;)*) => {
-        /// Interest-evolving-layer variant (SPEC §6).
+        /// Interest-evolving-layer variant.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub enum Variant {
             $(#[$first_doc])*

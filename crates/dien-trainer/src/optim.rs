@@ -588,11 +588,10 @@ impl Optimizer {
     /// The slot of the dense gradient of parameter-store tensor `i`,
     /// checking it is a trainable tensor of this model.
     fn slot_of(&self, params: &ParamStore<f32>, i: usize) -> usize {
-        let s = self.by_param.get(i).copied().flatten().unwrap_or_else(|| {
+        self.by_param.get(i).copied().flatten().unwrap_or_else(|| {
             let name = params.specs().get(i).map_or("<out of range>", |s| s.name.as_str());
             panic!("gradient for non-trainable tensor `{name}`")
-        });
-        s
+        })
     }
 
     /// The optimiser state as named tensors: `adam.m.<param>` and

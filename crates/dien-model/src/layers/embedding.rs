@@ -1,8 +1,11 @@
-//! Embedding layer (SPEC §2): the user row `u`, the target item
+//! Embedding layer: the user row `u`, the target item
 //! `e_a = [mid; cat]`, the history rows `e_t` (zero at padded steps) and
 //! their sum `s`, the negatives `ê_t`; and, backward, the gradient rows of
 //! the three tables. The request path reads the same rows in
 //! [`crate::serve`]; the reference lives in [`crate::reference`].
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use crate::batch::Batch;
 use crate::fast::SparseRows;

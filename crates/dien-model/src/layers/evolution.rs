@@ -1,4 +1,4 @@
-//! Interest-evolving layer (SPEC §6): the second GRU over the extractor
+//! Interest-evolving layer: the second GRU over the extractor
 //! states, steered by the attention in one of two ways ([`Evolution`]).
 //!
 //! Which engine cell a variant runs and where its attention acts is read
@@ -6,6 +6,9 @@
 //! [`crate::Variant::evolution`]); the cells themselves are the engine's.
 //! This file is the training path; the request path is in
 //! [`crate::serve`], the reference in [`crate::reference`].
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use dien_engine::cell::fast::Mode as CellMode;
 use dien_engine::cell::{GruGrads, SeqInput};

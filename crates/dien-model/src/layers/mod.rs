@@ -3,13 +3,13 @@
 //! request-path form where it has one, its `f64` reference, and a test of
 //! the fast layer against the reference.
 //!
-//! - [`embedding`]: table lookups, sum pooling, gradient rows.
+//! - `embedding`: table lookups, sum pooling, gradient rows.
 //! - [`extractor`]: the interest-extractor GRU and the auxiliary head.
 //! - [`attention`]: attention scores over a history and attention pooling.
-//! - [`evolution`]: the interest-evolving GRU, in every variant.
+//! - `evolution`: the interest-evolving GRU, in every variant.
 //! - [`head`]: the prediction head (BatchNorm, Dice MLP) and its input.
 //!
-//! [`Layers`] is the packed form of a [`Plan`]: exactly the layers the
+//! `Layers` is the packed form of a [`Plan`]: exactly the layers the
 //! model has, so no stage unwraps an optional layer.
 
 pub mod attention;
@@ -35,6 +35,9 @@ pub(crate) struct Layers {
 }
 
 /// The layers of the interest stage of [`Interest`].
+// One per model, built once and never moved on the step path: the size
+// difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum InterestLayers {
     SumPool,
     AttentionPool(AttPacked),

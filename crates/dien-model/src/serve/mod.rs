@@ -180,6 +180,8 @@ pub struct Predictor {
 
 /// The interest stage of the [`Plan`], packed for requests: exactly the
 /// layers the model has.
+// One per predictor, built once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum InterestServe {
     SumPool,

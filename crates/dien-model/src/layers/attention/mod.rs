@@ -1,9 +1,9 @@
-//! Attention (SPEC §5): a score for every history step given the target
+//! Attention: a score for every history step given the target
 //! item, softmax-normalised over the valid steps.
 //!
-//! - [`train`]: the fast `f32` forward and backward over chunks of samples.
-//! - [`serve`]: the request path, many candidates over one history.
-//! - [`reference`]: the `f64` reference.
+//! - `train`: the fast `f32` forward and backward over chunks of samples.
+//! - `serve`: the request path, many candidates over one history.
+//! - [`reference`](mod@self::reference): the `f64` reference.
 //!
 //! Below: what the fast and request paths share (the split of the MLP form's
 //! first layer) and the batch-level drivers of the training path.
@@ -20,7 +20,7 @@
 //!
 //! so the bracket is computed once per query and the per-step product has
 //! inner width `2A` (training) or `A` plus a per-history part (requests)
-//! instead of `4A`. [`split_first_layer`] computes the three blocks.
+//! instead of `4A`. `split_first_layer` computes the three blocks.
 
 // Index loops mirror the equations' subscripts.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
@@ -37,7 +37,7 @@ use self::train::{AttChunk, AttPacked};
 use crate::fast::dense::{axpy, dot};
 use crate::fast::{CHUNK, ch_len};
 
-/// Hidden widths of the attention MLP (SPEC §5).
+/// Hidden widths of the attention MLP.
 pub(crate) const F1: usize = 80;
 pub(crate) const F2: usize = 40;
 

@@ -1,15 +1,18 @@
-//! Interest extractor (SPEC §3) and its auxiliary loss (SPEC §4).
+//! Interest extractor and its auxiliary loss.
 //!
 //! The extractor is a plain GRU over the history rows; its states `h_t` are
 //! what the attention and the evolving layer read. The auxiliary head
 //! scores `h_t` against the next real behaviour and a sampled negative.
 //!
 //! - here: the training-path stage drivers (the GRU is the engine's cell);
-//! - [`aux_train`]: the fast auxiliary head, forward and backward fused;
+//! - `aux_train`: the fast auxiliary head, forward and backward fused;
 //! - [`aux_reference`]: the `f64` auxiliary loss.
 //!
 //! The request path runs the extractor with the engine-shaped request GRU
 //! in [`crate::serve`] and has no auxiliary head.
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod aux_reference;
 pub(crate) mod aux_train;

@@ -1,10 +1,13 @@
-//! Prediction head (SPEC §7): the input `x = [u; e_a; s; e_a ∘ s; interest]`,
+//! Prediction head: the input `x = [u; e_a; s; e_a ∘ s; interest]`,
 //! BatchNorm → fc1 → Dice → fc2 → Dice → fc3, and the target loss.
 //!
 //! - here: the head input and the split of its gradient (training path);
-//! - [`train`]: the fast head over the whole batch, forward and backward;
-//! - [`serve`]: the request path, blocks of candidates;
-//! - [`reference`]: the `f64` reference.
+//! - `train`: the fast head over the whole batch, forward and backward;
+//! - `serve`: the request path, blocks of candidates;
+//! - [`reference`](mod@self::reference): the `f64` reference.
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod reference;
 pub(crate) mod serve;
