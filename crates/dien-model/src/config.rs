@@ -404,8 +404,10 @@ mod tests {
         }
         let names: Vec<_> = ModelKind::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(names, ["dien", "dien-noaux", "din", "base"]);
+        // Checkpoints and command lines record these spellings: they never
+        // change, and a new variant is appended to the table.
         let names: Vec<_> = Variant::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(names, ["augru", "augru-ref", "agru", "aigru", "gru_att"]);
+        assert_eq!(names[..5], ["augru", "augru-ref", "agru", "aigru", "gru_att"]);
         let e = "DIEN".parse::<ModelKind>().unwrap_err().to_string();
         assert!(e.contains("model") && e.contains("DIEN"), "{e}");
         let e = "gru-att".parse::<Variant>().unwrap_err().to_string();
