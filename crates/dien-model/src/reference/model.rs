@@ -11,6 +11,7 @@ use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
 use super::layers::{MlpGrads, target_loss};
 use crate::config::{Evolution, ModelConfig};
 use crate::layers::attention::reference::{AttCache, AttGrads, att_params, attention_backward, attention_forward};
+use crate::layers::embedding::{self, RefEmbeddingGrads, RefEmbeddings};
 use crate::layers::extractor::aux_reference::{AuxGrads, AuxInputs, aux_loss, aux_params};
 use crate::layers::head::reference::{HeadCache, head_backward, head_forward};
 use crate::mode::Mode;
@@ -220,32 +221,8 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
     let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
     let lengths = &batch.lengths;
 
-    // Embeddings (SPEC §2); padded positions are never read.
-    let (uid_t, mid_t, cat_t) = (p.get("emb.uid"), p.get("emb.mid"), p.get("emb.cat"));
-    let row = |i: u32| i as usize * d..(i as usize + 1) * d;
-    let item = |m: u32, c: u32, out: &mut [f64]| {
-        out[..d].copy_from_slice(&mid_t[row(m)]);
-        out[d..].copy_from_slice(&cat_t[row(c)]);
-    };
-    let mut u = vec![0.0; bn * d];
-    let mut ea = vec![0.0; bn * e];
-    let mut items = vec![0.0; bn * tn * e];
-    let mut neg = batch.neg_mid.as_ref().map(|_| vec![0.0; bn * tn * e]);
-    let mut s = vec![0.0; bn * e];
-    for b in 0..bn {
-        u[b * d..(b + 1) * d].copy_from_slice(&uid_t[row(batch.uid[b])]);
-        item(batch.mid[b], batch.cat[b], &mut ea[b * e..(b + 1) * e]);
-        for t in 0..lengths[b] {
-            let (i, o) = (b * tn + t, (b * tn + t) * e);
-            item(batch.hist_mid[i], batch.hist_cat[i], &mut items[o..o + e]);
-            for k in 0..e {
-                s[b * e + k] += items[o + k];
-            }
-            if let (Some(ng), Some(nm), Some(nc)) = (neg.as_mut(), &batch.neg_mid, &batch.neg_cat) {
-                item(nm[i], nc[i], &mut ng[o..o + e]);
-            }
-        }
-    }
+    // Embeddings; padded positions are never read.
+    let RefEmbeddings { u, ea, items, neg, s } = embedding::reference_lookup(p, batch, d);
 
     let plan = Plan::new(cfg);
     // Interest extractor (SPEC §3), attention (SPEC §5), interest evolving
@@ -489,35 +466,13 @@ fn run_backward(
         add_gru(grads, "gru1", &gg);
     }
 
-    // Sum pooling s = Σ_{t<L} e_t, then scatter into the tables.
-    for b in 0..bn {
-        for t in 0..lengths[b] {
-            let o = (b * tn + t) * e;
-            add_slice(&mut d_items[o..o + e], &ds[b * e..(b + 1) * e]);
-        }
-    }
-    let scatter = |grads: &mut ParamStore<f64>, table: &str, idx: u32, v: &[f64]| {
-        let i = idx as usize;
-        add_slice(&mut grads.get_mut(table)[i * d..(i + 1) * d], v);
-    };
-    for b in 0..bn {
-        scatter(grads, "emb.uid", batch.uid[b], &du[b * d..(b + 1) * d]);
-        scatter(grads, "emb.mid", batch.mid[b], &dea[b * e..b * e + d]);
-        scatter(grads, "emb.cat", batch.cat[b], &dea[b * e + d..(b + 1) * e]);
-        for t in 0..lengths[b] {
-            let (i, o) = (b * tn + t, (b * tn + t) * e);
-            scatter(grads, "emb.mid", batch.hist_mid[i], &d_items[o..o + d]);
-            scatter(grads, "emb.cat", batch.hist_cat[i], &d_items[o + d..o + e]);
-            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat) {
-                scatter(grads, "emb.mid", nm[i], &d_neg[o..o + d]);
-                scatter(grads, "emb.cat", nc[i], &d_neg[o + d..o + e]);
-            }
-        }
-    }
+    // Sum pooling, then the rows of the tables.
+    let d_emb = RefEmbeddingGrads { du: &du, dea: &dea, d_items: &mut d_items, d_neg: &d_neg, ds: &ds };
+    embedding::reference_scatter(batch, d, d_emb, grads);
     dx
 }
 
-fn add_slice(acc: &mut [f64], v: &[f64]) {
+pub(crate) fn add_slice(acc: &mut [f64], v: &[f64]) {
     assert_eq!(acc.len(), v.len(), "gradient shapes");
     for (a, x) in acc.iter_mut().zip(v) {
         *a += x;
