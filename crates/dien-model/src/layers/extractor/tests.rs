@@ -1,5 +1,5 @@
-//! The fast auxiliary head of one chunk against the `f64` reference, per
-//! form: the loss and every gradient.
+//! The extractor GRU stage and the fast auxiliary head (per form) against
+//! the `f64` reference: outputs and every gradient.
 
 use super::aux_reference::{AuxGrads as RefGrads, AuxInputs, aux_loss, aux_params, aux_terms};
 use super::aux_train::{AuxChunk, AuxGrads, AuxPacked};
@@ -62,4 +62,69 @@ fn fast_aux_head_matches_the_reference_for_every_form() {
             None => assert!(parts.iter().all(|g| g.iter().all(|&x| x == 0.0)), "{form}: no head, no gradient"),
         }
     }
+}
+
+/// The extractor GRU stage against the reference cell: states, and from a
+/// state gradient the parameter and input gradients.
+#[test]
+fn fast_extractor_matches_the_reference() {
+    use dien_engine::cell::fast::Mode as CellMode;
+    use dien_engine::cell::reference as cell;
+    use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
+
+    use crate::fast::workspace::Workspace;
+    use crate::layers::{InterestLayers, Layers};
+    use crate::plan::Plan;
+
+    let (b, t) = (10, 6);
+    let lengths = [6, 0, 1, 4, 6, 2, 5, 3, 6, 1];
+    let mut cfg = ModelConfig::new(ModelKind::DienNoaux, 10, 10, 10);
+    (cfg.d, cfg.hidden) = (3, 5);
+    let (e, h) = (cfg.e(), cfg.hidden);
+    let p = ParamStore::init(&cfg, 17);
+    let p64 = p.map(f64::from);
+    let mut layers = Layers::new(&cfg, &Plan::new(&cfg));
+    layers.set(&cfg, &p);
+    let InterestLayers::Evolving(ev) = &layers.interest else { panic!("a DIEN stage") };
+    let mut ws = Workspace::default();
+    ws.prepare(&cfg, &layers, b, t, false);
+    let mut x = uniform(b * t * e, 0.7, 1);
+    for (i, row) in x.chunks_exact_mut(e).enumerate() {
+        if i % t >= lengths[i / t] {
+            row.fill(0.0);
+        }
+    }
+    ws.e_hist.copy_from_slice(&x);
+    let d_h1 = uniform(b * t * h, 1.0, 2);
+    super::forward(&ev.gru1, &mut ws, &lengths, b, t, CellMode::Train);
+    let states = ws.h1.clone();
+    ws.d_h1.copy_from_slice(&d_h1);
+    ws.d_e_hist.fill(0.0);
+    let mut g = GruGrads::zeros(e, h);
+    super::backward(&ev.gru1, &mut ws, &mut g, &lengths, b, t, e);
+
+    let x64 = wide(&x);
+    let gp =
+        GruParams { w_ih: p64.get("gru1.w_ih"), w_hh: p64.get("gru1.w_hh"), b: p64.get("gru1.b"), input: e, hidden: h };
+    let input = SeqInput { x: &x64[..], lengths: &lengths[..], att: None, h0: None, batch: b, steps: t };
+    let f = cell::forward(CellKind::Gru, &gp, &input);
+    let mut d_states = wide(&d_h1);
+    // Padded steps have no state, so no gradient reaches them.
+    for (i, row) in d_states.chunks_exact_mut(h).enumerate() {
+        if i % t >= lengths[i / t] {
+            row.fill(0.0);
+        }
+    }
+    let mut g_ref = GruGrads::zeros(e, h);
+    let ig = cell::backward(CellKind::Gru, &gp, &input, &f, Some(&d_states), None, &mut g_ref);
+    let fast_states: Vec<f32> = states
+        .chunks_exact(h)
+        .enumerate()
+        .flat_map(|(i, row)| row.iter().map(move |&v| if i % t < lengths[i / t] { v } else { 0.0 }))
+        .collect();
+    assert_close("h1", &fast_states, &f.states, 1e-5);
+    assert_close("d_e_hist", &ws.d_e_hist, &ig.x, 1e-4);
+    assert_close("gru1.w_ih", &g.w_ih, &g_ref.w_ih, 1e-4);
+    assert_close("gru1.w_hh", &g.w_hh, &g_ref.w_hh, 1e-4);
+    assert_close("gru1.b", &g.b, &g_ref.b, 1e-4);
 }
