@@ -379,10 +379,12 @@ fn run_backward(
             })
             .collect()
     };
-    // Attention backward of every sample; keys and their gradients are `[B, T, width]`.
+    // Attention backward of every sample; keys and their gradients are
+    // `[B, T, width]`. Only the stages with attention call it, and exactly
+    // those have attention gradients.
     let mut attend_backward = |keys_all: &[f64], width: usize, d_att: &[Vec<f64>], d_keys_all: &mut [f64]| {
         let ap = att_params(cfg, p);
-        let g = att_grads.as_mut().expect("attention model");
+        let Some(g) = att_grads.as_mut() else { return };
         for b in 0..bn {
             let (start, n) = (b * tn * width, lengths[b] * width);
             attention_backward(
