@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use dien_engine::cell::CellKind;
+
 use crate::error::ModelError;
 
 /// The checkpoint format version this crate writes and reads.
@@ -70,29 +72,67 @@ pub enum ModelKind {
 
 named_enum!(ModelKind, "model", [Dien => "dien", DienNoaux => "dien-noaux", Din => "din", Base => "base"]);
 
-/// Interest-evolving-layer variant (SPEC §6).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// AUGRU as in the paper: the update gate scaled by the attention weight.
-    #[default]
-    Augru,
-    /// The reference code's AUGRU form.
-    AugruRef,
-    /// Attention replaces the update gate.
-    Agru,
-    /// Attention scales the GRU input.
-    Aigru,
-    /// Plain GRU, then attention pooling over its states.
-    GruAtt,
+/// The variant table: one entry per interest-evolving-layer variant, with
+/// its name, the engine cell it runs and where the attention acts
+/// ([`Evolution`]). Everything else (the fast, request and reference paths)
+/// reads these through [`Variant::cell_kind`] and [`Variant::evolution`].
+macro_rules! variant_table {
+    ($(#[$first_doc:meta])* $first:ident => $first_name:literal, $first_cell:ident, $first_evo:ident;
+     $($(#[$doc:meta])* $variant:ident => $name:literal, $cell:ident, $evo:ident;)*) => {
+        /// Interest-evolving-layer variant.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub enum Variant {
+            $(#[$first_doc])*
+            #[default]
+            $first,
+            $($(#[$doc])* $variant,)*
+        }
+
+        named_enum!(Variant, "variant", [$first => $first_name, $($variant => $name),*]);
+
+        impl Variant {
+            /// The engine cell of the evolving GRU.
+            pub fn cell_kind(self) -> CellKind {
+                match self {
+                    Variant::$first => CellKind::$first_cell,
+                    $(Variant::$variant => CellKind::$cell,)*
+                }
+            }
+
+            /// Where the attention acts in the evolving layer.
+            pub fn evolution(self) -> Evolution {
+                match self {
+                    Variant::$first => Evolution::$first_evo,
+                    $(Variant::$variant => Evolution::$evo,)*
+                }
+            }
+        }
+    };
 }
 
-named_enum!(Variant, "variant", [
-    Augru => "augru",
-    AugruRef => "augru-ref",
-    Agru => "agru",
-    Aigru => "aigru",
-    GruAtt => "gru_att",
-]);
+variant_table! {
+    /// AUGRU as in the paper: the update gate scaled by the attention weight.
+    Augru => "augru", Augru, Gated;
+    /// The reference code's AUGRU form.
+    AugruRef => "augru-ref", AugruRef, Gated;
+    /// Attention replaces the update gate.
+    Agru => "agru", Agru, Gated;
+    /// Attention scales the GRU input.
+    Aigru => "aigru", Aigru, Gated;
+    /// Plain GRU, then attention pooling over its states.
+    GruAtt => "gru_att", Gru, Pooled;
+}
+
+/// Where the attention acts in the interest-evolving layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Evolution {
+    /// Attention scores of the extractor's states steer the evolving cell
+    /// step by step; the interest is the cell's last state.
+    Gated,
+    /// The evolving cell runs unsteered; the interest is the
+    /// attention-weighted sum of its states.
+    Pooled,
+}
 
 /// Attention score form (SPEC §5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -162,8 +202,23 @@ impl ModelConfig {
             n_uid,
             n_mid,
             n_cat,
-            alpha_aux: if model == ModelKind::DienNoaux { 0.0 } else { 1.0 },
+            alpha_aux: Self::default_alpha_aux(model),
         }
+    }
+
+    /// The default stored `alpha_aux` of `model`: 0 for `dien-noaux` (its
+    /// checkpoints must record 0), 1 otherwise (unused but recorded by
+    /// `din` and `base`).
+    pub fn default_alpha_aux(model: ModelKind) -> f32 {
+        if model == ModelKind::DienNoaux { 0.0 } else { 1.0 }
+    }
+
+    /// The weight the training objective gives the auxiliary loss:
+    /// `alpha_aux` for `dien`, 0 for every model without an auxiliary loss
+    /// (whatever `alpha_aux` holds; only `dien-noaux` must store 0, since its
+    /// checkpoints record it).
+    pub fn aux_weight(&self) -> f32 {
+        if self.has_aux() { self.alpha_aux } else { 0.0 }
     }
 
     /// Checks every field; the error names the offending field.
@@ -349,8 +404,10 @@ mod tests {
         }
         let names: Vec<_> = ModelKind::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(names, ["dien", "dien-noaux", "din", "base"]);
+        // Checkpoints and command lines record these spellings: they never
+        // change, and a new variant is appended to the table.
         let names: Vec<_> = Variant::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(names, ["augru", "augru-ref", "agru", "aigru", "gru_att"]);
+        assert_eq!(names[..5], ["augru", "augru-ref", "agru", "aigru", "gru_att"]);
         let e = "DIEN".parse::<ModelKind>().unwrap_err().to_string();
         assert!(e.contains("model") && e.contains("DIEN"), "{e}");
         let e = "gru-att".parse::<Variant>().unwrap_err().to_string();

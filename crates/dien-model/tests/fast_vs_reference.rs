@@ -65,21 +65,36 @@ fn random_batch(cfg: &ModelConfig, b: usize, t: usize, seed: u64, neg: bool) -> 
     Batch::from_samples(uid, mid, cat, &hm, &hc, n1, n2, label).unwrap()
 }
 
+/// Every model; for DIEN every variant with every attention form and every
+/// auxiliary form; for DIN every attention form. Iterates the `ALL` lists
+/// (and matches every model) so that a new one is covered.
 fn all_configs() -> Vec<ModelConfig> {
     let mut out = Vec::new();
-    for variant in [Variant::Augru, Variant::AugruRef, Variant::Agru, Variant::Aigru, Variant::GruAtt] {
-        for att in [AttForm::Mlp, AttForm::Bilinear] {
-            out.push(tiny(ModelKind::Dien, variant, att, AuxForm::Mlp));
+    for &model in ModelKind::ALL {
+        match model {
+            ModelKind::Dien => {
+                for &variant in Variant::ALL {
+                    for &att in AttForm::ALL {
+                        out.push(tiny(model, variant, att, AuxForm::Mlp));
+                    }
+                }
+                for &aux in AuxForm::ALL.iter().filter(|&&a| a != AuxForm::Mlp) {
+                    out.push(tiny(model, Variant::Augru, AttForm::Mlp, aux));
+                }
+            }
+            ModelKind::DienNoaux => {
+                let mut noaux = tiny(model, Variant::Augru, AttForm::Mlp, AuxForm::Mlp);
+                noaux.alpha_aux = 0.0;
+                out.push(noaux);
+            }
+            ModelKind::Din => {
+                for &att in AttForm::ALL {
+                    out.push(tiny(model, Variant::Augru, att, AuxForm::Mlp));
+                }
+            }
+            ModelKind::Base => out.push(tiny(model, Variant::Augru, AttForm::Mlp, AuxForm::Mlp)),
         }
     }
-    out.push(tiny(ModelKind::Dien, Variant::Augru, AttForm::Mlp, AuxForm::Dot));
-    let mut noaux = tiny(ModelKind::DienNoaux, Variant::Augru, AttForm::Mlp, AuxForm::Mlp);
-    noaux.alpha_aux = 0.0;
-    out.push(noaux);
-    for att in [AttForm::Mlp, AttForm::Bilinear] {
-        out.push(tiny(ModelKind::Din, Variant::Augru, att, AuxForm::Mlp));
-    }
-    out.push(tiny(ModelKind::Base, Variant::Augru, AttForm::Mlp, AuxForm::Mlp));
     out
 }
 

@@ -44,15 +44,18 @@ fn config(model: ModelKind, variant: Variant, att: AttForm, d: usize, h: usize) 
 fn configs() -> Vec<ModelConfig> {
     let mut out = Vec::new();
     for (d, h) in [(18, 36), (5, 11)] {
-        for v in Variant::ALL {
-            out.push(config(ModelKind::Dien, *v, AttForm::Mlp, d, h));
+        for &model in ModelKind::ALL {
+            // Every variant where the model has an evolving layer, every
+            // attention form where it has attention.
+            let variants =
+                if matches!(model, ModelKind::Dien | ModelKind::DienNoaux) { Variant::ALL } else { &[Variant::Augru] };
+            let atts = if model == ModelKind::Base { &[AttForm::Mlp][..] } else { AttForm::ALL };
+            for &v in variants {
+                for &att in atts {
+                    out.push(config(model, v, att, d, h));
+                }
+            }
         }
-        out.push(config(ModelKind::Dien, Variant::Augru, AttForm::Bilinear, d, h));
-        out.push(config(ModelKind::Dien, Variant::GruAtt, AttForm::Bilinear, d, h));
-        out.push(config(ModelKind::DienNoaux, Variant::Augru, AttForm::Mlp, d, h));
-        out.push(config(ModelKind::Din, Variant::Augru, AttForm::Mlp, d, h));
-        out.push(config(ModelKind::Din, Variant::Augru, AttForm::Bilinear, d, h));
-        out.push(config(ModelKind::Base, Variant::Augru, AttForm::Mlp, d, h));
     }
     out
 }
@@ -132,7 +135,7 @@ fn scores_equal_the_batch_forward_for_every_model() {
 #[test]
 fn long_histories_keep_their_last_max_len_behaviours() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    for model_kind in [ModelKind::Dien, ModelKind::Din, ModelKind::Base] {
+    for &model_kind in ModelKind::ALL {
         let mut cfg = config(model_kind, Variant::Augru, AttForm::Mlp, 18, 36);
         cfg.max_len = 10;
         let params = random_params(&cfg, 3);

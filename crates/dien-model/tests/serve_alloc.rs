@@ -80,13 +80,13 @@ fn scoring_allocates_nothing_after_warm_up() {
     let map = |p: &str, n: u32| -> HashMap<String, u32> { (0..n).map(|i| (format!("{p}{i}"), i)).collect() };
     let (shm, shc, scm, scc) = (ids("m", &hm), ids("c", &hc), ids("m", &cm), ids("c", &cc));
 
-    for (model, variant) in [
-        (ModelKind::Dien, Variant::Augru),
-        (ModelKind::Dien, Variant::Aigru),
-        (ModelKind::Dien, Variant::GruAtt),
-        (ModelKind::Din, Variant::Augru),
-        (ModelKind::Base, Variant::Augru),
-    ] {
+    // Every model, and for the models with an evolving layer every variant.
+    let cases = ModelKind::ALL.iter().flat_map(|&model| {
+        let evolving = matches!(model, ModelKind::Dien | ModelKind::DienNoaux);
+        let variants = if evolving { Variant::ALL } else { &[Variant::Augru][..] };
+        variants.iter().map(move |&v| (model, v))
+    });
+    for (model, variant) in cases {
         let mut cfg = ModelConfig::new(model, 20, 300, 30);
         cfg.variant = variant;
         cfg.att = AttForm::Mlp;

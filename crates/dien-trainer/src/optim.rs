@@ -60,7 +60,7 @@ use std::str::FromStr;
 
 use dien_model::checkpoint::{self, OPTIM_SUFFIX, TensorRef};
 use dien_model::fast::{EMB_TABLES, Gradients, SparseRows};
-use dien_model::{ModelError, ParamStore, TensorKind};
+use dien_model::{ModelError, ParamStore, TensorId, TensorKind};
 use rayon::prelude::*;
 
 use crate::error::TrainError;
@@ -430,7 +430,28 @@ impl Optimizer {
     /// If `params` or `grads` do not belong to the model this optimiser was
     /// built for (a programming error).
     pub fn step(&mut self, params: &mut ParamStore<f32>, grads: &Gradients) -> Result<(), TrainError> {
-        self.step_with(params, || grads.dense_iter(), &grads.emb)
+        self.step_by_id(params, || grads.dense_by_id(), &grads.emb)
+    }
+
+    /// [`Optimizer::step`] with the gradients given by parts, addressed by
+    /// tensor id: `dense` yields `(id, gradient)` of non-embedding
+    /// parameters (it is called twice: once to check, once to update) and
+    /// `emb` holds the sparse rows of [`EMB_TABLES`] in order. Each tensor
+    /// is found by its index: no name or hash lookup.
+    ///
+    /// # Panics
+    /// As [`Optimizer::step_with`].
+    pub fn step_by_id<'g, I, F>(
+        &mut self,
+        params: &mut ParamStore<f32>,
+        dense: F,
+        emb: &[SparseRows; 3],
+    ) -> Result<(), TrainError>
+    where
+        F: Fn() -> I,
+        I: Iterator<Item = (TensorId, &'g [f32])>,
+    {
+        self.step_impl(params, dense, emb, |_, id: TensorId| id.index())
     }
 
     /// [`Optimizer::step`] with the gradients given by parts: `dense` yields
@@ -438,6 +459,9 @@ impl Optimizer {
     /// once to check, once to update) and `emb` holds the sparse rows of
     /// [`EMB_TABLES`] in order. Trainable tensors without a gradient are left
     /// as they are (moments included); the step count still advances.
+    ///
+    /// Each name is looked up in the parameter store (a convenience for
+    /// tools and tests; the training loop uses [`Optimizer::step`]).
     ///
     /// # Panics
     /// On an unknown or repeated name, a buffer, an embedding table given
@@ -453,6 +477,25 @@ impl Optimizer {
         F: Fn() -> I,
         I: Iterator<Item = (&'g str, &'g [f32])>,
     {
+        self.step_impl(params, dense, emb, |p, name: &str| {
+            p.index_of(name).unwrap_or_else(|| panic!("gradient for unknown tensor `{name}`"))
+        })
+    }
+
+    /// The step, with `index` mapping a gradient's key (name or id) to its
+    /// position in the parameter store.
+    fn step_impl<'g, K, I, F>(
+        &mut self,
+        params: &mut ParamStore<f32>,
+        dense: F,
+        emb: &[SparseRows; 3],
+        index: impl Fn(&ParamStore<f32>, K) -> usize,
+    ) -> Result<(), TrainError>
+    where
+        K: Copy,
+        F: Fn() -> I,
+        I: Iterator<Item = (K, &'g [f32])>,
+    {
         assert_eq!(params.len(), self.by_param.len(), "parameter store of another model");
         self.calls += 1;
         let stamp = self.calls;
@@ -460,9 +503,10 @@ impl Optimizer {
 
         // Pass 1: check everything and accumulate the squared norm.
         let mut ss = 0.0f64;
-        for (name, g) in dense() {
-            let slot = self.slot_of(params, name);
+        for (key, g) in dense() {
+            let slot = self.slot_of(params, index(params, key));
             let slot = &mut self.slots[slot];
+            let name = &slot.name;
             assert!(slot.emb.is_none(), "embedding `{name}` must be given as sparse rows");
             assert_eq!(g.len(), slot.numel(), "gradient of `{name}` has the wrong length");
             assert_ne!(slot.seen, stamp, "two gradients for `{name}`");
@@ -507,9 +551,8 @@ impl Optimizer {
         match self.cfg.kind {
             OptimKind::Adam => {
                 let k = AdamStep::new(&self.cfg, lr, self.step);
-                for (name, g) in dense() {
-                    let slot =
-                        &mut self.slots[self.by_param[params.index_of(name).expect("checked")].expect("checked")];
+                for (key, g) in dense() {
+                    let slot = &mut self.slots[self.by_param[index(params, key)].expect("checked")];
                     k.update(params.data_mut(slot.param), &mut slot.m, &mut slot.v, g, scale);
                 }
                 for (t, rows) in emb.iter().enumerate() {
@@ -524,8 +567,8 @@ impl Optimizer {
                 }
             }
             OptimKind::Sgd => {
-                for (name, g) in dense() {
-                    let slot = &self.slots[self.by_param[params.index_of(name).expect("checked")].expect("checked")];
+                for (key, g) in dense() {
+                    let slot = &self.slots[self.by_param[index(params, key)].expect("checked")];
                     sgd_update(params.data_mut(slot.param), g, lr, scale);
                 }
                 for (t, rows) in emb.iter().enumerate() {
@@ -542,13 +585,13 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The slot of dense gradient `name`, checking it names a trainable
-    /// tensor of this model.
-    fn slot_of(&self, params: &ParamStore<f32>, name: &str) -> usize {
-        let i = params.index_of(name).unwrap_or_else(|| panic!("gradient for unknown tensor `{name}`"));
-        let s = self.by_param[i].unwrap_or_else(|| panic!("gradient for non-trainable tensor `{name}`"));
-        assert_eq!(self.slots[s].name, name, "parameter store of another model");
-        s
+    /// The slot of the dense gradient of parameter-store tensor `i`,
+    /// checking it is a trainable tensor of this model.
+    fn slot_of(&self, params: &ParamStore<f32>, i: usize) -> usize {
+        self.by_param.get(i).copied().flatten().unwrap_or_else(|| {
+            let name = params.specs().get(i).map_or("<out of range>", |s| s.name.as_str());
+            panic!("gradient for non-trainable tensor `{name}`")
+        })
     }
 
     /// The optimiser state as named tensors: `adam.m.<param>` and

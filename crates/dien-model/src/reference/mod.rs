@@ -17,9 +17,14 @@
 //! Padded history positions are never read, so their ids do not matter and
 //! extra padding columns change nothing, bit for bit.
 
-pub mod attention;
-pub mod aux;
 pub mod layers;
-mod model;
+
+/// The reference attention (kept here for existing paths; it lives with
+/// its layer).
+pub use crate::layers::attention::reference as attention;
+/// The reference auxiliary loss (kept here for existing paths; it lives
+/// with its layer).
+pub use crate::layers::extractor::aux_reference as aux;
+pub(crate) mod model;
 
 pub use model::{RefOutput, RefTrace, forward, forward_backward, forward_backward_traced, forward_traced};

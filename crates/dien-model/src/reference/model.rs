@@ -8,15 +8,15 @@
 use dien_engine::cell::reference::{self as cell, RefForward};
 use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
 
-use super::attention::{AttCache, AttGrads, AttParams, attention_backward, attention_forward};
-use super::aux::{AuxGrads, AuxInputs, AuxParams, aux_loss};
-use super::layers::{
-    DiceCache, MlpGrads, MlpParams, NormCache, batch_mean_var, batch_norm_backward, batch_norm_forward, dense_backward,
-    dense_forward, dice_backward, dice_forward, target_loss,
-};
-use crate::config::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
+use super::layers::{MlpGrads, target_loss};
+use crate::config::{Evolution, ModelConfig};
+use crate::layers::attention::reference::{AttCache, AttGrads, att_params, attention_backward, attention_forward};
+use crate::layers::embedding::{self, RefEmbeddingGrads, RefEmbeddings};
+use crate::layers::extractor::aux_reference::{AuxGrads, AuxInputs, aux_loss, aux_params};
+use crate::layers::head::reference::{HeadCache, head_backward, head_forward};
 use crate::mode::Mode;
 use crate::params::{ParamStore, tensor_specs};
+use crate::plan::{EvolvingPlan, Interest, Plan};
 use crate::{Batch, ModelError};
 
 /// Losses and logits of one reference forward pass.
@@ -136,36 +136,6 @@ fn check_inputs(cfg: &ModelConfig, params: &ParamStore<f64>, batch: &Batch) -> R
     batch.validate(cfg.n_uid, cfg.n_mid, cfg.n_cat)
 }
 
-fn mlp_params<'a>(p: &'a ParamStore<f64>, prefix: &str) -> MlpParams<'a> {
-    MlpParams {
-        w1: p.get(&format!("{prefix}.fc1.w")),
-        b1: p.get(&format!("{prefix}.fc1.b")),
-        w2: p.get(&format!("{prefix}.fc2.w")),
-        b2: p.get(&format!("{prefix}.fc2.b")),
-        w3: p.get(&format!("{prefix}.fc3.w")),
-        b3: p.get(&format!("{prefix}.fc3.b")),
-    }
-}
-
-fn att_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AttParams<'a> {
-    match cfg.att {
-        AttForm::Mlp => AttParams::Mlp {
-            q_w: p.get("att.q.w"),
-            q_b: p.get("att.q.b"),
-            prelu: p.get("att.q.prelu"),
-            mlp: mlp_params(p, "att"),
-        },
-        AttForm::Bilinear => AttParams::Bilinear { w: p.get("att.w") },
-    }
-}
-
-fn aux_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AuxParams<'a> {
-    match cfg.aux {
-        AuxForm::Mlp => AuxParams::Mlp(mlp_params(p, "aux")),
-        AuxForm::Dot => AuxParams::Dot,
-    }
-}
-
 fn gru_params<'a>(p: &'a ParamStore<f64>, prefix: &str, input: usize, hidden: usize) -> GruParams<'a, f64> {
     GruParams {
         w_ih: p.get(&format!("{prefix}.w_ih")),
@@ -176,26 +146,14 @@ fn gru_params<'a>(p: &'a ParamStore<f64>, prefix: &str, input: usize, hidden: us
     }
 }
 
-/// The cell of the interest evolving layer (`gru_att` runs a plain GRU and
-/// pools afterwards).
-fn evolving_cell(variant: Variant) -> CellKind {
-    match variant {
-        Variant::Augru => CellKind::Augru,
-        Variant::AugruRef => CellKind::AugruRef,
-        Variant::Agru => CellKind::Agru,
-        Variant::Aigru => CellKind::Aigru,
-        Variant::GruAtt => CellKind::Gru,
-    }
-}
-
 /// Adds `v` into the gradient tensor `name`.
-fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
+pub(crate) fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
     for (g, x) in grads.get_mut(name).iter_mut().zip(v) {
         *g += x;
     }
 }
 
-fn add_mlp(grads: &mut ParamStore<f64>, prefix: &str, g: &MlpGrads) {
+pub(crate) fn add_mlp(grads: &mut ParamStore<f64>, prefix: &str, g: &MlpGrads) {
     add(grads, &format!("{prefix}.fc1.w"), &g.w1);
     add(grads, &format!("{prefix}.fc1.b"), &g.b1);
     add(grads, &format!("{prefix}.fc2.w"), &g.w2);
@@ -210,17 +168,13 @@ fn add_gru(grads: &mut ParamStore<f64>, prefix: &str, g: &GruGrads<f64>) {
     add(grads, &format!("{prefix}.b"), &g.b);
 }
 
-/// Head activations (SPEC §7), all `[B, width]`.
-struct HeadCache {
-    x: Vec<f64>,
-    bn: NormCache,
-    y0: Vec<f64>,
-    a1: Vec<f64>,
-    dice1: DiceCache,
-    y1: Vec<f64>,
-    a2: Vec<f64>,
-    dice2: DiceCache,
-    y2: Vec<f64>,
+/// The forward passes of the two GRUs of a DIEN stage.
+struct Grus {
+    plan: EvolvingPlan,
+    /// Interest extractor.
+    gru1: RefForward<f64>,
+    /// Interest-evolving layer.
+    gru2: RefForward<f64>,
 }
 
 /// Everything the forward pass computed.
@@ -236,8 +190,8 @@ struct Fwd {
     neg: Option<Vec<f64>>,
     /// `s [B, E]`.
     s: Vec<f64>,
-    gru1: Option<RefForward<f64>>,
-    gru2: Option<RefForward<f64>>,
+    /// The recurrent layers, for the models that have them.
+    gru: Option<Grus>,
     /// Per-sample attention (empty for `base`).
     att: Vec<AttCache>,
     /// Attention weights `[B, T]`, zero at padding.
@@ -255,126 +209,11 @@ impl Fwd {
             head_input: self.head.x.clone(),
             interest: self.interest.clone(),
             att_weights: self.att_full.clone(),
-            extractor_states: self.gru1.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
-            evolving_states: self.gru2.as_ref().map(|g| g.states.clone()).unwrap_or_default(),
+            extractor_states: self.gru.as_ref().map(|g| g.gru1.states.clone()).unwrap_or_default(),
+            evolving_states: self.gru.as_ref().map(|g| g.gru2.states.clone()).unwrap_or_default(),
             d_head_input: Vec::new(),
         }
     }
-}
-
-/// Statistics of a normalising layer: the batch's own in training (recorded
-/// under the running buffers' names), the running ones in evaluation.
-fn norm_stats(
-    p: &ParamStore<f64>,
-    layer: &str,
-    x: &[f64],
-    rows: usize,
-    cols: usize,
-    mode: Mode,
-    record: &mut Vec<(String, Vec<f64>)>,
-) -> (Vec<f64>, Vec<f64>) {
-    let (mean_name, var_name) = (format!("{layer}.running_mean"), format!("{layer}.running_var"));
-    match mode {
-        Mode::Train => {
-            let (m, v) = batch_mean_var(x, rows, cols);
-            record.push((mean_name, m.clone()));
-            record.push((var_name, v.clone()));
-            (m, v)
-        }
-        Mode::Eval => (p.get(&mean_name).to_vec(), p.get(&var_name).to_vec()),
-    }
-}
-
-/// Dense layer applied to every row of `x [rows, in]`.
-fn dense_rows(w: &[f64], b: &[f64], x: &[f64], rows: usize) -> Vec<f64> {
-    let (n_out, n_in) = (b.len(), x.len() / rows);
-    let mut y = vec![0.0; rows * n_out];
-    for r in 0..rows {
-        dense_forward(w, b, &x[r * n_in..(r + 1) * n_in], &mut y[r * n_out..(r + 1) * n_out]);
-    }
-    y
-}
-
-/// Backward of [`dense_rows`]; returns `∂L/∂x [rows, in]`.
-fn dense_rows_backward(
-    w: &[f64],
-    x: &[f64],
-    dy: &[f64],
-    rows: usize,
-    grads: &mut ParamStore<f64>,
-    layer: &str,
-) -> Vec<f64> {
-    let (n_in, n_out) = (x.len() / rows, dy.len() / rows);
-    let mut dw = vec![0.0; w.len()];
-    let mut db = vec![0.0; n_out];
-    let mut dx = vec![0.0; x.len()];
-    for r in 0..rows {
-        dense_backward(
-            w,
-            &x[r * n_in..(r + 1) * n_in],
-            &dy[r * n_out..(r + 1) * n_out],
-            &mut dw,
-            &mut db,
-            Some(&mut dx[r * n_in..(r + 1) * n_in]),
-        );
-    }
-    add(grads, &format!("{layer}.w"), &dw);
-    add(grads, &format!("{layer}.b"), &db);
-    dx
-}
-
-fn head_forward(
-    p: &ParamStore<f64>,
-    x: Vec<f64>,
-    rows: usize,
-    mode: Mode,
-    record: &mut Vec<(String, Vec<f64>)>,
-) -> (HeadCache, Vec<f64>) {
-    let cols = x.len() / rows;
-    let (m, v) = norm_stats(p, "head.bn", &x, rows, cols, mode, record);
-    let mut y0 = vec![0.0; x.len()];
-    let bn = batch_norm_forward(&x, rows, cols, p.get("head.bn.gamma"), p.get("head.bn.beta"), &m, &v, &mut y0);
-
-    let a1 = dense_rows(p.get("head.fc1.w"), p.get("head.fc1.b"), &y0, rows);
-    let n1 = a1.len() / rows;
-    let (m, v) = norm_stats(p, "head.dice1", &a1, rows, n1, mode, record);
-    let mut y1 = vec![0.0; a1.len()];
-    let dice1 = dice_forward(&a1, rows, n1, p.get("head.dice1.alpha"), &m, &v, &mut y1);
-
-    let a2 = dense_rows(p.get("head.fc2.w"), p.get("head.fc2.b"), &y1, rows);
-    let n2 = a2.len() / rows;
-    let (m, v) = norm_stats(p, "head.dice2", &a2, rows, n2, mode, record);
-    let mut y2 = vec![0.0; a2.len()];
-    let dice2 = dice_forward(&a2, rows, n2, p.get("head.dice2.alpha"), &m, &v, &mut y2);
-
-    let logits = dense_rows(p.get("head.fc3.w"), p.get("head.fc3.b"), &y2, rows);
-    (HeadCache { x, bn, y0, a1, dice1, y1, a2, dice2, y2 }, logits)
-}
-
-/// Training-mode head backward; returns `∂L/∂x [B, D]`.
-fn head_backward(p: &ParamStore<f64>, c: &HeadCache, dz: &[f64], grads: &mut ParamStore<f64>) -> Vec<f64> {
-    let rows = dz.len();
-    let dy2 = dense_rows_backward(p.get("head.fc3.w"), &c.y2, dz, rows, grads, "head.fc3");
-    let n2 = c.a2.len() / rows;
-    let mut da2 = vec![0.0; c.a2.len()];
-    let mut dalpha = vec![0.0; n2];
-    dice_backward(&c.dice2, &c.a2, rows, n2, p.get("head.dice2.alpha"), &dy2, true, &mut dalpha, &mut da2);
-    add(grads, "head.dice2.alpha", &dalpha);
-
-    let dy1 = dense_rows_backward(p.get("head.fc2.w"), &c.y1, &da2, rows, grads, "head.fc2");
-    let n1 = c.a1.len() / rows;
-    let mut da1 = vec![0.0; c.a1.len()];
-    let mut dalpha = vec![0.0; n1];
-    dice_backward(&c.dice1, &c.a1, rows, n1, p.get("head.dice1.alpha"), &dy1, true, &mut dalpha, &mut da1);
-    add(grads, "head.dice1.alpha", &dalpha);
-
-    let dy0 = dense_rows_backward(p.get("head.fc1.w"), &c.y0, &da1, rows, grads, "head.fc1");
-    let cols = c.x.len() / rows;
-    let (mut dgamma, mut dbeta, mut dx) = (vec![0.0; cols], vec![0.0; cols], vec![0.0; c.x.len()]);
-    batch_norm_backward(&c.bn, rows, cols, p.get("head.bn.gamma"), &dy0, true, &mut dgamma, &mut dbeta, &mut dx);
-    add(grads, "head.bn.gamma", &dgamma);
-    add(grads, "head.bn.beta", &dbeta);
-    dx
 }
 
 fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode) -> Fwd {
@@ -382,43 +221,15 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
     let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
     let lengths = &batch.lengths;
 
-    // Embeddings (SPEC §2); padded positions are never read.
-    let (uid_t, mid_t, cat_t) = (p.get("emb.uid"), p.get("emb.mid"), p.get("emb.cat"));
-    let row = |i: u32| i as usize * d..(i as usize + 1) * d;
-    let item = |m: u32, c: u32, out: &mut [f64]| {
-        out[..d].copy_from_slice(&mid_t[row(m)]);
-        out[d..].copy_from_slice(&cat_t[row(c)]);
-    };
-    let mut u = vec![0.0; bn * d];
-    let mut ea = vec![0.0; bn * e];
-    let mut items = vec![0.0; bn * tn * e];
-    let mut neg = batch.neg_mid.as_ref().map(|_| vec![0.0; bn * tn * e]);
-    let mut s = vec![0.0; bn * e];
-    for b in 0..bn {
-        u[b * d..(b + 1) * d].copy_from_slice(&uid_t[row(batch.uid[b])]);
-        item(batch.mid[b], batch.cat[b], &mut ea[b * e..(b + 1) * e]);
-        for t in 0..lengths[b] {
-            let (i, o) = (b * tn + t, (b * tn + t) * e);
-            item(batch.hist_mid[i], batch.hist_cat[i], &mut items[o..o + e]);
-            for k in 0..e {
-                s[b * e + k] += items[o + k];
-            }
-            if let (Some(ng), Some(nm), Some(nc)) = (neg.as_mut(), &batch.neg_mid, &batch.neg_cat) {
-                item(nm[i], nc[i], &mut ng[o..o + e]);
-            }
-        }
-    }
+    // Embeddings; padded positions are never read.
+    let RefEmbeddings { u, ea, items, neg, s } = embedding::reference_lookup(p, batch, d);
 
-    // Interest extractor (SPEC §3).
-    let gru1 = cfg.has_gru().then(|| {
-        let input = SeqInput { x: &items, lengths, att: None, h0: None, batch: bn, steps: tn };
-        cell::forward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input)
-    });
-
-    // Attention (SPEC §5), interest evolving (SPEC §6) and the interest slot (SPEC §9).
+    let plan = Plan::new(cfg);
+    // Interest extractor (SPEC §3), attention (SPEC §5), interest evolving
+    // (SPEC §6) and the interest slot (SPEC §9).
     let mut att = Vec::new();
     let mut att_full = Vec::new();
-    let mut gru2 = None;
+    let mut gru = None;
     let mut interest = vec![0.0; bn * iw];
     let attend = |keys_all: &[f64], width: usize, att: &mut Vec<AttCache>, att_full: &mut Vec<f64>| {
         let ap = att_params(cfg, p);
@@ -442,29 +253,34 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
             }
         }
     };
-    match cfg.model {
-        ModelKind::Dien | ModelKind::DienNoaux => {
-            let h_states = &gru1.as_ref().expect("GRU model").states;
+    match &plan.interest {
+        Interest::Evolving(ev) => {
+            let input = SeqInput { x: &items, lengths, att: None, h0: None, batch: bn, steps: tn };
+            let g1 = cell::forward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input);
+            let h_states = &g1.states;
             let gp = gru_params(p, "gru2", h, h);
-            if cfg.variant == Variant::GruAtt {
-                let input = SeqInput { x: h_states, lengths, att: None, h0: None, batch: bn, steps: tn };
-                let g2 = cell::forward(CellKind::Gru, &gp, &input);
-                attend(&g2.states, h, &mut att, &mut att_full);
-                pool(&g2.states, h, &att, &mut interest);
-                gru2 = Some(g2);
-            } else {
-                attend(h_states, h, &mut att, &mut att_full);
-                let input = SeqInput { x: h_states, lengths, att: Some(&att_full), h0: None, batch: bn, steps: tn };
-                let g2 = cell::forward(evolving_cell(cfg.variant), &gp, &input);
-                interest.copy_from_slice(&g2.last);
-                gru2 = Some(g2);
+            match ev.evolution {
+                Evolution::Pooled => {
+                    let input = SeqInput { x: h_states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                    let g2 = cell::forward(ev.cell, &gp, &input);
+                    attend(&g2.states, h, &mut att, &mut att_full);
+                    pool(&g2.states, h, &att, &mut interest);
+                    gru = Some(Grus { plan: *ev, gru1: g1, gru2: g2 });
+                }
+                Evolution::Gated => {
+                    attend(h_states, h, &mut att, &mut att_full);
+                    let input = SeqInput { x: h_states, lengths, att: Some(&att_full), h0: None, batch: bn, steps: tn };
+                    let g2 = cell::forward(ev.cell, &gp, &input);
+                    interest.copy_from_slice(&g2.last);
+                    gru = Some(Grus { plan: *ev, gru1: g1, gru2: g2 });
+                }
             }
         }
-        ModelKind::Din => {
+        Interest::AttentionPool { .. } => {
             attend(&items, e, &mut att, &mut att_full);
             pool(&items, e, &att, &mut interest);
         }
-        ModelKind::Base => interest.copy_from_slice(&s),
+        Interest::SumPool => interest.copy_from_slice(&s),
     }
 
     // Head input x = [u; e_a; s; e_a ∘ s; interest] (SPEC §7).
@@ -482,14 +298,15 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
 
     // Losses (SPEC §4, §7).
     let (loss_target, dz) = target_loss(&logits, &batch.label);
-    let loss_aux = match (&neg, &gru1) {
-        (Some(ng), Some(g1)) if cfg.has_aux() => {
-            let inp = AuxInputs { states: &g1.states, pos: &items, neg: ng, lengths, steps: tn, hidden: h, item: e };
+    let loss_aux = match (&neg, &gru) {
+        (Some(ng), Some(g)) if g.plan.aux.is_some() => {
+            let inp =
+                AuxInputs { states: &g.gru1.states, pos: &items, neg: ng, lengths, steps: tn, hidden: h, item: e };
             aux_loss(&aux_params(cfg, p), &inp, None)
         }
         _ => 0.0,
     };
-    let loss = loss_target + f64::from(cfg.alpha_aux) * loss_aux;
+    let loss = loss_target + f64::from(plan.aux_weight) * loss_aux;
     Fwd {
         out: RefOutput { logits, loss, loss_target, loss_aux, batch_stats },
         dims: (d, e, h, iw, dh),
@@ -497,8 +314,7 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
         items,
         neg,
         s,
-        gru1,
-        gru2,
+        gru,
         att,
         att_full,
         interest,
@@ -542,6 +358,7 @@ fn run_backward(
     let mut d_items = vec![0.0; bn * tn * e];
     let mut d_neg = vec![0.0; bn * tn * e];
     let mut d_h = vec![0.0; bn * tn * h];
+    let plan = Plan::new(cfg);
     let mut att_grads = cfg.has_attention().then(|| AttGrads::zeros_like(&att_params(cfg, p)));
 
     // Weighted pooling Σ_t a_t v_t: ∂a_t = ∂int · v_t, ∂v_t += a_t ∂int.
@@ -562,10 +379,12 @@ fn run_backward(
             })
             .collect()
     };
-    // Attention backward of every sample; keys and their gradients are `[B, T, width]`.
+    // Attention backward of every sample; keys and their gradients are
+    // `[B, T, width]`. Only the stages with attention call it, and exactly
+    // those have attention gradients.
     let mut attend_backward = |keys_all: &[f64], width: usize, d_att: &[Vec<f64>], d_keys_all: &mut [f64]| {
         let ap = att_params(cfg, p);
-        let g = att_grads.as_mut().expect("attention model");
+        let Some(g) = att_grads.as_mut() else { return };
         for b in 0..bn {
             let (start, n) = (b * tn * width, lengths[b] * width);
             attention_backward(
@@ -582,34 +401,36 @@ fn run_backward(
         }
     };
 
-    match cfg.model {
-        ModelKind::Dien | ModelKind::DienNoaux => {
-            let g1 = f.gru1.as_ref().expect("GRU model");
-            let g2 = f.gru2.as_ref().expect("GRU model");
+    match (&plan.interest, &f.gru) {
+        (_, Some(Grus { plan: ev, gru1: g1, gru2: g2 })) => {
             let gp = gru_params(p, "gru2", h, h);
             let mut gg = GruGrads::zeros(h, h);
-            if cfg.variant == Variant::GruAtt {
-                let mut d_states2 = vec![0.0; bn * tn * h];
-                let d_att = pool_backward(&g2.states, h, &mut d_states2);
-                attend_backward(&g2.states, h, &d_att, &mut d_states2);
-                let input = SeqInput { x: &g1.states, lengths, att: None, h0: None, batch: bn, steps: tn };
-                let ig = cell::backward(CellKind::Gru, &gp, &input, g2, Some(&d_states2), None, &mut gg);
-                add_slice(&mut d_h, &ig.x);
-            } else {
-                let kind = evolving_cell(cfg.variant);
-                let input = SeqInput { x: &g1.states, lengths, att: Some(&f.att_full), h0: None, batch: bn, steps: tn };
-                let ig = cell::backward(kind, &gp, &input, g2, None, Some(&dint), &mut gg);
-                add_slice(&mut d_h, &ig.x);
-                let d_att: Vec<Vec<f64>> = (0..bn).map(|b| ig.att[b * tn..b * tn + lengths[b]].to_vec()).collect();
-                attend_backward(&g1.states, h, &d_att, &mut d_h);
+            match ev.evolution {
+                Evolution::Pooled => {
+                    let mut d_states2 = vec![0.0; bn * tn * h];
+                    let d_att = pool_backward(&g2.states, h, &mut d_states2);
+                    attend_backward(&g2.states, h, &d_att, &mut d_states2);
+                    let input = SeqInput { x: &g1.states, lengths, att: None, h0: None, batch: bn, steps: tn };
+                    let ig = cell::backward(ev.cell, &gp, &input, g2, Some(&d_states2), None, &mut gg);
+                    add_slice(&mut d_h, &ig.x);
+                }
+                Evolution::Gated => {
+                    let input =
+                        SeqInput { x: &g1.states, lengths, att: Some(&f.att_full), h0: None, batch: bn, steps: tn };
+                    let ig = cell::backward(ev.cell, &gp, &input, g2, None, Some(&dint), &mut gg);
+                    add_slice(&mut d_h, &ig.x);
+                    let d_att: Vec<Vec<f64>> = (0..bn).map(|b| ig.att[b * tn..b * tn + lengths[b]].to_vec()).collect();
+                    attend_backward(&g1.states, h, &d_att, &mut d_h);
+                }
             }
             add_gru(grads, "gru2", &gg);
         }
-        ModelKind::Din => {
+        (Interest::AttentionPool { .. }, None) => {
             let d_att = pool_backward(&f.items, e, &mut d_items);
             attend_backward(&f.items, e, &d_att, &mut d_items);
         }
-        ModelKind::Base => add_slice(&mut ds, &dint),
+        // Sum pooling: the only stage without attention.
+        (_, None) => add_slice(&mut ds, &dint),
     }
     match att_grads {
         Some(AttGrads::Mlp { q_w, q_b, prelu, mlp }) => {
@@ -623,13 +444,13 @@ fn run_backward(
     }
 
     // Auxiliary loss, weighted by α_aux in the objective.
-    if let (Some(ng), Some(g1)) = (&f.neg, &f.gru1)
-        && cfg.has_aux()
+    if let (Some(ng), Some(Grus { plan: ev, gru1: g1, .. })) = (&f.neg, &f.gru)
+        && ev.aux.is_some()
     {
         let ap = aux_params(cfg, p);
         let inp = AuxInputs { states: &g1.states, pos: &f.items, neg: ng, lengths, steps: tn, hidden: h, item: e };
         let mut ag = AuxGrads::zeros(&ap, &inp);
-        aux_loss(&ap, &inp, Some((f64::from(cfg.alpha_aux), &mut ag)));
+        aux_loss(&ap, &inp, Some((f64::from(plan.aux_weight), &mut ag)));
         add_slice(&mut d_h, &ag.d_states);
         add_slice(&mut d_items, &ag.d_pos);
         add_slice(&mut d_neg, &ag.d_neg);
@@ -639,7 +460,7 @@ fn run_backward(
     }
 
     // Interest extractor.
-    if let Some(g1) = &f.gru1 {
+    if let Some(Grus { gru1: g1, .. }) = &f.gru {
         let input = SeqInput { x: &f.items, lengths, att: None, h0: None, batch: bn, steps: tn };
         let mut gg = GruGrads::zeros(e, h);
         let ig = cell::backward(CellKind::Gru, &gru_params(p, "gru1", e, h), &input, g1, Some(&d_h), None, &mut gg);
@@ -647,35 +468,13 @@ fn run_backward(
         add_gru(grads, "gru1", &gg);
     }
 
-    // Sum pooling s = Σ_{t<L} e_t, then scatter into the tables.
-    for b in 0..bn {
-        for t in 0..lengths[b] {
-            let o = (b * tn + t) * e;
-            add_slice(&mut d_items[o..o + e], &ds[b * e..(b + 1) * e]);
-        }
-    }
-    let scatter = |grads: &mut ParamStore<f64>, table: &str, idx: u32, v: &[f64]| {
-        let i = idx as usize;
-        add_slice(&mut grads.get_mut(table)[i * d..(i + 1) * d], v);
-    };
-    for b in 0..bn {
-        scatter(grads, "emb.uid", batch.uid[b], &du[b * d..(b + 1) * d]);
-        scatter(grads, "emb.mid", batch.mid[b], &dea[b * e..b * e + d]);
-        scatter(grads, "emb.cat", batch.cat[b], &dea[b * e + d..(b + 1) * e]);
-        for t in 0..lengths[b] {
-            let (i, o) = (b * tn + t, (b * tn + t) * e);
-            scatter(grads, "emb.mid", batch.hist_mid[i], &d_items[o..o + d]);
-            scatter(grads, "emb.cat", batch.hist_cat[i], &d_items[o + d..o + e]);
-            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat) {
-                scatter(grads, "emb.mid", nm[i], &d_neg[o..o + d]);
-                scatter(grads, "emb.cat", nc[i], &d_neg[o + d..o + e]);
-            }
-        }
-    }
+    // Sum pooling, then the rows of the tables.
+    let d_emb = RefEmbeddingGrads { du: &du, dea: &dea, d_items: &mut d_items, d_neg: &d_neg, ds: &ds };
+    embedding::reference_scatter(batch, d, d_emb, grads);
     dx
 }
 
-fn add_slice(acc: &mut [f64], v: &[f64]) {
+pub(crate) fn add_slice(acc: &mut [f64], v: &[f64]) {
     assert_eq!(acc.len(), v.len(), "gradient shapes");
     for (a, x) in acc.iter_mut().zip(v) {
         *a += x;

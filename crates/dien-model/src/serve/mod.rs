@@ -72,9 +72,6 @@
 // Index loops mirror the equations' subscripts.
 #![allow(clippy::needless_range_loop)]
 
-mod attention;
-mod head;
-
 use std::path::Path;
 
 use dien_engine::cell::fast::{GruCell, SharedWorkspace};
@@ -84,13 +81,14 @@ use thiserror::Error;
 
 pub use crate::vocab::Vocabs;
 
-use self::attention::{AttServe, AttWs};
-use self::head::{HeadServe, HeadWs};
 use crate::checkpoint;
-use crate::config::{ModelConfig, ModelKind, Variant};
+use crate::config::{Evolution, ModelConfig};
 use crate::error::ModelError;
 use crate::fast::Model;
+use crate::layers::attention::serve::{AttServe, AttWs};
+use crate::layers::head::serve::{HeadServe, HeadWs};
 use crate::params::ParamStore;
+use crate::plan::{Interest, Plan};
 
 /// Candidates per block of the per-candidate stages: their activations
 /// stay in cache, and the scratch does not grow with `K`.
@@ -172,10 +170,19 @@ pub struct Predictor {
     /// Canonical indices of `emb.uid`, `emb.mid`, `emb.cat` in `params`.
     emb: [usize; 3],
     vocabs: Option<Vocabs>,
-    gru1: Option<GruCell>,
-    gru2: Option<GruCell>,
-    att: Option<AttServe>,
+    interest: InterestServe,
     head: HeadServe,
+}
+
+/// The interest stage of the [`Plan`], packed for requests: exactly the
+/// layers the model has.
+// One per predictor, built once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum InterestServe {
+    SumPool,
+    AttentionPool(AttServe),
+    Evolving { gru1: GruCell, gru2: GruCell, att: AttServe, evolution: Evolution },
 }
 
 impl std::fmt::Debug for Predictor {
@@ -240,16 +247,6 @@ impl std::fmt::Debug for Scratch {
     }
 }
 
-fn gru2_kind(v: Variant) -> CellKind {
-    match v {
-        Variant::Augru => CellKind::Augru,
-        Variant::AugruRef => CellKind::AugruRef,
-        Variant::Agru => CellKind::Agru,
-        Variant::Aigru => CellKind::Aigru,
-        Variant::GruAtt => CellKind::Gru,
-    }
-}
-
 fn check_indices(field: &'static str, v: &[u32], offset: usize, rows: usize) -> Result<(), ServeError> {
     match v.iter().position(|&i| i as usize >= rows) {
         Some(p) => Err(ServeError::IndexOutOfRange { field, position: offset + p, index: v[p], rows }),
@@ -281,13 +278,20 @@ impl Predictor {
             });
             cell
         };
-        let gru1 = cfg.has_gru().then(|| gru("gru1", CellKind::Gru, e));
-        let gru2 = cfg.has_gru().then(|| gru("gru2", gru2_kind(cfg.variant), h));
-        let att = cfg.has_attention().then(|| AttServe::new(cfg.att, cfg.att_width(), e, p));
+        let interest = match Plan::new(&cfg).interest {
+            Interest::SumPool => InterestServe::SumPool,
+            Interest::AttentionPool { att } => InterestServe::AttentionPool(AttServe::new(att, cfg.att_width(), e, p)),
+            Interest::Evolving(ev) => InterestServe::Evolving {
+                gru1: gru("gru1", CellKind::Gru, e),
+                gru2: gru("gru2", ev.cell, h),
+                att: AttServe::new(ev.att, cfg.att_width(), e, p),
+                evolution: ev.evolution,
+            },
+        };
         let head = HeadServe::new(cfg.head_in(), p);
         let idx = |name: &str| p.index_of(name).expect("embedding tables exist in every model");
         let emb = [idx("emb.uid"), idx("emb.mid"), idx("emb.cat")];
-        Ok(Self { cfg, params, emb, vocabs: None, gru1, gru2, att, head })
+        Ok(Self { cfg, params, emb, vocabs: None, interest, head })
     }
 
     /// A predictor of a model's current parameters (copied), without
@@ -486,9 +490,8 @@ impl Predictor {
         // Per request: extractor GRU, shared projections, attention keys.
         let mut keys: &[f32] = &[];
         if l > 0 {
-            match cfg.model {
-                ModelKind::Dien | ModelKind::DienNoaux => {
-                    let (c1, c2) = (self.gru1.as_ref().expect("gru1"), self.gru2.as_ref().expect("gru2"));
+            match &self.interest {
+                InterestServe::Evolving { gru1: c1, gru2: c2, att: a, evolution } => {
                     let n3 = 3 * h;
                     grow(g1, l * n3);
                     grow(h1, l * h);
@@ -498,17 +501,18 @@ impl Predictor {
                     let h1 = &h1[..l * h];
                     c2.project_shared(l, h1, h, g2);
                     keys = h1;
-                    if cfg.variant == Variant::GruAtt {
+                    if *evolution == Evolution::Pooled {
                         grow(h2, l * h);
                         c2.forward_shared(1, l, g2, None, gru, Some(&mut h2[..l * h]));
                         keys = &h2[..l * h];
                     }
+                    a.prepare_keys(keys, l, att);
                 }
-                ModelKind::Din => keys = e_hist,
-                ModelKind::Base => {}
-            }
-            if let Some(a) = &self.att {
-                a.prepare_keys(keys, l, att);
+                InterestServe::AttentionPool(a) => {
+                    keys = e_hist;
+                    a.prepare_keys(keys, l, att);
+                }
+                InterestServe::SumPool => {}
             }
         }
 
@@ -527,29 +531,36 @@ impl Predictor {
                 ea[d..].copy_from_slice(self.row(2, cands.cat[c0 + j]));
             }
             let it = &mut interest[..nb * iw];
-            if cfg.model == ModelKind::Base {
-                for row in it.chunks_exact_mut(iw) {
-                    row.copy_from_slice(s);
+            // The attention and, for a steered evolving cell, that cell.
+            let (a, gated) = match &self.interest {
+                InterestServe::SumPool => (None, None),
+                InterestServe::AttentionPool(a) => (Some(a), None),
+                InterestServe::Evolving { att: a, gru2, evolution, .. } => {
+                    (Some(a), (*evolution == Evolution::Gated).then_some(gru2))
                 }
-            } else if l == 0 {
-                it.fill(0.0);
-            } else {
-                let a = self.att.as_ref().expect("attention");
-                a.weights(keys, l, e_a, nb, att, w);
-                let pooled = cfg.model == ModelKind::Din || cfg.variant == Variant::GruAtt;
-                if pooled {
-                    // Interest = Σ_t a_t k_t.
-                    for (j, row) in it.chunks_exact_mut(iw).enumerate() {
-                        row.fill(0.0);
-                        for t in 0..l {
-                            axpy(w[j * l + t], &keys[t * iw..(t + 1) * iw], row);
-                        }
+            };
+            match a {
+                None => {
+                    for row in it.chunks_exact_mut(iw) {
+                        row.copy_from_slice(s);
                     }
-                } else {
-                    let c2 = self.gru2.as_ref().expect("gru2");
-                    c2.forward_shared(nb, l, g2, Some((&w[..], l)), gru, None);
-                    for (j, row) in it.chunks_exact_mut(iw).enumerate() {
-                        row.copy_from_slice(gru.state(j));
+                }
+                Some(_) if l == 0 => it.fill(0.0),
+                Some(a) => {
+                    a.weights(keys, l, e_a, nb, att, w);
+                    if let Some(c2) = gated {
+                        c2.forward_shared(nb, l, g2, Some((&w[..], l)), gru, None);
+                        for (j, row) in it.chunks_exact_mut(iw).enumerate() {
+                            row.copy_from_slice(gru.state(j));
+                        }
+                    } else {
+                        // Interest = Σ_t a_t k_t.
+                        for (j, row) in it.chunks_exact_mut(iw).enumerate() {
+                            row.fill(0.0);
+                            for t in 0..l {
+                                axpy(w[j * l + t], &keys[t * iw..(t + 1) * iw], row);
+                            }
+                        }
                     }
                 }
             }

@@ -1,7 +1,7 @@
-//! Attention (SPEC §5) of many candidates over one history.
+//! Attention of many candidates over one history (request path).
 //!
-//! `mlp` form, with the algebra of SPEC §13: for `W1 = [Wq | Wk | Wd | Wp]`
-//! (blocks acting on `q`, `k_t`, `q − k_t`, `q ∘ k_t`),
+//! `mlp` form, with the first layer split as in the
+//! [layer documentation](super), grouped as
 //!
 //! ```text
 //! W1·z_t + b1 = [(Wk − Wd)·k_t + b1] + Wp·(q ∘ k_t) + (Wq + Wd)·q
@@ -14,15 +14,12 @@
 //! at a time so each block's activations stay in the L1/L2 caches.
 
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
-use dien_engine::simd::{dot, grow};
 use dien_engine::vecmath::sigmoid_inplace;
 
+use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
 use crate::params::ParamStore;
-
-/// Hidden widths of the attention MLP (SPEC §5).
-pub(crate) const F1: usize = 80;
-pub(crate) const F2: usize = 40;
+use dien_engine::simd::{dot, grow};
 /// Rows (candidate × step) per block of the per-candidate products.
 const ROWS: usize = 256;
 
@@ -84,19 +81,12 @@ impl AttServe {
     pub fn new(form: AttForm, a: usize, e: usize, p: &ParamStore<f32>) -> Self {
         let form = match form {
             AttForm::Mlp => {
-                let w1 = p.get("att.fc1.w");
                 let (mut k, mut pp, mut q) = (vec![0.0; F1 * a], vec![0.0; F1 * a], vec![0.0; F1 * a]);
-                for o in 0..F1 {
-                    let row = &w1[o * 4 * a..(o + 1) * 4 * a];
-                    let (wq, rest) = row.split_at(a);
-                    let (wk, rest) = rest.split_at(a);
-                    let (wd, wp) = rest.split_at(a);
-                    for j in 0..a {
-                        k[o * a + j] = wk[j] - wd[j];
-                        pp[o * a + j] = wp[j];
-                        q[o * a + j] = wq[j] + wd[j];
-                    }
-                }
+                split_first_layer(p.get("att.fc1.w"), a, |o, j, k_minus_d, wp, q_plus_d| {
+                    k[o * a + j] = k_minus_d;
+                    pp[o * a + j] = wp;
+                    q[o * a + j] = q_plus_d;
+                });
                 Form::Mlp(Box::new(Mlp {
                     q_w: Packed::from_weight_t(p.get("att.q.w"), a, e),
                     q_b: p.get("att.q.b").to_vec(),

@@ -9,7 +9,9 @@
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
 
-use super::layers::{
+use crate::config::{AttForm, ModelConfig};
+use crate::params::ParamStore;
+use crate::reference::layers::{
     MlpCache, MlpGrads, MlpParams, dense_backward, dense_forward, masked_softmax, mlp_backward, mlp_forward,
     prelu_backward, prelu_forward, softmax_backward,
 };
@@ -183,5 +185,30 @@ pub fn attention_backward(
             dense_backward(w, e_a, &dv, g_w, &mut no_bias, Some(d_e_a));
         }
         _ => panic!("attention: parameter and gradient forms differ"),
+    }
+}
+
+/// The `fc1`–`fc3` tensors under `prefix` (an MLP scorer).
+pub(crate) fn mlp_params<'a>(p: &'a ParamStore<f64>, prefix: &str) -> MlpParams<'a> {
+    MlpParams {
+        w1: p.get(&format!("{prefix}.fc1.w")),
+        b1: p.get(&format!("{prefix}.fc1.b")),
+        w2: p.get(&format!("{prefix}.fc2.w")),
+        b2: p.get(&format!("{prefix}.fc2.b")),
+        w3: p.get(&format!("{prefix}.fc3.w")),
+        b3: p.get(&format!("{prefix}.fc3.b")),
+    }
+}
+
+/// The attention parameters of `cfg`.
+pub(crate) fn att_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AttParams<'a> {
+    match cfg.att {
+        AttForm::Mlp => AttParams::Mlp {
+            q_w: p.get("att.q.w"),
+            q_b: p.get("att.q.b"),
+            prelu: p.get("att.q.prelu"),
+            mlp: mlp_params(p, "att"),
+        },
+        AttForm::Bilinear => AttParams::Bilinear { w: p.get("att.w") },
     }
 }

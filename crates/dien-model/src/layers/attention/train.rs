@@ -1,25 +1,20 @@
-//! Attention (SPEC §5) over chunks of samples, forward and backward.
+//! Attention over chunks of samples, forward and backward (training path).
 //!
-//! `mlp` form with the algebra of SPEC §13: the first layer acts on
-//! `z_t = [q; k_t; q − k_t; q ∘ k_t]`, so with `W1 = [Wq | Wk | Wd | Wp]`
-//!
-//! ```text
-//! W1 z_t + b1 = (Wk − Wd)·k_t + Wp·(q ∘ k_t) + [(Wq + Wd)·q + b1]
-//! ```
-//!
-//! The bracket is computed once per sample and the per-step product has
-//! inner width `2A` instead of `4A`.
+//! The `mlp` form's first layer is split as in the
+//! [layer documentation](super): the per-sample bracket is computed once
+//! and the per-step product has inner width `2A` instead of `4A`.
+
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use dien_engine::gemm::tile::Accumulate;
-use dien_engine::simd::{axpy, dot};
 
-use super::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
+use crate::fast::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use crate::fast::grow;
 use crate::params::ParamStore;
-
-/// Hidden widths of the attention MLP (SPEC §5).
-pub(crate) const F1: usize = 80;
-pub(crate) const F2: usize = 40;
+use dien_engine::simd::{axpy, dot};
 
 /// Packed attention weights.
 #[derive(Clone, Debug)]
@@ -82,25 +77,55 @@ impl AttGrads {
         }
     }
 
+    /// Tensor names of [`AttGrads::parts`], in the same order (the form
+    /// not in use has empty gradients and no tensors).
+    pub const NAMES: [&'static str; 10] = [
+        "att.q.w",
+        "att.q.b",
+        "att.q.prelu",
+        "att.fc1.w",
+        "att.fc1.b",
+        "att.fc2.w",
+        "att.fc2.b",
+        "att.fc3.w",
+        "att.fc3.b",
+        "att.w",
+    ];
+
     pub fn zero(&mut self) {
-        for v in self.tensors_mut() {
-            v.1.fill(0.0);
+        for v in self.parts_mut() {
+            v.fill(0.0);
         }
     }
 
-    /// `(SPEC name, gradient)` pairs.
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("att.q.w", &mut self.q_w),
-            ("att.q.b", &mut self.q_b),
-            ("att.q.prelu", &mut self.prelu),
-            ("att.fc1.w", &mut self.fc1_w),
-            ("att.fc1.b", &mut self.fc1_b),
-            ("att.fc2.w", &mut self.fc2_w),
-            ("att.fc2.b", &mut self.fc2_b),
-            ("att.fc3.w", &mut self.fc3_w),
-            ("att.fc3.b", &mut self.fc3_b),
-            ("att.w", &mut self.bil_w),
+    /// The gradients in [`AttGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 10] {
+        [
+            &self.q_w,
+            &self.q_b,
+            &self.prelu,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.fc2_w,
+            &self.fc2_b,
+            &self.fc3_w,
+            &self.fc3_b,
+            &self.bil_w,
+        ]
+    }
+
+    fn parts_mut(&mut self) -> [&mut [f32]; 10] {
+        [
+            &mut self.q_w,
+            &mut self.q_b,
+            &mut self.prelu,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+            &mut self.fc3_w,
+            &mut self.fc3_b,
+            &mut self.bil_w,
         ]
     }
 }
@@ -135,18 +160,12 @@ impl AttPacked {
                 self.q.set(p.get("att.q.w"));
                 self.q_b.copy_from_slice(p.get("att.q.b"));
                 self.prelu.copy_from_slice(p.get("att.q.prelu"));
-                let w1 = p.get("att.fc1.w");
-                for o in 0..F1 {
-                    let row = &w1[o * 4 * a..(o + 1) * 4 * a];
-                    let (wq, rest) = row.split_at(a);
-                    let (wk, rest) = rest.split_at(a);
-                    let (wd, wp) = rest.split_at(a);
-                    for j in 0..a {
-                        self.tmp_kp[o * 2 * a + j] = wk[j] - wd[j];
-                        self.tmp_kp[o * 2 * a + a + j] = wp[j];
-                        self.tmp_q[o * a + j] = wq[j] + wd[j];
-                    }
-                }
+                let (kp, q) = (&mut self.tmp_kp, &mut self.tmp_q);
+                split_first_layer(p.get("att.fc1.w"), a, |o, j, k_minus_d, wp, q_plus_d| {
+                    kp[o * 2 * a + j] = k_minus_d;
+                    kp[o * 2 * a + a + j] = wp;
+                    q[o * a + j] = q_plus_d;
+                });
                 self.fc1_kp.set(&self.tmp_kp);
                 self.fc1_q.set(&self.tmp_q);
                 self.fc1_b.copy_from_slice(p.get("att.fc1.b"));
@@ -190,12 +209,6 @@ pub(crate) struct AttChunk {
     pub grads: AttGrads,
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 impl AttChunk {
     /// Sizes the buffers for `bc` samples of `t` steps (grows only).
     pub fn prepare(&mut self, pk: &AttPacked, bc: usize, t: usize) {
@@ -220,7 +233,7 @@ impl AttChunk {
             (&mut self.tmp_q, F1 * a),
             (&mut self.tmp_r, F1 * a),
         ] {
-            resize(v, n);
+            grow(v, n);
         }
         if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
             self.grads = AttGrads::new(pk.form, a, pk.e);

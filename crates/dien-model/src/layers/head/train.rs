@@ -2,12 +2,16 @@
 //! and the target loss. Works on the whole batch (its statistics couple the
 //! samples); it is a small part of the cost.
 
-use dien_engine::gemm::tile::Accumulate;
-use dien_engine::simd::{dot, sigmoid};
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use super::dense::{Dense, softplus, weight_grad};
+use dien_engine::gemm::tile::Accumulate;
+
+use crate::fast::dense::{Dense, softplus, weight_grad};
+use crate::fast::grow;
 use crate::mode::Mode;
 use crate::params::ParamStore;
+use dien_engine::simd::{dot, sigmoid};
 
 pub(crate) const H1: usize = 200;
 pub(crate) const H2: usize = 80;
@@ -140,12 +144,6 @@ pub(crate) struct HeadWs {
     pub dx: Vec<f32>,
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 /// Dice forward: `y = x·(α + ρ(1 − α))`, `ρ = σ(x̂)`.
 fn dice_forward(z: &[f32], zhat: &mut [f32], y: &mut [f32], st: &NormStats, alpha: &[f32], rows: usize) {
     let cols = alpha.len();
@@ -219,19 +217,51 @@ impl HeadGrads {
             fc3_b: vec![0.0; 1],
         }
     }
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("head.bn.gamma", &mut self.gamma),
-            ("head.bn.beta", &mut self.beta),
-            ("head.fc1.w", &mut self.fc1_w),
-            ("head.fc1.b", &mut self.fc1_b),
-            ("head.dice1.alpha", &mut self.dice1_alpha),
-            ("head.fc2.w", &mut self.fc2_w),
-            ("head.fc2.b", &mut self.fc2_b),
-            ("head.dice2.alpha", &mut self.dice2_alpha),
-            ("head.fc3.w", &mut self.fc3_w),
-            ("head.fc3.b", &mut self.fc3_b),
+    /// Tensor names of [`HeadGrads::parts`], in the same order.
+    pub const NAMES: [&'static str; 10] = [
+        "head.bn.gamma",
+        "head.bn.beta",
+        "head.fc1.w",
+        "head.fc1.b",
+        "head.dice1.alpha",
+        "head.fc2.w",
+        "head.fc2.b",
+        "head.dice2.alpha",
+        "head.fc3.w",
+        "head.fc3.b",
+    ];
+
+    /// The gradients in [`HeadGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 10] {
+        [
+            &self.gamma,
+            &self.beta,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.dice1_alpha,
+            &self.fc2_w,
+            &self.fc2_b,
+            &self.dice2_alpha,
+            &self.fc3_w,
+            &self.fc3_b,
         ]
+    }
+
+    pub fn zero(&mut self) {
+        for v in [
+            &mut self.gamma,
+            &mut self.beta,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.dice1_alpha,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+            &mut self.dice2_alpha,
+            &mut self.fc3_w,
+            &mut self.fc3_b,
+        ] {
+            v.fill(0.0);
+        }
     }
 }
 
@@ -255,7 +285,7 @@ impl HeadWs {
             (&mut self.gh, rows * H1.max(d)),
             (&mut self.dx, rows * d),
         ] {
-            resize(v, n);
+            grow(v, n);
         }
         if self.bn.mean.len() != d {
             self.bn = NormStats::new(d);

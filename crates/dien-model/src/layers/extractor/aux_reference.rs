@@ -10,7 +10,9 @@
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
 
-use super::layers::{MlpCache, MlpGrads, MlpParams, mlp_backward, mlp_forward, sigmoid, softplus};
+use crate::config::{AuxForm, ModelConfig};
+use crate::params::ParamStore;
+use crate::reference::layers::{MlpCache, MlpGrads, MlpParams, mlp_backward, mlp_forward, sigmoid, softplus};
 
 /// The scorer `g` of the auxiliary loss.
 #[derive(Clone, Copy, Debug)]
@@ -135,4 +137,12 @@ pub fn aux_loss(p: &AuxParams<'_>, inp: &AuxInputs<'_>, mut grad: Option<(f64, &
         }
     }
     total * inv_n
+}
+
+/// The auxiliary scorer of `cfg`.
+pub(crate) fn aux_params<'a>(cfg: &ModelConfig, p: &'a ParamStore<f64>) -> AuxParams<'a> {
+    match cfg.aux {
+        AuxForm::Mlp => AuxParams::Mlp(crate::layers::attention::reference::mlp_params(p, "aux")),
+        AuxForm::Dot => AuxParams::Dot,
+    }
 }

@@ -6,12 +6,16 @@
 //! `g([h_t; e])` splits into `W_h·h_t + W_e·e + b`, and the `W_h·h_t + b`
 //! block is computed once for the positive and the negative term.
 
-use dien_engine::gemm::tile::Accumulate;
-use dien_engine::simd::{axpy, dot, sigmoid};
+// Index loops mirror the equations' subscripts.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use super::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
+use dien_engine::gemm::tile::Accumulate;
+
 use crate::config::AuxForm;
+use crate::fast::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
+use crate::fast::grow;
 use crate::params::ParamStore;
+use dien_engine::simd::{axpy, dot, sigmoid};
 
 /// Hidden widths of the auxiliary MLP (SPEC §4).
 pub(crate) const F1: usize = 100;
@@ -87,19 +91,17 @@ pub(crate) struct AuxGrads {
 }
 
 impl AuxGrads {
-    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![
-            ("aux.fc1.w", &mut self.fc1_w),
-            ("aux.fc1.b", &mut self.fc1_b),
-            ("aux.fc2.w", &mut self.fc2_w),
-            ("aux.fc2.b", &mut self.fc2_b),
-            ("aux.fc3.w", &mut self.fc3_w),
-            ("aux.fc3.b", &mut self.fc3_b),
-        ]
+    /// Tensor names of [`AuxGrads::parts`], in the same order.
+    pub const NAMES: [&'static str; 6] = ["aux.fc1.w", "aux.fc1.b", "aux.fc2.w", "aux.fc2.b", "aux.fc3.w", "aux.fc3.b"];
+
+    /// The gradients in [`AuxGrads::NAMES`] order (an array: no allocation).
+    pub fn parts(&self) -> [&[f32]; 6] {
+        [&self.fc1_w, &self.fc1_b, &self.fc2_w, &self.fc2_b, &self.fc3_w, &self.fc3_b]
     }
 
     pub fn zero(&mut self) {
-        for (_, v) in self.tensors_mut() {
+        for v in [&mut self.fc1_w, &mut self.fc1_b, &mut self.fc2_w, &mut self.fc2_b, &mut self.fc3_w, &mut self.fc3_b]
+        {
             v.fill(0.0);
         }
     }
@@ -124,12 +126,6 @@ pub(crate) struct AuxChunk {
     pub grads: AuxGrads,
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 impl AuxChunk {
     pub fn prepare(&mut self, pk: &AuxPacked, bc: usize, t: usize) {
         self.bc = bc;
@@ -147,7 +143,7 @@ impl AuxChunk {
                 (&mut self.g1p, rows * F1),
                 (&mut self.g1n, rows * F1),
             ] {
-                resize(v, n);
+                grow(v, n);
             }
             if self.grads.fc1_w.is_empty() {
                 let (h, e) = (pk.h, pk.e);
@@ -163,8 +159,8 @@ impl AuxChunk {
                 };
             }
         }
-        resize(&mut self.gp, rows);
-        resize(&mut self.gn, rows);
+        grow(&mut self.gp, rows);
+        grow(&mut self.gn, rows);
     }
 
     /// Sum over the chunk of `softplus(−p⁺) + softplus(p⁻)` for `t + 1 < L`.

@@ -1,0 +1,189 @@
+//! Gradients of one training step: dense per-tensor buffers addressed by
+//! [`TensorId`], and sparse rows for the embedding tables.
+
+use std::collections::HashMap;
+
+use crate::config::ModelConfig;
+use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
+
+/// Gradient rows of one embedding table: only the rows looked up by the
+/// batch (at non-padded positions, negatives included), duplicates summed,
+/// sorted by row index.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SparseRows {
+    /// Row width (`d`).
+    pub width: usize,
+    /// Touched row indices, ascending.
+    pub rows: Vec<u32>,
+    /// `rows.len() × width` gradient values, row `i` for `rows[i]`.
+    pub values: Vec<f32>,
+    slot: HashMap<u32, u32>,
+    scratch: Vec<f32>,
+    order: Vec<(u32, u32)>,
+}
+
+impl SparseRows {
+    fn new(width: usize) -> Self {
+        Self { width, ..Default::default() }
+    }
+    pub(crate) fn clear(&mut self) {
+        self.slot.clear();
+        self.scratch.clear();
+    }
+    pub(crate) fn add(&mut self, row: u32, g: &[f32]) {
+        let w = self.width;
+        let next = self.slot.len() as u32;
+        let s = *self.slot.entry(row).or_insert(next) as usize;
+        if s == self.scratch.len() / w {
+            self.scratch.extend_from_slice(g);
+        } else {
+            for (x, &y) in self.scratch[s * w..(s + 1) * w].iter_mut().zip(g) {
+                *x += y;
+            }
+        }
+    }
+    pub(crate) fn finish(&mut self) {
+        let w = self.width;
+        self.order.clear();
+        self.order.extend(self.slot.iter().map(|(&r, &s)| (r, s)));
+        self.order.sort_unstable();
+        self.rows.clear();
+        self.values.clear();
+        for &(r, s) in &self.order {
+            self.rows.push(r);
+            self.values.extend_from_slice(&self.scratch[s as usize * w..(s as usize + 1) * w]);
+        }
+    }
+    /// The gradient of row `row`, if the batch touched it.
+    pub fn row(&self, row: u32) -> Option<&[f32]> {
+        let i = self.rows.binary_search(&row).ok()?;
+        Some(&self.values[i * self.width..(i + 1) * self.width])
+    }
+    /// Writes the rows into a dense `[n_rows, width]` gradient (others zero).
+    pub fn to_dense(&self, n_rows: usize) -> Vec<f32> {
+        let mut out = vec![0.0; n_rows * self.width];
+        for (i, &r) in self.rows.iter().enumerate() {
+            out[r as usize * self.width..(r as usize + 1) * self.width]
+                .copy_from_slice(&self.values[i * self.width..(i + 1) * self.width]);
+        }
+        out
+    }
+}
+
+/// Gradients of one training step, addressed by [`TensorId`].
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    names: Vec<String>,
+    /// Dense gradient per tensor of [`tensor_specs`] order; empty for
+    /// embeddings (see `emb`) and running-statistic buffers.
+    dense: Vec<Vec<f32>>,
+    /// Ids of the tensors with a dense gradient, ascending.
+    dense_ids: Vec<TensorId>,
+    /// Sparse gradients of `emb.uid`, `emb.mid`, `emb.cat`.
+    pub emb: [SparseRows; 3],
+}
+
+/// Embedding table names, in the order of [`Gradients::emb`].
+pub const EMB_TABLES: [&str; 3] = ["emb.uid", "emb.mid", "emb.cat"];
+
+impl Gradients {
+    pub(crate) fn new(cfg: &ModelConfig) -> Self {
+        let specs = tensor_specs(cfg);
+        let dense: Vec<Vec<f32>> = specs
+            .iter()
+            .map(|s| {
+                if s.kind == TensorKind::Param && !EMB_TABLES.contains(&s.name.as_str()) {
+                    vec![0.0; s.numel()]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let d = cfg.d;
+        let dense_ids = (0..specs.len()).filter(|&i| !dense[i].is_empty()).map(TensorId::from_index).collect();
+        Self {
+            names: specs.into_iter().map(|s| s.name).collect(),
+            dense,
+            dense_ids,
+            emb: [SparseRows::new(d), SparseRows::new(d), SparseRows::new(d)],
+        }
+    }
+    /// The dense gradient of tensor `id` (`None` for embeddings and buffers).
+    pub fn dense_at(&self, id: TensorId) -> Option<&[f32]> {
+        let g = &self.dense[id.index()];
+        (!g.is_empty()).then_some(g.as_slice())
+    }
+    /// Iterates over `(id, dense gradient)` of the non-embedding parameters,
+    /// in [`tensor_specs`] order: what an optimiser step walks (no lookup,
+    /// no allocation).
+    pub fn dense_by_id(&self) -> impl Iterator<Item = (TensorId, &[f32])> {
+        self.dense_ids.iter().map(|&id| (id, self.dense[id.index()].as_slice()))
+    }
+    /// The canonical name of tensor `id` (for messages).
+    pub fn name(&self, id: TensorId) -> &str {
+        &self.names[id.index()]
+    }
+    /// The dense gradient of a non-embedding parameter (`None` for
+    /// embeddings, buffers and unknown names).
+    pub fn dense(&self, name: &str) -> Option<&[f32]> {
+        let i = self.names.iter().position(|n| n == name)?;
+        let g = &self.dense[i];
+        (!g.is_empty()).then_some(g.as_slice())
+    }
+    /// The sparse gradient of an embedding table (`emb.uid`, `emb.mid`, `emb.cat`).
+    pub fn embedding(&self, name: &str) -> Option<&SparseRows> {
+        EMB_TABLES.iter().position(|&t| t == name).map(|i| &self.emb[i])
+    }
+    /// Iterates over `(name, dense gradient)` of the non-embedding parameters.
+    pub fn dense_iter(&self) -> impl Iterator<Item = (&str, &[f32])> {
+        self.names.iter().zip(&self.dense).filter(|(_, g)| !g.is_empty()).map(|(n, g)| (n.as_str(), g.as_slice()))
+    }
+    /// The gradient of every parameter as a dense `ParamStore` (zero for
+    /// buffers; embeddings densified). Allocates: meant for tools and tests.
+    pub fn to_dense_store(&self, cfg: &ModelConfig) -> ParamStore<f32> {
+        let mut out = ParamStore::<f32>::zeros(cfg);
+        for (i, name) in self.names.iter().enumerate() {
+            if let Some(t) = EMB_TABLES.iter().position(|t| t == name) {
+                let n = out.get(name).len() / cfg.d;
+                out.get_mut(name).copy_from_slice(&self.emb[t].to_dense(n));
+            } else if !self.dense[i].is_empty() {
+                out.get_mut(name).copy_from_slice(&self.dense[i]);
+            }
+        }
+        out
+    }
+    pub(crate) fn zero(&mut self) {
+        for g in &mut self.dense {
+            g.fill(0.0);
+        }
+        for e in &mut self.emb {
+            e.clear();
+        }
+    }
+    fn add(&mut self, id: TensorId, g: &[f32]) {
+        for (x, &y) in self.dense[id.index()].iter_mut().zip(g) {
+            *x += y;
+        }
+    }
+    /// Adds a layer's gradients, given in the order of its resolved `ids`
+    /// (tensors the model lacks have no id and an empty gradient).
+    pub(crate) fn add_parts<const N: usize>(&mut self, ids: &LayerIds<N>, parts: [&[f32]; N]) {
+        for (id, g) in ids.0.iter().zip(parts) {
+            if let Some(id) = *id
+                && !g.is_empty()
+            {
+                self.add(id, g);
+            }
+        }
+    }
+}
+
+/// The ids of a layer's gradient tensors, resolved once from their names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerIds<const N: usize>([Option<TensorId>; N]);
+
+impl<const N: usize> LayerIds<N> {
+    pub(crate) fn resolve(p: &ParamStore<f32>, names: [&str; N]) -> Self {
+        Self(names.map(|n| p.id(n)))
+    }
+}

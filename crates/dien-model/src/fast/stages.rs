@@ -1,0 +1,141 @@
+//! One step of the fast model: the stages of the [`Plan`](crate::Plan) in
+//! order, forward then (for training) backward. Each stage is a layer's
+//! function in [`crate::layers`]; this file only wires them.
+
+use dien_engine::cell::GruGrads;
+use dien_engine::cell::fast::Mode as CellMode;
+
+use super::model::Model;
+use super::{CHUNK, Losses, add_into};
+use crate::batch::Batch;
+use crate::error::ModelError;
+use crate::layers::attention::{attention_backward, attention_forward, weighted_sum, weighted_sum_backward};
+use crate::layers::{InterestLayers, embedding, evolution, extractor, head};
+use crate::mode::Mode;
+
+impl Model {
+    /// Forward in `mode`, then with `grad` the whole backward.
+    pub(super) fn run(&mut self, batch: &Batch, mode: Mode, grad: bool) -> Result<Losses, ModelError> {
+        batch.validate(self.cfg.n_uid, self.cfg.n_mid, self.cfg.n_cat)?;
+        if batch.batch == 0 {
+            return Err(ModelError::Batch("empty batch".into()));
+        }
+        self.repack();
+        let cfg = &self.cfg;
+        let (b, t) = (batch.batch, batch.steps);
+        let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
+        let with_neg = self.layers.interest.aux().is_some() && batch.has_negatives();
+        self.ws.prepare(cfg, &self.layers, b, t, with_neg);
+        embedding::gather(&self.params, batch, d, e, &mut self.ws);
+        let lengths = &batch.lengths[..];
+        let cell_mode = if grad { CellMode::Train } else { CellMode::Infer };
+        let aux_weight = self.plan.aux_weight;
+        let ws = &mut self.ws;
+        let layers = &self.layers;
+        if grad {
+            ws.d_e_hist.fill(0.0);
+            ws.d_e_neg.fill(0.0);
+            ws.d_e_a.fill(0.0);
+            ws.d_h1.fill(0.0);
+            ws.d_h2.fill(0.0);
+        }
+
+        // Interest.
+        let mut loss_aux = 0.0;
+        match &layers.interest {
+            InterestLayers::SumPool => ws.interest.copy_from_slice(&ws.s),
+            InterestLayers::AttentionPool(att) => {
+                attention_forward(att, &mut ws.att, &ws.e_hist, &ws.e_a, lengths, &mut ws.att_w, b, t, e, e);
+                weighted_sum(&ws.att_w, &ws.e_hist, lengths, &mut ws.interest, b, t, e);
+            }
+            InterestLayers::Evolving(ev) => {
+                extractor::forward(&ev.gru1, ws, lengths, b, t, cell_mode);
+                if let (Some(aux), true) = (&ev.aux, with_neg) {
+                    loss_aux = extractor::aux_loss(aux, ws, lengths, b, t, h, e, grad.then_some(aux_weight));
+                }
+                evolution::forward(ev, ws, lengths, b, t, h, e, cell_mode);
+            }
+        }
+
+        // Head.
+        head::assemble_input(ws, b, d, e, iw, dh);
+        ws.head.forward(&layers.head, &self.params, mode);
+        self.has_stats = mode == Mode::Train;
+        let loss_target = ws.head.target_loss(&batch.label);
+        let losses = Losses { loss: loss_target + aux_weight as f64 * loss_aux, loss_target, loss_aux };
+        if !losses.loss.is_finite() {
+            return Err(ModelError::NonFinite(format!(
+                "loss {} (target {}, aux {})",
+                losses.loss, losses.loss_target, losses.loss_aux
+            )));
+        }
+        if !grad {
+            return Ok(losses);
+        }
+
+        // ---- Backward ----
+        let grads = &mut self.grads;
+        let ids = &self.ids;
+        grads.zero();
+        ws.g_head.zero();
+        ws.head.backward(&layers.head, &self.params, mode, &batch.label, &mut ws.g_head);
+        grads.add_parts(&ids.head, ws.g_head.parts());
+        head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
+
+        let nc = b.div_ceil(CHUNK);
+        match &layers.interest {
+            InterestLayers::SumPool => add_into(&mut ws.d_s, &ws.d_int),
+            InterestLayers::AttentionPool(att) => {
+                weighted_sum_backward(
+                    &ws.att_w,
+                    &ws.e_hist,
+                    &ws.d_int,
+                    lengths,
+                    &mut ws.d_att,
+                    &mut ws.d_e_hist,
+                    b,
+                    t,
+                    e,
+                );
+                attention_backward(
+                    att,
+                    &mut ws.att,
+                    &ws.e_hist,
+                    &ws.e_a,
+                    lengths,
+                    &ws.d_att,
+                    &mut ws.d_e_hist,
+                    &mut ws.d_e_a,
+                    b,
+                    t,
+                    e,
+                    e,
+                );
+                for ch in &ws.att[..nc] {
+                    grads.add_parts(&ids.att, ch.grads.parts());
+                }
+            }
+            InterestLayers::Evolving(ev) => {
+                // Taken out for the duration (the stages borrow the whole
+                // workspace); `prepare` created them, so nothing allocates.
+                let (mut g1, mut g2) =
+                    ws.g_gru.take().unwrap_or_else(|| (GruGrads::zeros(e, h), GruGrads::zeros(h, h)));
+                evolution::backward(ev, ws, &mut g2, lengths, b, t, h, e);
+                grads.add_parts(&ids.gru2, [&g2.w_ih, &g2.w_hh, &g2.b]);
+                for ch in &ws.att[..nc] {
+                    grads.add_parts(&ids.att, ch.grads.parts());
+                }
+                if ev.aux.is_some() && with_neg {
+                    for ch in &ws.aux[..nc] {
+                        grads.add_parts(&ids.aux, ch.grads.parts());
+                    }
+                }
+                extractor::backward(&ev.gru1, ws, &mut g1, lengths, b, t, e);
+                grads.add_parts(&ids.gru1, [&g1.w_ih, &g1.w_hh, &g1.b]);
+                ws.g_gru = Some((g1, g2));
+            }
+        }
+        embedding::scatter(batch, e, d, with_neg, ws, &mut grads.emb);
+        Ok(losses)
+    }
+}

@@ -1,0 +1,248 @@
+//! Embedding layer: the user row `u`, the target item
+//! `e_a = [mid; cat]`, the history rows `e_t` (zero at padded steps) and
+//! their sum `s`, the negatives `ê_t`; and, backward, the gradient rows of
+//! the three tables. Training path and `f64` reference here; the request
+//! path reads the same rows in [`crate::serve`].
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+use crate::batch::Batch;
+use crate::fast::SparseRows;
+use crate::fast::workspace::Workspace;
+use crate::params::ParamStore;
+use crate::reference::model::add_slice;
+
+/// Looks up every row of `batch` into the workspace (training path).
+pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws: &mut Workspace) {
+    let t = batch.steps;
+    let (eu, em, ec) = (p.get("emb.uid"), p.get("emb.mid"), p.get("emb.cat"));
+    let row = |i: u32| i as usize * d..(i as usize + 1) * d;
+    for s in 0..batch.batch {
+        ws.u[s * d..(s + 1) * d].copy_from_slice(&eu[row(batch.uid[s])]);
+        let ea = &mut ws.e_a[s * e..(s + 1) * e];
+        ea[..d].copy_from_slice(&em[row(batch.mid[s])]);
+        ea[d..].copy_from_slice(&ec[row(batch.cat[s])]);
+        let l = batch.lengths[s];
+        let sum = &mut ws.s[s * e..(s + 1) * e];
+        sum.fill(0.0);
+        for tt in 0..t {
+            let i = s * t + tt;
+            let x = &mut ws.e_hist[i * e..(i + 1) * e];
+            if tt < l {
+                x[..d].copy_from_slice(&em[row(batch.hist_mid[i])]);
+                x[d..].copy_from_slice(&ec[row(batch.hist_cat[i])]);
+                for (a, &b) in sum.iter_mut().zip(x.iter()) {
+                    *a += b;
+                }
+            } else {
+                x.fill(0.0);
+            }
+            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat)
+                && !ws.e_neg.is_empty()
+            {
+                let x = &mut ws.e_neg[i * e..(i + 1) * e];
+                if tt < l {
+                    x[..d].copy_from_slice(&em[row(nm[i])]);
+                    x[d..].copy_from_slice(&ec[row(nc[i])]);
+                } else {
+                    x.fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Backward of the sum pooling (every valid `e_t` receives `d_s`), then the
+/// item and category rows of the target, the history and (with `with_neg`)
+/// the negatives into the `mid` and `cat` tables; finishes all three tables
+/// (the user rows were added by the head-input split).
+pub(crate) fn scatter(
+    batch: &Batch,
+    e: usize,
+    d: usize,
+    with_neg: bool,
+    ws: &mut Workspace,
+    emb: &mut [SparseRows; 3],
+) {
+    let (b, t) = (batch.batch, batch.steps);
+    let lengths = &batch.lengths;
+    for s in 0..b {
+        let ds = &ws.d_s[s * e..(s + 1) * e];
+        for tt in 0..lengths[s] {
+            let i = s * t + tt;
+            crate::fast::add_into(&mut ws.d_e_hist[i * e..(i + 1) * e], ds);
+        }
+    }
+    let (emb_mid, rest) = emb.split_at_mut(2);
+    let (gm, gc) = (&mut emb_mid[1], &mut rest[0]);
+    for s in 0..b {
+        let dea = &ws.d_e_a[s * e..(s + 1) * e];
+        gm.add(batch.mid[s], &dea[..d]);
+        gc.add(batch.cat[s], &dea[d..]);
+        for tt in 0..lengths[s] {
+            let i = s * t + tt;
+            let g = &ws.d_e_hist[i * e..(i + 1) * e];
+            gm.add(batch.hist_mid[i], &g[..d]);
+            gc.add(batch.hist_cat[i], &g[d..]);
+            if let (Some(nm), Some(nc), true) = (&batch.neg_mid, &batch.neg_cat, with_neg) {
+                let g = &ws.d_e_neg[i * e..(i + 1) * e];
+                gm.add(nm[i], &g[..d]);
+                gc.add(nc[i], &g[d..]);
+            }
+        }
+    }
+    for table in emb {
+        table.finish();
+    }
+}
+
+/// The embedding layer's outputs in `f64` (reference path), zero at padded
+/// steps.
+pub(crate) struct RefEmbeddings {
+    /// `u [B, d]`.
+    pub u: Vec<f64>,
+    /// `e_a [B, E]`.
+    pub ea: Vec<f64>,
+    /// `e [B, T, E]`.
+    pub items: Vec<f64>,
+    /// `ê [B, T, E]` when the batch has negatives.
+    pub neg: Option<Vec<f64>>,
+    /// `s [B, E]`.
+    pub s: Vec<f64>,
+}
+
+/// Reference lookup; padded positions are never read.
+pub(crate) fn reference_lookup(p: &ParamStore<f64>, batch: &Batch, d: usize) -> RefEmbeddings {
+    let (bn, tn, e) = (batch.batch, batch.steps, 2 * d);
+    let lengths = &batch.lengths;
+    let (uid_t, mid_t, cat_t) = (p.get("emb.uid"), p.get("emb.mid"), p.get("emb.cat"));
+    let row = |i: u32| i as usize * d..(i as usize + 1) * d;
+    let item = |m: u32, c: u32, out: &mut [f64]| {
+        out[..d].copy_from_slice(&mid_t[row(m)]);
+        out[d..].copy_from_slice(&cat_t[row(c)]);
+    };
+    let mut u = vec![0.0; bn * d];
+    let mut ea = vec![0.0; bn * e];
+    let mut items = vec![0.0; bn * tn * e];
+    let mut neg = batch.neg_mid.as_ref().map(|_| vec![0.0; bn * tn * e]);
+    let mut s = vec![0.0; bn * e];
+    for b in 0..bn {
+        u[b * d..(b + 1) * d].copy_from_slice(&uid_t[row(batch.uid[b])]);
+        item(batch.mid[b], batch.cat[b], &mut ea[b * e..(b + 1) * e]);
+        for t in 0..lengths[b] {
+            let (i, o) = (b * tn + t, (b * tn + t) * e);
+            item(batch.hist_mid[i], batch.hist_cat[i], &mut items[o..o + e]);
+            for k in 0..e {
+                s[b * e + k] += items[o + k];
+            }
+            if let (Some(ng), Some(nm), Some(nc)) = (neg.as_mut(), &batch.neg_mid, &batch.neg_cat) {
+                item(nm[i], nc[i], &mut ng[o..o + e]);
+            }
+        }
+    }
+    RefEmbeddings { u, ea, items, neg, s }
+}
+
+/// Gradients of the outputs of [`reference_lookup`].
+pub(crate) struct RefEmbeddingGrads<'a> {
+    pub du: &'a [f64],
+    pub dea: &'a [f64],
+    /// Completed here with the sum pooling's share.
+    pub d_items: &'a mut [f64],
+    pub d_neg: &'a [f64],
+    pub ds: &'a [f64],
+}
+
+/// Reference backward: the sum pooling `s = Σ_{t<L} e_t`, then every row
+/// into the dense gradients of the tables.
+pub(crate) fn reference_scatter(batch: &Batch, d: usize, g: RefEmbeddingGrads<'_>, grads: &mut ParamStore<f64>) {
+    let (bn, tn, e) = (batch.batch, batch.steps, 2 * d);
+    let lengths = &batch.lengths;
+    let RefEmbeddingGrads { du, dea, d_items, d_neg, ds } = g;
+    for b in 0..bn {
+        for t in 0..lengths[b] {
+            let o = (b * tn + t) * e;
+            add_slice(&mut d_items[o..o + e], &ds[b * e..(b + 1) * e]);
+        }
+    }
+    let scatter = |grads: &mut ParamStore<f64>, table: &str, idx: u32, v: &[f64]| {
+        let i = idx as usize;
+        add_slice(&mut grads.get_mut(table)[i * d..(i + 1) * d], v);
+    };
+    for b in 0..bn {
+        scatter(grads, "emb.uid", batch.uid[b], &du[b * d..(b + 1) * d]);
+        scatter(grads, "emb.mid", batch.mid[b], &dea[b * e..b * e + d]);
+        scatter(grads, "emb.cat", batch.cat[b], &dea[b * e + d..(b + 1) * e]);
+        for t in 0..lengths[b] {
+            let (i, o) = (b * tn + t, (b * tn + t) * e);
+            scatter(grads, "emb.mid", batch.hist_mid[i], &d_items[o..o + d]);
+            scatter(grads, "emb.cat", batch.hist_cat[i], &d_items[o + d..o + e]);
+            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat) {
+                scatter(grads, "emb.mid", nm[i], &d_neg[o..o + d]);
+                scatter(grads, "emb.cat", nc[i], &d_neg[o + d..o + e]);
+            }
+        }
+    }
+}
+
+/// The fast lookup and gradient rows against the reference.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, ModelKind};
+    use crate::cost::synthetic_batch;
+    use crate::fast::Gradients;
+    use crate::layers::testutil::{assert_close, uniform, wide};
+    use crate::layers::{Layers, testutil};
+    use crate::plan::Plan;
+
+    #[test]
+    fn fast_embedding_matches_the_reference() {
+        let mut cfg = ModelConfig::new(ModelKind::Dien, 9, 17, 5);
+        cfg.d = 3;
+        let (d, e) = (cfg.d, cfg.e());
+        let (b, t) = (6, 4);
+        let mut batch = synthetic_batch(&cfg, b, t, 8);
+        batch.lengths.copy_from_slice(&[4, 0, 1, 3, 4, 2]);
+        let p = ParamStore::init(&cfg, 2);
+        let p64 = p.map(f64::from);
+        let layers = Layers::new(&cfg, &Plan::new(&cfg));
+        let mut ws = Workspace::default();
+        ws.prepare(&cfg, &layers, b, t, true);
+        gather(&p, &batch, d, e, &mut ws);
+        let r = reference_lookup(&p64, &batch, d);
+        assert_close("u", &ws.u, &r.u, 0.0);
+        assert_close("e_a", &ws.e_a, &r.ea, 0.0);
+        assert_close("e_hist", &ws.e_hist, &r.items, 0.0);
+        assert_close("e_neg", &ws.e_neg, r.neg.as_ref().unwrap(), 0.0);
+        assert_close("s", &ws.s, &r.s, 1e-6);
+
+        // Gradients of every output, then the rows of every table.
+        let du = uniform(b * d, 1.0, 1);
+        ws.d_e_a.copy_from_slice(&uniform(b * e, 1.0, 2));
+        ws.d_e_hist.copy_from_slice(&uniform(b * t * e, 1.0, 3));
+        ws.d_e_neg.copy_from_slice(&uniform(b * t * e, 1.0, 4));
+        ws.d_s.copy_from_slice(&uniform(b * e, 1.0, 5));
+        let (dea, mut d_items, d_neg, ds) = (wide(&ws.d_e_a), wide(&ws.d_e_hist), wide(&ws.d_e_neg), wide(&ws.d_s));
+        let mut g = Gradients::new(&cfg);
+        g.zero();
+        for s in 0..b {
+            g.emb[0].add(batch.uid[s], &du[s * d..(s + 1) * d]);
+        }
+        scatter(&batch, e, d, true, &mut ws, &mut g.emb);
+        // Padded steps carry no gradient into the tables in either path.
+        for (i, row) in d_items.chunks_exact_mut(e).enumerate() {
+            if i % t >= batch.lengths[i / t] {
+                row.fill(0.0);
+            }
+        }
+        let mut want = ParamStore::<f64>::zeros(&cfg);
+        let grads = RefEmbeddingGrads { du: &wide(&du), dea: &dea, d_items: &mut d_items, d_neg: &d_neg, ds: &ds };
+        reference_scatter(&batch, d, grads, &mut want);
+        let got = g.to_dense_store(&cfg);
+        for table in crate::fast::EMB_TABLES {
+            testutil::assert_close(table, got.get(table), want.get(table), 1e-5);
+        }
+    }
+}

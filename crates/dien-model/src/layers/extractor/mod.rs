@@ -1,0 +1,108 @@
+//! Interest extractor and its auxiliary loss.
+//!
+//! The extractor is a plain GRU over the history rows; its states `h_t` are
+//! what the attention and the evolving layer read. The auxiliary head
+//! scores `h_t` against the next real behaviour and a sampled negative.
+//!
+//! - here: the training-path stage drivers (the GRU is the engine's cell);
+//! - `aux_train`: the fast auxiliary head, forward and backward fused;
+//! - [`aux_reference`]: the `f64` auxiliary loss.
+//!
+//! The request path runs the extractor with the engine-shaped request GRU
+//! in [`crate::serve`] and has no auxiliary head.
+
+// Index loops mirror the equations' subscripts; stage functions take many slices.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+pub mod aux_reference;
+pub(crate) mod aux_train;
+#[cfg(test)]
+mod tests;
+
+use dien_engine::cell::fast::{GruCell, Mode as CellMode};
+use dien_engine::cell::{GruGrads, SeqInput};
+use rayon::prelude::*;
+
+use self::aux_train::AuxPacked;
+use crate::fast::workspace::Workspace;
+use crate::fast::{CHUNK, ch_len};
+
+/// Extractor states `h1 [B, T, H]` and last states of the history rows.
+pub(crate) fn forward(c: &GruCell, ws: &mut Workspace, lengths: &[usize], b: usize, t: usize, mode: CellMode) {
+    let input = SeqInput { x: &ws.e_hist, lengths, att: None, h0: None, batch: b, steps: t };
+    c.forward(&input, &mut ws.cell1, mode, &mut ws.h1, &mut ws.h1_last);
+}
+
+/// Backward of [`forward`] from `d_h1`: parameter gradients into `g`
+/// (zeroed first), the input gradient added to `d_e_hist`.
+pub(crate) fn backward(
+    c: &GruCell,
+    ws: &mut Workspace,
+    g: &mut GruGrads<f32>,
+    lengths: &[usize],
+    b: usize,
+    t: usize,
+    e: usize,
+) {
+    zero_gru(g);
+    let input = SeqInput { x: &ws.e_hist, lengths, att: None, h0: None, batch: b, steps: t };
+    let dx = &mut ws.d_x[..b * t * e];
+    c.backward(&input, &mut ws.cell1, Some(&ws.d_h1), None, g, dx, None, None);
+    crate::fast::add_into(&mut ws.d_e_hist, dx);
+}
+
+/// Zeroes a GRU's parameter gradients.
+pub(crate) fn zero_gru(g: &mut GruGrads<f32>) {
+    g.w_ih.fill(0.0);
+    g.w_hh.fill(0.0);
+    g.b.fill(0.0);
+}
+
+/// The auxiliary loss `L_aux` of the batch, backpropagated at once when
+/// `scale_by` is given (it is a leaf): the gradient of `scale_by · L_aux` is
+/// added to `d_h1`, `d_e_hist` and `d_e_neg`, parameter gradients stay in
+/// the chunks. 0 when no sample has two valid steps.
+pub(crate) fn aux_loss(
+    pk: &AuxPacked,
+    ws: &mut Workspace,
+    lengths: &[usize],
+    b: usize,
+    t: usize,
+    h: usize,
+    e: usize,
+    scale_by: Option<f32>,
+) -> f64 {
+    let n_terms: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
+    if n_terms == 0 || t == 0 {
+        return 0.0;
+    }
+    let scale = scale_by.map(|w| w / n_terms as f32);
+    let nc = b.div_ceil(CHUNK);
+    let (h1, e_hist, e_neg) = (&ws.h1, &ws.e_hist, &ws.e_neg);
+    ws.aux[..nc]
+        .par_iter_mut()
+        .zip(ws.aux_loss[..nc].par_iter_mut())
+        .zip(ws.d_h1.par_chunks_mut(CHUNK * t * h))
+        .zip(ws.d_e_hist.par_chunks_mut(CHUNK * t * e))
+        .zip(ws.d_e_neg.par_chunks_mut(CHUNK * t * e))
+        .enumerate()
+        .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
+            let s0 = c * CHUNK;
+            let bc = ch_len(b, c);
+            if scale.is_some() {
+                ch.grads.zero();
+            }
+            *lo = ch.run(
+                pk,
+                &h1[s0 * t * h..(s0 + bc) * t * h],
+                &e_hist[s0 * t * e..(s0 + bc) * t * e],
+                &e_neg[s0 * t * e..(s0 + bc) * t * e],
+                &lengths[s0..s0 + bc],
+                scale,
+                dh,
+                dp,
+                dn,
+            );
+        });
+    ws.aux_loss[..nc].iter().sum::<f64>() / n_terms as f64
+}
