@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::ModelConfig;
-use crate::serve::ServeError;
 
 /// Why vocabularies could not be read, written or used.
 #[derive(Debug, Error)]
@@ -59,13 +58,6 @@ pub enum VocabError {
 
 fn file_prefix(path: &Option<PathBuf>) -> String {
     path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
-}
-
-/// Vocabulary problems of a predictor are reported as [`ServeError::Vocab`].
-impl From<VocabError> for ServeError {
-    fn from(e: VocabError) -> Self {
-        ServeError::Vocab(e.to_string())
-    }
 }
 
 /// One vocabulary: string id → index. Unknown ids map to 0.

@@ -11,7 +11,7 @@ use crate::batch::Batch;
 use crate::fast::SparseRows;
 use crate::fast::workspace::Workspace;
 use crate::params::ParamStore;
-use crate::reference::model::add_slice;
+use crate::reference::layers::add_slice;
 
 /// Looks up every row of `batch` into the workspace (training path).
 pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws: &mut Workspace) {

@@ -9,6 +9,8 @@
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
 
+use crate::params::ParamStore;
+
 /// BatchNorm variance epsilon (SPEC §7).
 pub const BN_EPS: f64 = 1e-3;
 
@@ -404,6 +406,21 @@ pub fn target_loss(logits: &[f64], labels: &[f32]) -> (f64, Vec<f64>) {
         dz.push((sigmoid(z) - y) / n);
     }
     (loss / n, dz)
+}
+
+/// Adds `v` into the gradient tensor `name`.
+pub(crate) fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
+    for (g, x) in grads.get_mut(name).iter_mut().zip(v) {
+        *g += x;
+    }
+}
+
+/// `acc += v` (equal lengths).
+pub(crate) fn add_slice(acc: &mut [f64], v: &[f64]) {
+    assert_eq!(acc.len(), v.len(), "gradient shapes");
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a += x;
+    }
 }
 
 #[cfg(test)]

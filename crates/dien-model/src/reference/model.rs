@@ -8,7 +8,7 @@
 use dien_engine::cell::reference::{self as cell, RefForward};
 use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput};
 
-use super::layers::{MlpGrads, target_loss};
+use super::layers::{MlpGrads, add, add_slice, target_loss};
 use crate::config::{Evolution, ModelConfig};
 use crate::layers::attention::reference::{AttCache, AttGrads, att_params, attention_backward, attention_forward};
 use crate::layers::embedding::{self, RefEmbeddingGrads, RefEmbeddings};
@@ -143,13 +143,6 @@ fn gru_params<'a>(p: &'a ParamStore<f64>, prefix: &str, input: usize, hidden: us
         b: p.get(&format!("{prefix}.b")),
         input,
         hidden,
-    }
-}
-
-/// Adds `v` into the gradient tensor `name`.
-pub(crate) fn add(grads: &mut ParamStore<f64>, name: &str, v: &[f64]) {
-    for (g, x) in grads.get_mut(name).iter_mut().zip(v) {
-        *g += x;
     }
 }
 
@@ -472,11 +465,4 @@ fn run_backward(
     let d_emb = RefEmbeddingGrads { du: &du, dea: &dea, d_items: &mut d_items, d_neg: &d_neg, ds: &ds };
     embedding::reference_scatter(batch, d, d_emb, grads);
     dx
-}
-
-pub(crate) fn add_slice(acc: &mut [f64], v: &[f64]) {
-    assert_eq!(acc.len(), v.len(), "gradient shapes");
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += x;
-    }
 }

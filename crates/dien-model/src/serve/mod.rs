@@ -79,6 +79,7 @@ use dien_engine::cell::{CellKind, GruParams};
 use dien_engine::simd::{axpy, grow, sigmoid};
 use thiserror::Error;
 
+use crate::vocab::VocabError;
 pub use crate::vocab::Vocabs;
 
 use crate::checkpoint;
@@ -586,5 +587,12 @@ impl Predictor {
             c0 += nb;
         }
         Ok(())
+    }
+}
+
+/// Vocabulary problems of a predictor are reported as [`ServeError::Vocab`].
+impl From<VocabError> for ServeError {
+    fn from(e: VocabError) -> Self {
+        ServeError::Vocab(e.to_string())
     }
 }

@@ -3,11 +3,11 @@
 
 use crate::mode::Mode;
 use crate::params::ParamStore;
+use crate::reference::layers::add;
 use crate::reference::layers::{
     DiceCache, NormCache, batch_mean_var, batch_norm_backward, batch_norm_forward, dense_backward, dense_forward,
     dice_backward, dice_forward,
 };
-use crate::reference::model::add;
 
 /// Head activations (SPEC §7), all `[B, width]`.
 pub(crate) struct HeadCache {
