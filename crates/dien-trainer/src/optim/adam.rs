@@ -1,0 +1,118 @@
+//! The Adam update rule: per-step constants ([`AdamStep`]) and the
+//! embedding-row variants (lazy: touched rows only; dense: every row).
+
+use dien_model::fast::SparseRows;
+use rayon::prelude::*;
+
+use super::OptimConfig;
+
+/// Elements per parallel task when a whole embedding table is swept
+/// (dense-embedding Adam): large enough that rayon's per-task cost vanishes.
+const SWEEP_CHUNK: usize = 1 << 16;
+
+/// Per-step constants of the Adam update.
+#[derive(Clone, Copy)]
+pub(super) struct AdamStep {
+    b1: f32,
+    c1: f32,
+    b2: f32,
+    c2: f32,
+    /// `lr / (1 − β1^t)`.
+    step_size: f32,
+    /// `1 / sqrt(1 − β2^t)`.
+    inv_sqrt_bc2: f32,
+    eps: f32,
+}
+
+impl AdamStep {
+    pub(super) fn new(cfg: &OptimConfig, lr: f32, t: u64) -> Self {
+        // β^t in f64; beyond i32::MAX steps both powers are 0 anyway.
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        let (b1, b2) = (f64::from(cfg.beta1), f64::from(cfg.beta2));
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        Self {
+            b1: cfg.beta1,
+            c1: (1.0 - b1) as f32,
+            b2: cfg.beta2,
+            c2: (1.0 - b2) as f32,
+            step_size: (f64::from(lr) / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: cfg.eps,
+        }
+    }
+
+    /// Adam on one element with gradient `g` (already scaled).
+    #[inline(always)]
+    fn elem(&self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        let mm = self.b1 * *m + self.c1 * g;
+        let vv = self.b2 * *v + self.c2 * (g * g);
+        *m = mm;
+        *v = vv;
+        *p -= self.step_size * (mm / (vv.sqrt() * self.inv_sqrt_bc2 + self.eps));
+    }
+
+    /// Adam on equal-length slices with gradient `g · scale`.
+    pub(super) fn update(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], scale: f32) {
+        assert!(p.len() == m.len() && p.len() == v.len() && p.len() == g.len());
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            self.elem(p, m, v, g * scale);
+        }
+    }
+
+    /// Adam with a zero gradient: the moments decay and `p` follows the old
+    /// momentum. Bit-identical to [`AdamStep::update`] with `g = 0`.
+    fn decay(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+        assert!(p.len() == m.len() && p.len() == v.len());
+        let run = |p: &mut [f32], m: &mut [f32], v: &mut [f32]| {
+            for ((p, m), v) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+                self.elem(p, m, v, 0.0);
+            }
+        };
+        if p.len() <= SWEEP_CHUNK {
+            run(p, m, v);
+        } else {
+            // Elementwise, so the split cannot change any result.
+            p.par_chunks_mut(SWEEP_CHUNK)
+                .zip(m.par_chunks_mut(SWEEP_CHUNK))
+                .zip(v.par_chunks_mut(SWEEP_CHUNK))
+                .for_each(|((p, m), v)| run(p, m, v));
+        }
+    }
+}
+
+/// Lazy Adam: only the rows of `rows` move.
+pub(super) fn adam_rows_lazy(k: &AdamStep, p: &mut [f32], m: &mut [f32], v: &mut [f32], rows: &SparseRows, scale: f32) {
+    let w = rows.width;
+    if w == 0 {
+        return;
+    }
+    for (&r, g) in rows.rows.iter().zip(rows.values.chunks_exact(w)) {
+        let span = r as usize * w..(r as usize + 1) * w;
+        k.update(&mut p[span.clone()], &mut m[span.clone()], &mut v[span], g, scale);
+    }
+}
+
+/// Dense-embedding Adam: touched rows take their gradient, every other row
+/// the zero-gradient update, swept as contiguous runs.
+pub(super) fn adam_rows_dense(
+    k: &AdamStep,
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    rows: &SparseRows,
+    scale: f32,
+) {
+    let w = rows.width;
+    let mut done = 0; // elements already updated
+    if w > 0 {
+        for (&r, g) in rows.rows.iter().zip(rows.values.chunks_exact(w)) {
+            let start = r as usize * w;
+            k.decay(&mut p[done..start], &mut m[done..start], &mut v[done..start]);
+            let span = start..start + w;
+            k.update(&mut p[span.clone()], &mut m[span.clone()], &mut v[span], g, scale);
+            done = start + w;
+        }
+    }
+    k.decay(&mut p[done..], &mut m[done..], &mut v[done..]);
+}
