@@ -86,7 +86,8 @@ struct Slot {
     shape: Vec<usize>,
     /// Index of the tensor in the parameter store.
     param: usize,
-    /// Position in [`Gradients::emb`] for embedding tables.
+    /// Position in [`Gradients::emb`](dien_model::fast::Gradients::emb) for
+    /// embedding tables.
     emb: Option<usize>,
     /// First moment (Adam; empty for SGD).
     m: Vec<f32>,
