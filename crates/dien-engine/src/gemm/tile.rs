@@ -35,12 +35,31 @@ use crate::simd::{LANES, load_n, pad8, store_n};
 /// Refilling ([`Packed::fill`] and its weight forms) reuses the buffer, so
 /// repacking weights after every parameter update allocates only when the
 /// packed size grows.
-#[derive(Clone, Debug, Default)]
+///
+/// The packed rows start on a 32-byte boundary (the buffer holds `LANES − 1`
+/// values of slack and the rows begin at the first aligned one), so with
+/// `ld` a multiple of 8 every vector [`gemm_ep`] reads lies inside one cache
+/// line: an allocator's 16-byte alignment would split every other load in
+/// two, and with one row of `A` (every load of `B` feeds a single
+/// accumulator) the product is bound by those loads.
+#[derive(Debug, Default)]
 pub struct Packed {
     k: usize,
     n: usize,
     ld: usize,
+    /// Index in `data` of the packed rows' first value (32-byte aligned).
+    off: usize,
     data: Vec<f32>,
+}
+
+impl Clone for Packed {
+    /// A copy whose rows are aligned in its own buffer.
+    fn clone(&self) -> Self {
+        let mut p = Self::new();
+        p.reserve(self.k, self.n);
+        p.rows_mut().copy_from_slice(self.data());
+        p
+    }
 }
 
 impl Packed {
@@ -66,17 +85,33 @@ impl Packed {
     /// Allocates only when the packed size grows. Panics if a read leaves
     /// `src`.
     pub fn fill(&mut self, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) {
-        let ld = pad8(n);
-        if self.data.len() < k * ld {
-            self.data.resize(k * ld, 0.0);
-        }
-        (self.k, self.n, self.ld) = (k, n, ld);
+        self.reserve(k, n);
+        let ld = self.ld;
+        let rows = self.rows_mut();
         for p in 0..k {
-            let row = &mut self.data[p * ld..(p + 1) * ld];
+            let row = &mut rows[p * ld..(p + 1) * ld];
             for (j, x) in row.iter_mut().enumerate() {
                 *x = if j < n { src[p * rs + j * cs] } else { 0.0 };
             }
         }
+    }
+    /// Sets the shape to `[k, n]` and places the rows on a 32-byte
+    /// boundary of the buffer, growing it (to `k·pad8(n) + LANES − 1`
+    /// values) only when it is too short; the contents are then unspecified.
+    fn reserve(&mut self, k: usize, n: usize) {
+        let ld = pad8(n);
+        if self.data.len() < k * ld + LANES - 1 {
+            self.data.resize(k * ld + LANES - 1, 0.0);
+        }
+        (self.k, self.n, self.ld) = (k, n, ld);
+        // Values to skip to the next 32-byte boundary (`f32` addresses are
+        // multiples of 4, so this is below LANES).
+        let addr = self.data.as_ptr().addr();
+        self.off = (addr.wrapping_neg() % (LANES * 4)) / 4;
+    }
+    /// The packed rows, mutable.
+    fn rows_mut(&mut self) -> &mut [f32] {
+        &mut self.data[self.off..self.off + self.k * self.ld]
     }
     /// Packs `Wᵀ` of a row-major weight `W [n, k]` (`x · Wᵀ`).
     pub fn fill_t(&mut self, w: &[f32], n: usize, k: usize) {
@@ -88,7 +123,7 @@ impl Packed {
     }
     /// The packed rows (`k · ld` values).
     pub fn data(&self) -> &[f32] {
-        &self.data[..self.k * self.ld]
+        &self.data[self.off..self.off + self.k * self.ld]
     }
     /// Row stride (`pad8(n)`).
     pub fn ld(&self) -> usize {
@@ -109,7 +144,7 @@ impl Packed {
     /// Element `(p, j)` of the packed `B` (`j < ld`; padding reads 0).
     pub fn get(&self, p: usize, j: usize) -> f32 {
         assert!(p < self.k && j < self.ld, "Packed::get({p}, {j}) out of {}x{}", self.k, self.ld);
-        self.data[p * self.ld + j]
+        self.data()[p * self.ld + j]
     }
 }
 

@@ -286,6 +286,32 @@ fn refill_equals_fresh_pack_without_reallocating() {
 }
 
 #[test]
+fn packed_rows_are_32_byte_aligned_after_fill_refill_and_clone() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let aligned = |q: &Packed| q.data().as_ptr().addr().is_multiple_of(32);
+    let bits = |q: &Packed| q.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut p = Packed::new();
+    // Growing shapes reallocate; every buffer must place the rows aligned.
+    for (n, k) in [(3, 2), (37, 36), (108, 36), (300, 200)] {
+        let w = rand_vec(&mut rng, n * k);
+        p.fill_t(&w, n, k);
+        assert!(aligned(&p), "fill ({n}, {k})");
+        assert_eq!(bits(&p), bits(&Packed::from_weight_t(&w, n, k)));
+        let c = p.clone();
+        assert!(aligned(&c), "clone ({n}, {k})");
+        assert_eq!((c.k(), c.n(), c.ld()), (p.k(), p.n(), p.ld()));
+        assert_eq!(bits(&c), bits(&p));
+    }
+    // Shrinking reuses the buffer and stays aligned.
+    let w = rand_vec(&mut rng, 9 * 5);
+    p.fill_t(&w, 9, 5);
+    assert!(aligned(&p));
+    assert_eq!(bits(&p), bits(&Packed::from_weight_t(&w, 9, 5)));
+    assert_eq!(Packed::new().data().len(), 0);
+    assert!(Packed::new().clone().data().is_empty());
+}
+
+#[test]
 #[should_panic(expected = "gemm_packed: C")]
 fn short_c_panics() {
     let b = Packed::from_weight(&[1.0; 4], 2, 2);
