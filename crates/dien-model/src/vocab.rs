@@ -13,8 +13,6 @@
 //! trainer's business; it produces these types.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -231,11 +229,16 @@ impl Vocabs {
     }
 
     /// Writes the sidecar JSON file at `path` ([`to_json_string`](Self::to_json_string)
-    /// and a line break).
+    /// and a line break) atomically: written to a temporary file beside it,
+    /// synced, then renamed over `path`.
     pub fn save_json(&self, path: &Path) -> Result<(), VocabError> {
-        let io = |source| VocabError::Io { path: path.into(), source };
-        let mut w = BufWriter::new(File::create(path).map_err(io)?);
-        w.write_all(self.to_json_string().as_bytes()).map_err(io)?;
-        w.write_all(b"\n").and_then(|()| w.flush()).map_err(io)
+        // Atomic, like the checkpoint it belongs to: a crash leaves the old
+        // sidecar or the new one, never a truncated file.
+        let mut text = self.to_json_string();
+        text.push('\n');
+        crate::checkpoint::write_atomic(path, text.as_bytes()).map_err(|e| match e {
+            crate::error::ModelError::Io(_, source) => VocabError::Io { path: path.into(), source },
+            other => VocabError::Io { path: path.into(), source: std::io::Error::other(other.to_string()) },
+        })
     }
 }

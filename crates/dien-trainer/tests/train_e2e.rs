@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dien_model::{ModelKind, TensorKind, checkpoint};
 use dien_trainer::generate::{GenerateConfig, generate};
-use dien_trainer::train::{TrainConfig, train};
+use dien_trainer::train::{TrainConfig, load_checkpoint, train};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("dien-e2e-{}-{name}", std::process::id()));
@@ -41,6 +41,11 @@ fn tiny_dien_learns() {
     assert!(auc > 0.56, "test AUC {auc}");
     assert!(dir.join("ck/m.best.safetensors").is_file());
     assert!(dir.join("ck/m.vocab.json").is_file());
+    // The best model has its own vocabulary sidecar, the same as the final one's,
+    // so it can be evaluated and served on its own.
+    let best_vocab = std::fs::read(dir.join("ck/m.best.vocab.json")).unwrap();
+    assert_eq!(best_vocab, std::fs::read(dir.join("ck/m.vocab.json")).unwrap());
+    load_checkpoint(&dir.join("ck/m.best.safetensors")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

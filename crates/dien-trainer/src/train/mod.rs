@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub use self::eval::{count_lines, evaluate, recalibrate, recalibrate_sampled};
-use self::state::{Progress, save_all};
+use self::state::{Progress, save_all, save_best};
 pub use self::state::{best_path, load_checkpoint};
 use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet};
 use crate::error::TrainError;
@@ -310,7 +310,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 && best_auc.is_none_or(|b| auc > b)
             {
                 *best_auc = Some(auc);
-                checkpoint::save(&best_path(&cfg.out), model.config(), model.params())?;
+                save_best(&cfg.out, model, &data.vocabs)?;
             }
             let el = start.elapsed().as_secs_f64();
             emit(

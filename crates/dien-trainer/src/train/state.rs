@@ -58,6 +58,15 @@ pub fn best_path(out: &Path) -> PathBuf {
     sidecar_path(out, "best.safetensors")
 }
 
+/// Writes the best model beside `out` ([`best_path`]) with its own
+/// vocabulary sidecar, so that it can be evaluated and served on its own.
+pub(crate) fn save_best(out: &Path, model: &Model, vocabs: &Vocabs) -> Result<(), TrainError> {
+    let best = best_path(out);
+    checkpoint::save(&best, model.config(), model.params())?;
+    vocabs.save_json(&sidecar_path(&best, VOCAB_SUFFIX))?;
+    Ok(())
+}
+
 /// Writes the checkpoint `out` and its sidecars: optimiser state with the
 /// progress, and the vocabularies.
 pub(crate) fn save_all(
