@@ -1,8 +1,8 @@
 //! Whole-model benchmarks: a DIEN training step (forward + backward, no
-//! optimiser) and inference at B = 128, T = 100 with SPEC defaults, on one
+//! optimiser) and inference at B = 128, T = 100 with the model's defaults, on one
 //! thread and on all threads. Rates are in samples/s and as a fraction of
 //! the large-SGEMM yardstick measured in the same run (FLOPs counted as
-//! SPEC §13 counts them).
+//! docs/MODEL.md#cost counts them).
 
 use std::hint::black_box;
 use std::time::Instant;

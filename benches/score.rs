@@ -1,6 +1,6 @@
 //! Request-path benchmarks on one thread: one user with a history of
-//! T = 100 behaviours and K ∈ {1, 10, 100, 1000} candidates (DIEN, SPEC
-//! defaults).
+//! T = 100 behaviours and K ∈ {1, 10, 100, 1000} candidates (DIEN, default
+//! widths).
 //!
 //! - `shared`: `serve::Predictor::score` — the interest extractor and the
 //!   history embedding run once per request, attention and the evolving

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Thread scaling of a full DIEN step (SPEC §14 `dien bench`), train and
+# Thread scaling of a full DIEN step (`dien bench`, docs/MODEL.md#commands), train and
 # infer, at B = 128 and T = 100, for each thread count given (default
 # "1 2 4 8 16"). Prints the machine and one JSON line per run.
 #   scripts/scaling.sh [path/to/dien] [thread counts...]

@@ -1,5 +1,5 @@
-//! A batch of samples (SPEC §1) in the padded layout every model consumes,
-//! and the JSON batch-file format of SPEC §14.
+//! A batch of samples (docs/MODEL.md#inputs) in the padded layout every model consumes,
+//! and the JSON batch-file format of docs/MODEL.md#batch-file.
 
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub struct Batch {
     pub label: Vec<f32>,
 }
 
-/// The JSON batch file of SPEC §14 (unknown keys are ignored).
+/// The JSON batch file of docs/MODEL.md#batch-file (unknown keys are ignored).
 #[derive(Deserialize)]
 struct BatchFile {
     uid: Vec<u32>,
@@ -145,7 +145,7 @@ impl Batch {
         Ok(out)
     }
 
-    /// Parses the JSON batch format of SPEC §14.
+    /// Parses the JSON batch format of docs/MODEL.md#batch-file.
     pub fn from_json_str(text: &str) -> Result<Self, ModelError> {
         let f: BatchFile = serde_json::from_str(text).map_err(|e| ModelError::Batch(format!("batch JSON: {e}")))?;
         Self::from_samples(
@@ -160,7 +160,7 @@ impl Batch {
         )
     }
 
-    /// Reads a JSON batch file (SPEC §14).
+    /// Reads a JSON batch file (docs/MODEL.md#batch-file).
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
         Self::from_json_str(&text).map_err(|e| match e {

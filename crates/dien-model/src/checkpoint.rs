@@ -1,4 +1,4 @@
-//! Checkpoints (SPEC §10): one `safetensors` file holding every tensor of a
+//! Checkpoints (docs/MODEL.md#checkpoints): one `safetensors` file holding every tensor of a
 //! model under its canonical name (f32, little-endian, shapes as in
 //! [`tensor_specs`]) and the configuration as string `__metadata__`.
 //!

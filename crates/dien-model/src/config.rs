@@ -1,4 +1,4 @@
-//! Model configuration (SPEC §2–§10): which model, which evolving-layer
+//! Model configuration (docs/MODEL.md#models, #tensors, #checkpoints): which model, which evolving-layer
 //! variant, which attention and auxiliary forms, and every width.
 //!
 //! The configuration is what a checkpoint's `__metadata__` records
@@ -56,7 +56,7 @@ macro_rules! named_enum {
     };
 }
 
-/// Which model (SPEC §9).
+/// Which model (docs/MODEL.md#models).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ModelKind {
     /// Full DIEN: GRU extractor, auxiliary loss, attention, evolving GRU.
@@ -134,7 +134,7 @@ pub enum Evolution {
     Pooled,
 }
 
-/// Attention score form (SPEC §5).
+/// Attention score form (docs/MODEL.md#attention).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttForm {
     /// The reference code's MLP over `[q; h; q − h; q ∘ h]`.
@@ -146,7 +146,7 @@ pub enum AttForm {
 
 named_enum!(AttForm, "att", [Mlp => "mlp", Bilinear => "bilinear"]);
 
-/// Auxiliary-loss scoring form (SPEC §4).
+/// Auxiliary-loss scoring form (docs/MODEL.md#auxiliary-loss).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AuxForm {
     /// The reference code's 3-layer MLP `g([h; e])`.
@@ -187,7 +187,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// A configuration with the SPEC defaults (`d = 18`, `H = 36`,
+    /// A configuration with the default widths and forms of docs/MODEL.md (`d = 18`, `H = 36`,
     /// `max_len = 100`, `augru`, `mlp` attention and auxiliary head,
     /// `α_aux = 1`, or 0 for `dien-noaux`).
     pub fn new(model: ModelKind, n_uid: usize, n_mid: usize, n_cat: usize) -> Self {
@@ -316,7 +316,7 @@ impl ModelConfig {
         self.d + 3 * self.e() + self.interest_width()
     }
 
-    /// The checkpoint `__metadata__` entries of SPEC §10 (string values),
+    /// The checkpoint `__metadata__` entries of docs/MODEL.md#checkpoints (string values),
     /// including `format_version`.
     pub fn metadata(&self) -> BTreeMap<String, String> {
         let entries: [(&str, String); 12] = [

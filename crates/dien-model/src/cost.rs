@@ -1,6 +1,6 @@
-//! The cost model of SPEC §13 and synthetic inputs for benchmarks.
+//! The cost model of docs/MODEL.md#cost and synthetic inputs for benchmarks.
 //!
-//! FLOPs are counted for the model as the SPEC writes it (two per
+//! FLOPs are counted for the model as docs/MODEL.md writes it (two per
 //! multiply-add, backward = 2 × forward), not for what an implementation
 //! saves through algebra, so rates compare across implementations.
 
@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn default_dien_costs_match_spec_13() {
         let cfg = ModelConfig::new(ModelKind::Dien, 10, 10, 10);
-        // SPEC §13: about 11 MFLOP forward with the auxiliary head, 6.2 for
+        // docs/MODEL.md#cost: about 11 MFLOP forward with the auxiliary head, 6.2 for
         // inference and 33 for a training step at T = 100.
         let fwd = 2.0 * forward_macs(&cfg, 100, true) / 1e6;
         assert!((fwd - 11.0).abs() < 0.1, "{fwd}");

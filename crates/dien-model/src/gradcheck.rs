@@ -22,7 +22,7 @@
 //!
 //! The best step depends on the scale of the parameters: truncation grows
 //! with the curvature, and Dice (variance epsilon 1e-8) is steep wherever a
-//! unit's batch variance is small. At the SPEC initialisation with `d = 18`
+//! unit's batch variance is small. At the default initialisation with `d = 18`
 //! (embeddings of standard deviation 0.01, zero `att.q.b` so the PReLU
 //! inputs sit next to their kink) `h = 2⁻¹¹` leaves about 2e-5 relative
 //! truncation error on embedding entries, while `h = 2⁻¹³` passes; below
@@ -184,7 +184,7 @@ fn check_entries(
     Ok(ModelGradReport { report, max_abs_below_floor })
 }
 
-/// Random parameters of moderate size for a gradient check (not the SPEC
+/// Random parameters of moderate size for a gradient check (not the default
 /// initialisation: zero biases, unit gammas and tiny embeddings would hide
 /// mistakes, and tiny embeddings under batch normalisation make the loss so
 /// curved that finite differences lose accuracy), with positive running

@@ -1,7 +1,7 @@
 //! # dien-model
 //!
 //! DIEN and its baselines (DIN, Embedding&MLP) built on `dien-engine`, as
-//! specified by the project's model specification: whole-model forward and
+//! specified in `docs/MODEL.md`: whole-model forward and
 //! backward, a double-precision reference path for verification, and
 //! safetensors checkpoints.
 

@@ -1,6 +1,6 @@
 //! Training versus evaluation behaviour of the normalising layers.
 
-/// Which statistics BatchNorm and Dice use (SPEC §7).
+/// Which statistics BatchNorm and Dice use (docs/MODEL.md#prediction-head).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Batch mean and biased batch variance; gradients flow through them.

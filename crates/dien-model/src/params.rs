@@ -1,4 +1,4 @@
-//! The tensors of a model (SPEC §2–§7, §9, §10): their names, shapes, kinds
+//! The tensors of a model (docs/MODEL.md#tensors): their names, shapes, kinds
 //! and initialisers ([`tensor_specs`]), and a flat store holding one buffer
 //! per tensor ([`ParamStore`]), used for parameters, gradients and optimiser
 //! state alike.
@@ -20,7 +20,7 @@ pub enum TensorKind {
     Buffer,
 }
 
-/// How a tensor starts (SPEC §2–§7).
+/// How a tensor starts (docs/MODEL.md#tensors).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     /// Independent `N(0, std²)` entries.
@@ -107,7 +107,7 @@ fn dice(specs: &mut Vec<TensorSpec>, prefix: &str, width: usize) {
     specs.push(TensorSpec::new(format!("{prefix}.running_var"), &[width], TensorKind::Buffer, Init::Const(1.0)));
 }
 
-/// Exactly the SPEC §10 tensors of `cfg`, in a fixed canonical order:
+/// Exactly the tensors of `cfg` listed in docs/MODEL.md#tensors, in a fixed canonical order:
 /// embeddings, `gru1`, `gru2`, `aux`, `att`, `head`.
 ///
 /// The configuration is assumed valid ([`ModelConfig::validate`]).
@@ -391,7 +391,7 @@ impl<T> ParamStore<T> {
 }
 
 impl ParamStore<f32> {
-    /// Every tensor of `cfg` initialised by its [`Init`] rule (SPEC §2–§7).
+    /// Every tensor of `cfg` initialised by its [`Init`] rule (docs/MODEL.md#tensors).
     ///
     /// Deterministic: each tensor draws from `ChaCha8Rng` seeded with `seed`
     /// on a stream derived from the tensor's name.

@@ -1,4 +1,4 @@
-//! Checkpoint files (SPEC §10): exact round trips for every model, a clear
+//! Checkpoint files (docs/MODEL.md#checkpoints): exact round trips for every model, a clear
 //! error naming the tensor or key for every kind of invalid file, and no
 //! panic on truncated, corrupted or random input.
 
@@ -113,7 +113,7 @@ fn round_trip_is_exact_for_every_model() {
         assert_eq!(cfg3, cfg);
         assert_same(&p, &p3);
 
-        // The file is plain safetensors: names, f32, shapes and metadata as SPEC §10.
+        // The file is plain safetensors: names, f32, shapes and metadata as docs/MODEL.md#checkpoints says.
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut names: Vec<_> = st.names().into_iter().map(String::from).collect();
         names.sort();
@@ -335,7 +335,7 @@ fn non_finite_values_and_negative_variances_are_named() {
 
 #[test]
 fn files_from_other_writers_load_without_checksum() {
-    // What a writer following SPEC §10 alone produces: no checksum entry.
+    // What a writer following docs/MODEL.md#checkpoints alone produces: no checksum entry.
     let cfg = small(ModelKind::Dien);
     let p = params(&cfg, 9);
     let bytes: Vec<Vec<u8>> = p.iter().map(|(_, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();

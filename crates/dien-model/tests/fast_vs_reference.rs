@@ -7,7 +7,7 @@
 //! magnitude (plus 1e-7): f32 accumulation over a batch and through two
 //! recurrences loses about 3–4 decimal digits on the smallest entries, never
 //! on the scale of the tensor. Attention and auxiliary layers use the
-//! algebra of SPEC §13 on the fast path and the plain formulas in the
+//! algebra of docs/MODEL.md#cost on the fast path and the plain formulas in the
 //! reference, so these checks also show that the algebra changes nothing
 //! beyond rounding.
 

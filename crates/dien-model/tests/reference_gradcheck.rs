@@ -1,11 +1,11 @@
 //! The `f64` reference path of the whole model: gradients against finite
 //! differences for every model, variant, attention and auxiliary form, and
-//! the SPEC's behavioural rules (padding, auxiliary masking, `L = 0`,
+//! the model's behavioural rules (padding, auxiliary masking, `L = 0`,
 //! running statistics).
 //!
 //! Tiny configurations: `d = 2` (`E = 4`), `H = 4` (so `aux = dot` is
 //! allowed), vocabularies of 6/10/5 rows, `B = 5`, `T = 5` with lengths
-//! 5, 0, 1, 3, 5, negatives given. The dense layers keep their SPEC widths
+//! 5, 0, 1, 3, 5, negatives given. The dense layers keep their standard widths
 //! (100/50, 80/40, 200/80), so a model still has ~30k parameters and the
 //! large matrices are checked on a seeded subset of entries
 //! (`check_model_sampled`).
@@ -36,7 +36,7 @@ fn tiny(model: ModelKind, variant: Variant, att: AttForm, aux: AuxForm) -> Model
     c
 }
 
-/// Random parameters of moderate size (not the SPEC initialisation: zero
+/// Random parameters of moderate size (not the default initialisation: zero
 /// biases, unit gammas and tiny embeddings would hide mistakes), with
 /// positive running variances.
 fn random_params(cfg: &ModelConfig, seed: u64) -> ParamStore<f64> {

@@ -39,7 +39,7 @@ fn config(model: ModelKind, variant: Variant, att: AttForm, d: usize, h: usize) 
     c
 }
 
-/// Every model of SPEC §9 and every evolving-layer variant and attention
+/// Every model of docs/MODEL.md#models and every evolving-layer variant and attention
 /// form, at default widths and at widths that are not multiples of 8.
 fn configs() -> Vec<ModelConfig> {
     let mut out = Vec::new();

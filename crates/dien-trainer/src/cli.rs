@@ -116,7 +116,7 @@ pub(crate) struct GenerateArgs {
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
-    /// Data directory (SPEC §12 layout).
+    /// Data directory (layout: docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// Model: dien, dien-noaux, din, base.
@@ -267,7 +267,7 @@ pub(crate) struct GradsArgs {
     /// Checkpoint.
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
-    /// JSON batch file (SPEC §14).
+    /// JSON batch file (format: docs/MODEL.md#batch-file).
     #[arg(long)]
     pub(crate) batch: PathBuf,
     /// Output safetensors file.

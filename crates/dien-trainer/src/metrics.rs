@@ -1,4 +1,4 @@
-//! Evaluation metrics (SPEC §11): AUC with ties counted half, GAUC,
+//! Evaluation metrics (docs/MODEL.md#evaluation-metrics): AUC with ties counted half, GAUC,
 //! logloss from logits and accuracy, plus a streaming accumulator for one
 //! evaluation pass.
 //!
@@ -176,7 +176,7 @@ fn softplus(x: f64) -> f64 {
 
 /// Mean binary cross-entropy computed from logits `z` (not probabilities):
 /// `softplus(−z)` for label 1 and `softplus(z)` for label 0, exactly as the
-/// training loss (SPEC §7). Finite for any finite logit, however large.
+/// training loss (docs/MODEL.md#losses). Finite for any finite logit, however large.
 ///
 /// Returns `None` for empty input. Panics if the slices differ in length.
 pub fn logloss_from_logits<S: Copy + Into<f64>, L: BinaryLabel>(logits: &[S], labels: &[L]) -> Option<f64> {
@@ -209,7 +209,7 @@ pub fn accuracy_from_logits<S: Copy + Into<f64>, L: BinaryLabel>(logits: &[S], l
     Some(correct as f64 / logits.len() as f64)
 }
 
-/// The metrics of one evaluation pass (SPEC §11), as printed by `dien train`
+/// The metrics of one evaluation pass (docs/MODEL.md#evaluation-metrics), as printed by `dien train`
 /// and `dien eval`. A metric that is undefined on the data (one class absent,
 /// no samples, a NaN score) is `None` and serialises as `null`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,4 +1,4 @@
-//! The `dien` command's SPEC §14 forms, run as a user would.
+//! The `dien` command's stable forms (docs/MODEL.md#commands), run as a user would.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The synthetic generator: determinism, the SPEC §12 layout, vocabularies,
+//! The synthetic generator: determinism, the layout of docs/MODEL.md#data-layout, vocabularies,
 //! and the statistical properties it exists for: in trend pairs the label
 //! follows the trend of the candidate's category, hardly its count; in
 //! presence pairs it follows whether a minor category occurs at all, in no

@@ -1,6 +1,6 @@
 //! Recurrent cells of DIEN over a batch of variable-length sequences.
 //!
-//! All cells use the "reset before matmul" GRU of SPEC §3 with weight row
+//! All cells use the "reset before matmul" GRU of docs/MODEL.md#gru with weight row
 //! blocks ordered `r, u, c`:
 //!
 //! ```text
@@ -23,7 +23,7 @@
 pub mod fast;
 pub mod reference;
 
-/// The state update of a cell (SPEC §6).
+/// The state update of a cell (docs/MODEL.md#interest-evolving-layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CellKind {
     /// Plain GRU: `h = (1 − u)∘h_prev + u∘c`.

@@ -35,7 +35,7 @@ pub use self::model::Model;
 /// parallel work and of the fixed gradient-reduction order.
 pub const CHUNK: usize = 8;
 
-/// The three parts of the loss of one batch (SPEC §4, §7).
+/// The three parts of the loss of one batch (docs/MODEL.md#auxiliary-loss, #losses).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Losses {
     /// `L_target + α_aux · L_aux`: the training objective.

@@ -15,7 +15,7 @@ use crate::mode::Mode;
 use crate::params::{ParamStore, TensorId};
 use crate::plan::Plan;
 
-/// A model (SPEC §9) with its parameters, ready to run batches.
+/// A model (docs/MODEL.md#models) with its parameters, ready to run batches.
 ///
 /// ```
 /// use dien_model::{Batch, Mode, ModelConfig, ModelKind};
@@ -88,7 +88,7 @@ impl Model {
         Ok(Self { cfg, plan, params, dirty: true, layers, ws: Workspace::default(), grads, ids, has_stats: false })
     }
 
-    /// A freshly initialised model (SPEC init rules, deterministic in `seed`).
+    /// A freshly initialised model (init rules of docs/MODEL.md#tensors, deterministic in `seed`).
     pub fn init(cfg: ModelConfig, seed: u64) -> Result<Self, ModelError> {
         cfg.validate()?;
         let p = ParamStore::init(&cfg, seed);
@@ -152,7 +152,7 @@ impl Model {
 
     /// Moves the running statistics of BatchNorm and both Dice layers
     /// towards the batch statistics of the last training-mode forward:
-    /// `running = 0.99·running + 0.01·batch` (SPEC §7).
+    /// `running = 0.99·running + 0.01·batch` (docs/MODEL.md#batchnorm).
     pub fn update_running_stats(&mut self) {
         if !self.has_stats {
             return;
@@ -189,7 +189,7 @@ impl Model {
     }
 
     /// Recalibrates the running statistics of BatchNorm and both Dice layers
-    /// (SPEC §11) from head inputs `[n, D]` collected with
+    /// (docs/MODEL.md#recalibration) from head inputs `[n, D]` collected with
     /// [`Model::head_input`] over the training set or a sample of it: each
     /// becomes the exact mean and biased variance of its layer's input, in
     /// order, with the network in evaluation mode.

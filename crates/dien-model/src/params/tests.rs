@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::{AuxForm, ModelKind, Variant};
 
-/// The SPEC §10 tensor list written out independently of `tensor_specs`.
+/// The tensor list of docs/MODEL.md#tensors, written out independently of `tensor_specs`.
 fn expected(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, e, h) = (cfg.d, cfg.e(), cfg.hidden);
     let mut v: Vec<(&str, Vec<usize>)> =

@@ -1,4 +1,5 @@
-//! Layers of the double-precision reference path (SPEC §4, §5, §7): dense
+//! Layers of the double-precision reference path (docs/MODEL.md#auxiliary-loss, #attention,
+//! #prediction-head): dense
 //! layers, the sigmoid MLP stacks of the attention and auxiliary heads,
 //! PReLU, BatchNorm, Dice, the masked softmax and the losses.
 //!
@@ -11,10 +12,10 @@
 
 use crate::params::ParamStore;
 
-/// BatchNorm variance epsilon (SPEC §7).
+/// BatchNorm variance epsilon (docs/MODEL.md#batchnorm).
 pub const BN_EPS: f64 = 1e-3;
 
-/// Dice variance epsilon (SPEC §7).
+/// Dice variance epsilon (docs/MODEL.md#dice).
 pub const DICE_EPS: f64 = 1e-8;
 
 /// Logistic sigmoid, evaluated without overflow for any finite input.
@@ -27,7 +28,7 @@ pub fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// `softplus(x) = max(x, 0) + log1p(exp(−|x|))`, exactly as SPEC §7 writes it.
+/// `softplus(x) = max(x, 0) + log1p(exp(−|x|))`, exactly as docs/MODEL.md#notation writes it.
 pub fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
@@ -84,8 +85,8 @@ pub fn dense_backward(w: &[f64], x: &[f64], dy: &[f64], dw: &mut [f64], db: &mut
 }
 
 /// Borrowed parameters of a three-layer sigmoid MLP with a scalar output:
-/// `fc1 → σ → fc2 → σ → fc3` (the attention scorer of SPEC §5 and the
-/// auxiliary head of SPEC §4).
+/// `fc1 → σ → fc2 → σ → fc3` (the attention scorer of docs/MODEL.md#attention and the
+/// auxiliary head of docs/MODEL.md#auxiliary-loss).
 #[derive(Clone, Copy, Debug)]
 pub struct MlpParams<'a> {
     /// `fc1.w [n1, in]`.
@@ -321,7 +322,7 @@ pub struct DiceCache {
     pub rho: Vec<f64>,
 }
 
-/// Dice over `x [rows, cols]` (SPEC §7): `x̂ = (x − μ)/sqrt(σ² + 1e-8)`,
+/// Dice over `x [rows, cols]` (docs/MODEL.md#dice): `x̂ = (x − μ)/sqrt(σ² + 1e-8)`,
 /// `ρ = σ(x̂)`, `y = ρ·x + (1 − ρ)·α·x`, with the given statistics.
 pub fn dice_forward(
     x: &[f64],
@@ -391,8 +392,8 @@ pub fn softmax_backward(a: &[f64], da: &[f64]) -> Vec<f64> {
     a.iter().zip(da).map(|(ai, di)| ai * (di - dot)).collect()
 }
 
-/// Target loss of SPEC §7, `mean_b [y·softplus(−z) + (1 − y)·softplus(z)]`
-/// (the SPEC's two cases for labels 0 and 1), and its gradient
+/// Target loss of docs/MODEL.md#losses, `mean_b [y·softplus(−z) + (1 − y)·softplus(z)]`
+/// (the document's two cases for labels 0 and 1), and its gradient
 /// `∂L/∂z_b = (σ(z_b) − y_b)/B`.
 pub fn target_loss(logits: &[f64], labels: &[f32]) -> (f64, Vec<f64>) {
     assert_eq!(logits.len(), labels.len(), "target loss: one label per logit");

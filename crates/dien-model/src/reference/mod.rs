@@ -1,4 +1,4 @@
-//! The double-precision reference path of the whole model (SPEC §1–§9).
+//! The double-precision reference path of the whole model (docs/MODEL.md, from #inputs to #models).
 //!
 //! Plain, per-sample, per-step `f64` code written for clarity: it defines
 //! what the fast path must compute and is the analytic side of the

@@ -1,6 +1,6 @@
 //! The whole model in `f64`: embedding, interest extractor, auxiliary loss,
 //! attention, interest evolving layer (every variant), DIN and base
-//! interests, the prediction head and the losses (SPEC §2–§9).
+//! interests, the prediction head and the losses (docs/MODEL.md, from #embedding to #models).
 
 // Index loops mirror the subscripts of the equations; clarity is the point here.
 #![allow(clippy::needless_range_loop)]
@@ -24,7 +24,7 @@ use crate::{Batch, ModelError};
 pub struct RefOutput {
     /// Logits `z [B]`.
     pub logits: Vec<f64>,
-    /// The objective `L_target + α_aux · L_aux` (SPEC §7).
+    /// The objective `L_target + α_aux · L_aux` (docs/MODEL.md#losses).
     pub loss: f64,
     /// `L_target`, the mean log-loss of the logits.
     pub loss_target: f64,
@@ -218,8 +218,8 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
     let RefEmbeddings { u, ea, items, neg, s } = embedding::reference_lookup(p, batch, d);
 
     let plan = Plan::new(cfg);
-    // Interest extractor (SPEC §3), attention (SPEC §5), interest evolving
-    // (SPEC §6) and the interest slot (SPEC §9).
+    // Interest extractor (docs/MODEL.md#gru), attention (#attention), interest evolving
+    // (#interest-evolving-layer) and the interest slot (#models).
     let mut att = Vec::new();
     let mut att_full = Vec::new();
     let mut gru = None;
@@ -276,7 +276,7 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
         Interest::SumPool => interest.copy_from_slice(&s),
     }
 
-    // Head input x = [u; e_a; s; e_a ∘ s; interest] (SPEC §7).
+    // Head input x = [u; e_a; s; e_a ∘ s; interest] (docs/MODEL.md#prediction-head).
     let mut x = Vec::with_capacity(bn * dh);
     for b in 0..bn {
         let (eab, sb) = (&ea[b * e..(b + 1) * e], &s[b * e..(b + 1) * e]);
@@ -289,7 +289,7 @@ fn run_forward(cfg: &ModelConfig, p: &ParamStore<f64>, batch: &Batch, mode: Mode
     let mut batch_stats = Vec::new();
     let (head, logits) = head_forward(p, x, bn, mode, &mut batch_stats);
 
-    // Losses (SPEC §4, §7).
+    // Losses (docs/MODEL.md#auxiliary-loss, #losses).
     let (loss_target, dz) = target_loss(&logits, &batch.label);
     let loss_aux = match (&neg, &gru) {
         (Some(ng), Some(g)) if g.plan.aux.is_some() => {

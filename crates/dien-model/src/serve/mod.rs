@@ -17,16 +17,16 @@
 //!
 //! | stage | per request | per candidate |
 //! |---|---|---|
-//! | embeddings (SPEC §2) | user row, history `e_t`, sum pooling `s` | `e_a` |
-//! | interest extractor GRU (§3) | the whole GRU (one row) | — |
-//! | attention MLP (§5, §13) | `(Wk − Wd)·h_t + b1` for every step | `Wp·(q ∘ h_t)`, `(Wq + Wd)·q`, layers 2–3, softmax |
-//! | evolving GRU (§6) | input projection `W_ih·h_t + b` | recurrent products and gates |
-//! | head (§7) | — | BatchNorm, MLP, Dice with running statistics |
+//! | embeddings (docs/MODEL.md#embedding) | user row, history `e_t`, sum pooling `s` | `e_a` |
+//! | interest extractor GRU (#gru) | the whole GRU (one row) | — |
+//! | attention MLP (#attention, #cost) | `(Wk − Wd)·h_t + b1` for every step | `Wp·(q ∘ h_t)`, `(Wq + Wd)·q`, layers 2–3, softmax |
+//! | evolving GRU (#interest-evolving-layer) | input projection `W_ih·h_t + b` | recurrent products and gates |
+//! | head (#prediction-head) | — | BatchNorm, MLP, Dice with running statistics |
 //!
 //! `gru_att` runs its evolving GRU once per request (it has no attention
 //! inside); AIGRU shares the bias-free projection and scales it by `a_t`.
 //! `din` attends over the raw behaviours, `base` has no attention. An empty
-//! history is valid: the interest is zero (SPEC §8).
+//! history is valid: the interest is zero (docs/MODEL.md#edge-cases).
 //!
 //! Everything runs on the calling thread: a service scores many requests
 //! in parallel, one per thread, each with its own [`Scratch`].
@@ -38,7 +38,7 @@
 //! indices. By string id ([`Predictor::score_ids`]): the same fields as the
 //! strings of the checkpoint's vocabularies; the caller passes each
 //! candidate's item id *and* its category id. Unknown string ids map to
-//! index 0 (SPEC §8).
+//! index 0 (docs/MODEL.md#edge-cases).
 //!
 //! Bad input is an error ([`ServeError`]), never a panic: an empty
 //! candidate list, item and category lists of different lengths, an index
@@ -301,7 +301,7 @@ impl Predictor {
         Self::new(model.config().clone(), model.params().clone())
     }
 
-    /// Loads a checkpoint (SPEC §10) and, when the sidecar
+    /// Loads a checkpoint (docs/MODEL.md#checkpoints) and, when the sidecar
     /// `<name>.vocab.json` exists beside it, its vocabularies (a sidecar
     /// that exists but is malformed or does not fit the tables is an error).
     pub fn load(path: &Path) -> Result<Self, ServeError> {

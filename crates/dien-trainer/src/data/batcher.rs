@@ -1,4 +1,4 @@
-//! Batching as the reference code does it (SPEC §11, §12), made
+//! Batching as the reference code does it (docs/MODEL.md#batching), made
 //! deterministic and resumable.
 //!
 //! - The file is read in *groups* of `batch_size × group_batches` raw lines

@@ -1,5 +1,5 @@
 //! `item-info` (item → category) and `reviews-info` (the corpus negative
-//! sampling draws from), SPEC §12.
+//! sampling draws from), docs/MODEL.md#data-layout.
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! One sample line of the data layout (SPEC §12) and a streaming line reader.
+//! One sample line of the data layout (docs/MODEL.md#data-layout) and a streaming line reader.
 //!
 //! A line is `label \t uid \t mid \t cat \t mid_hist \t cat_hist`, the two
 //! histories being ids joined by the byte 0x02, oldest first (an empty field

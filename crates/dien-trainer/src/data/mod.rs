@@ -1,5 +1,5 @@
-//! The data layer: the reference code's data layout (SPEC §12), its
-//! vocabularies, negative sampling (SPEC §4) and batching (SPEC §11).
+//! The data layer: the reference code's data layout (docs/MODEL.md#data-layout), its
+//! vocabularies, negative sampling (#negative-sampling) and batching (#batching).
 //!
 //! - [`line`]: one sample line, the streaming line reader, malformed-line
 //!   bookkeeping.

@@ -1,4 +1,4 @@
-//! Negative sampling (SPEC §4): one non-clicked item per history step, drawn
+//! Negative sampling (docs/MODEL.md#negative-sampling): one non-clicked item per history step, drawn
 //! from the corpus with probability proportional to its number of
 //! occurrences, never equal to the positive item at that step.
 //!

@@ -1,4 +1,4 @@
-//! Synthetic data in the SPEC §12 layout (`dien generate`), built so that
+//! Synthetic data in the layout of docs/MODEL.md#data-layout (`dien generate`), built so that
 //! the label depends on how a user's interests *evolve* (which only an
 //! order-aware model can see) and on whether a minor category is *present*
 //! among heavier ones (which candidate-aware attention sees and sum pooling
@@ -286,7 +286,7 @@ fn write_pair(
 }
 
 /// Generates the data set described by `cfg` into `dir` (created if needed),
-/// in exactly the SPEC §12 layout: `local_train_splitByUser`,
+/// in exactly the layout of docs/MODEL.md#data-layout: `local_train_splitByUser`,
 /// `local_test_splitByUser`, `uid_voc.pkl`, `mid_voc.pkl`, `cat_voc.pkl`,
 /// `item-info` and `reviews-info`. Ids are strings `u<n>`, `i<n>`, `c<n>`.
 /// The output is a pure function of `cfg` (byte for byte).

@@ -9,7 +9,7 @@ use crate::error::TrainError;
 /// The update rule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OptimKind {
-    /// Adam (SPEC §11, the default).
+    /// Adam (the default, docs/MODEL.md#training).
     #[default]
     Adam,
     /// Plain stochastic gradient descent, no momentum.
@@ -58,7 +58,7 @@ pub struct OptimConfig {
     pub beta2: f32,
     /// Adam's denominator term (> 0).
     pub eps: f32,
-    /// Lazy (sparse) Adam for embedding rows (SPEC §11 default); `false`
+    /// Lazy (sparse) Adam for embedding rows (the default, docs/MODEL.md#training); `false`
     /// moves every row every step as the reference's TensorFlow Adam does.
     pub lazy_embeddings: bool,
     /// Global gradient L2-norm limit (> 0), or no clipping.
@@ -73,7 +73,7 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
-    /// SPEC §11: Adam, lr 0.001, β = (0.9, 0.999), eps 1e-8, lazy embedding
+    /// The defaults of docs/MODEL.md#training: Adam, lr 0.001, β = (0.9, 0.999), eps 1e-8, lazy embedding
     /// updates, no clipping.
     pub fn adam() -> Self {
         Self {

@@ -1,4 +1,4 @@
-//! Optimisers (SPEC §11): Adam for the dense parameters, lazy (sparse) Adam
+//! Optimisers (docs/MODEL.md#training): Adam for the dense parameters, lazy (sparse) Adam
 //! for the embedding rows, the reference's dense-embedding Adam as an
 //! option, and plain SGD; global-norm gradient clipping; the learning-rate
 //! schedule; and the state kept in checkpoints.
@@ -191,7 +191,7 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Halves the learning rate (SPEC §11: after each epoch) and returns the
+    /// Halves the learning rate (after each epoch, docs/MODEL.md#training) and returns the
     /// new one.
     pub fn halve_lr(&mut self) -> f32 {
         self.lr *= 0.5;

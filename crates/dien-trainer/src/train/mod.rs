@@ -1,4 +1,4 @@
-//! The training loop (SPEC §11): batches from the data layer, the fast
+//! The training loop (docs/MODEL.md#training): batches from the data layer, the fast
 //! model's forward/backward, the optimiser, periodic evaluation with
 //! recalibrated normalisation statistics, checkpoints with everything needed
 //! to resume, a JSON-lines metrics log and a plot of the curves.
@@ -36,7 +36,7 @@ use crate::record::LogRecord;
 /// Everything a training run needs.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
-    /// Data directory in the layout of SPEC §12.
+    /// Data directory in the layout of docs/MODEL.md#data-layout.
     pub data_dir: PathBuf,
     /// Checkpoint to write (sidecars go beside it).
     pub out: PathBuf,
@@ -60,9 +60,9 @@ pub struct TrainConfig {
     /// Save a checkpoint every this many iterations (and at the end).
     pub save_every: Option<u64>,
     /// Recalibrate BatchNorm/Dice statistics before every evaluation and at
-    /// the end (SPEC §11); false keeps the moving averages, for comparison.
+    /// the end (docs/MODEL.md#recalibration); false keeps the moving averages, for comparison.
     pub recalibrate: bool,
-    /// Training samples used for recalibration (at least 20,000 by SPEC §11
+    /// Training samples used for recalibration (at least 20,000 by docs/MODEL.md#recalibration
     /// when the set is larger; all of them when it is smaller).
     pub recal_samples: usize,
     /// Skip malformed lines instead of failing.
@@ -82,7 +82,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// SPEC §11 defaults for `model` on `data_dir`, writing `out`.
+    /// The defaults of docs/MODEL.md#training for `model` on `data_dir`, writing `out`.
     pub fn new(data_dir: impl Into<PathBuf>, out: impl Into<PathBuf>, model: ModelKind) -> Self {
         Self {
             data_dir: data_dir.into(),

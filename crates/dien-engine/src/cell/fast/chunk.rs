@@ -70,7 +70,7 @@ pub(crate) struct Chunk {
     pub(crate) gb: Vec<f32>,
 }
 
-/// `h_t` from `h_{t−1}`, the gates and the attention score (SPEC §6): the
+/// `h_t` from `h_{t−1}`, the gates and the attention score (docs/MODEL.md#interest-evolving-layer): the
 /// one statement of each kind's state update, used by training, inference
 /// and the shared-input mode.
 #[inline(always)]

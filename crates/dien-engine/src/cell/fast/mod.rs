@@ -34,7 +34,7 @@
 //!    kind's state update, and writes the new state (cache and output).
 //!
 //! It takes two products because the reset gate is applied *before* the
-//! candidate's product (SPEC §3): product 2's left operand needs `r` for
+//! candidate's product (docs/MODEL.md#gru): product 2's left operand needs `r` for
 //! every hidden unit, so product 1 must be complete first. In training the
 //! cache keeps `r, u, c`, the previous states and `r ∘ h_{t−1}` of every
 //! step (plus the gathered inputs and scores); in inference states are

@@ -1,5 +1,5 @@
-//! The reference forward: the gates and state update of one step (SPEC §3,
-//! §6) and the run of a cell over a batch of sequences.
+//! The reference forward: the gates and state update of one step (docs/MODEL.md#gru,
+//! #interest-evolving-layer) and the run of a cell over a batch of sequences.
 
 use num_traits::Float;
 
@@ -24,7 +24,7 @@ pub fn cell_input<T: Float>(kind: CellKind, x_t: &[T], a: T) -> Vec<T> {
     }
 }
 
-/// The gates of one step (SPEC §3), from the cell input `xe [input]` and the
+/// The gates of one step (docs/MODEL.md#gru), from the cell input `xe [input]` and the
 /// previous state `h_prev [H]`.
 pub fn gates<T: Float>(p: &GruParams<'_, T>, xe: &[T], h_prev: &[T]) -> Gates<T> {
     let (h, n) = (p.hidden, p.input);
@@ -51,7 +51,7 @@ pub fn gates<T: Float>(p: &GruParams<'_, T>, xe: &[T], h_prev: &[T]) -> Gates<T>
     Gates { r, u, c }
 }
 
-/// The state update of one step (SPEC §6) given the gates, the attention
+/// The state update of one step (docs/MODEL.md#interest-evolving-layer) given the gates, the attention
 /// score `a` (ignored by `Gru` and `Aigru`, whose input already carries it)
 /// and the previous state.
 pub fn update<T: Float>(kind: CellKind, g: &Gates<T>, a: T, h_prev: &[T]) -> Vec<T> {

@@ -3,7 +3,7 @@
 //! checks are measured against it.
 //!
 //! One sample at a time, one step at a time, plain loops; the equations of
-//! SPEC §3 and §6 appear as written. The backward pass recomputes the gate
+//! docs/MODEL.md#gru and #interest-evolving-layer appear as written. The backward pass recomputes the gate
 //! values of each step from the stored states instead of caching them, so
 //! [`RefForward`] holds only what the cell outputs.
 //!

@@ -1,4 +1,4 @@
-//! Attention of SPEC §5 for one sample, in `f64`: scores over the valid
+//! Attention of docs/MODEL.md#attention for one sample, in `f64`: scores over the valid
 //! steps, the masked softmax, and the backward pass of both.
 //!
 //! The keys are the `L` valid rows (`[L, A]`) of whatever is attended over:

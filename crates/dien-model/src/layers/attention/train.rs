@@ -43,7 +43,7 @@ pub(crate) struct AttPacked {
     tmp_q: Vec<f32>,
 }
 
-/// Per-chunk attention gradients (full SPEC tensors).
+/// Per-chunk attention gradients (full tensors, as named in docs/MODEL.md#tensors).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AttGrads {
     pub q_w: Vec<f32>,

@@ -1,4 +1,4 @@
-//! Auxiliary loss of SPEC §4 in `f64`: for every sample `b` and step
+//! Auxiliary loss of docs/MODEL.md#auxiliary-loss in `f64`: for every sample `b` and step
 //! `t < L_b − 1`, the extractor state `h_t` scores the next real behaviour
 //! `e_{t+1}` (positive) and the sampled negative `ê_{t+1}`:
 //!

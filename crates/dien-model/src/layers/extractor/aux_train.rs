@@ -1,8 +1,8 @@
-//! Auxiliary loss (SPEC §4) over chunks of samples, forward and backward
+//! Auxiliary loss (docs/MODEL.md#auxiliary-loss) over chunks of samples, forward and backward
 //! fused (the loss is a leaf, so its gradient is known as soon as it is
 //! computed).
 //!
-//! `mlp` head with the algebra of SPEC §13: the first layer of
+//! `mlp` head with the algebra of docs/MODEL.md#cost: the first layer of
 //! `g([h_t; e])` splits into `W_h·h_t + W_e·e + b`, and the `W_h·h_t + b`
 //! block is computed once for the positive and the negative term.
 
@@ -17,7 +17,7 @@ use crate::fast::grow;
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot, sigmoid};
 
-/// Hidden widths of the auxiliary MLP (SPEC §4).
+/// Hidden widths of the auxiliary MLP (docs/MODEL.md#auxiliary-loss).
 pub(crate) const F1: usize = 100;
 pub(crate) const F2: usize = 50;
 
@@ -76,7 +76,7 @@ impl AuxPacked {
     }
 }
 
-/// Gradients of the auxiliary head (SPEC tensors).
+/// Gradients of the auxiliary head (tensors of docs/MODEL.md#tensors).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AuxGrads {
     pub fc1_w: Vec<f32>,

@@ -1,4 +1,4 @@
-//! The prediction head in `f64` (SPEC §7): BatchNorm, fc1, Dice, fc2, Dice,
+//! The prediction head in `f64` (docs/MODEL.md#prediction-head): BatchNorm, fc1, Dice, fc2, Dice,
 //! fc3 over the whole batch, forward and training-mode backward.
 
 use crate::mode::Mode;
@@ -9,7 +9,7 @@ use crate::reference::layers::{
     dice_backward, dice_forward,
 };
 
-/// Head activations (SPEC §7), all `[B, width]`.
+/// Head activations (docs/MODEL.md#prediction-head), all `[B, width]`.
 pub(crate) struct HeadCache {
     pub x: Vec<f64>,
     bn: NormCache,

@@ -1,4 +1,4 @@
-//! The prediction head (SPEC §7) in evaluation form: BatchNorm and Dice
+//! The prediction head (docs/MODEL.md#prediction-head) in evaluation form: BatchNorm and Dice
 //! use their running statistics, so each row is scored on its own and the
 //! normalisation constants are computed once when the predictor is built.
 
@@ -9,7 +9,7 @@ use wide::f32x8;
 
 use crate::params::ParamStore;
 
-/// Hidden widths of the head (SPEC §7).
+/// Hidden widths of the head (docs/MODEL.md#prediction-head).
 pub(crate) const H1: usize = 200;
 pub(crate) const H2: usize = 80;
 const BN_EPS: f32 = 1e-3;

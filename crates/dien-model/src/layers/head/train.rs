@@ -1,4 +1,4 @@
-//! Prediction head (SPEC §7): BatchNorm → fc1 → Dice → fc2 → Dice → fc3,
+//! Prediction head (docs/MODEL.md#prediction-head): BatchNorm → fc1 → Dice → fc2 → Dice → fc3,
 //! and the target loss. Works on the whole batch (its statistics couple the
 //! samples); it is a small part of the cost.
 
@@ -187,7 +187,7 @@ fn dice_backward(
     norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, &mut g[..n]);
 }
 
-/// Head parameter gradients (SPEC names).
+/// Head parameter gradients (tensor names of docs/MODEL.md#tensors).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeadGrads {
     pub gamma: Vec<f32>,
@@ -322,7 +322,7 @@ impl HeadWs {
         }
     }
 
-    /// Mean target loss over the batch (SPEC §7), computed in f64.
+    /// Mean target loss over the batch (docs/MODEL.md#losses), computed in f64.
     pub fn target_loss(&self, labels: &[f32]) -> f64 {
         let rows = self.rows;
         let s: f64 = (0..rows)
@@ -399,7 +399,7 @@ fn exact_stats(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
     (mean, var)
 }
 
-/// Recalibration (SPEC §11): sets the running statistics of BatchNorm, then
+/// Recalibration (docs/MODEL.md#recalibration): sets the running statistics of BatchNorm, then
 /// Dice 1, then Dice 2, to the exact mean and biased variance of each
 /// layer's input over `x [n, D]` (head inputs of a sample of the training
 /// set), the network in evaluation mode so each layer sees the already
