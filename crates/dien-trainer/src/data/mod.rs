@@ -1,7 +1,7 @@
 //! The data layer: the reference code's data layout (docs/MODEL.md#data-layout), its
 //! vocabularies, negative sampling (#negative-sampling) and batching (#batching).
 //!
-//! - [`line`]: one sample line, the streaming line reader, malformed-line
+//! - [`line`](mod@line): one sample line, the streaming line reader, malformed-line
 //!   bookkeeping.
 //! - [`vocab`]: reading the reference vocabularies (pickle, JSON) or
 //!   building them from the training file, as the model crate's [`Vocabs`].

@@ -3,8 +3,8 @@
 //! recalibrated normalisation statistics, checkpoints with everything needed
 //! to resume, a JSON-lines metrics log and a plot of the curves.
 //!
-//! - [`eval`]: evaluation and recalibration.
-//! - [`state`]: the checkpoint's sidecars (optimiser state, progress,
+//! - `eval`: evaluation and recalibration.
+//! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
 
 mod eval;
