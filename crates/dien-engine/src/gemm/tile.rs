@@ -117,6 +117,23 @@ impl Packed {
     pub fn fill_t(&mut self, w: &[f32], n: usize, k: usize) {
         self.fill(w, k, n, 1, k);
     }
+    /// Packs `Wᵀ` of a row-major weight `W [blocks·h, k]` made of `blocks`
+    /// gate blocks of `h` rows, each block's columns starting at a multiple
+    /// of `pad8(h)`: `B [k, blocks·pad8(h)]`, padding zero. An epilogue
+    /// then reads every gate block with aligned whole vectors.
+    pub fn fill_t_blocks(&mut self, w: &[f32], blocks: usize, h: usize, k: usize) {
+        let hp = pad8(h);
+        self.reserve(k, blocks * hp);
+        let ld = self.ld;
+        let rows = self.rows_mut();
+        for p in 0..k {
+            let row = &mut rows[p * ld..(p + 1) * ld];
+            for (j, x) in row.iter_mut().enumerate() {
+                let (g, c) = (j / hp, j % hp);
+                *x = if c < h { w[(g * h + c) * k + p] } else { 0.0 };
+            }
+        }
+    }
     /// Packs a row-major `W [k, n]` as is (`g · W`).
     pub fn fill_n(&mut self, w: &[f32], k: usize, n: usize) {
         self.fill(w, k, n, n, 1);

@@ -326,3 +326,19 @@ fn short_a_panics() {
     let mut c = [0.0; 4];
     gemm_packed(2, &[1.0; 3], 2, &b, &mut c, 2, Accumulate::No);
 }
+
+#[test]
+fn gate_blocks_start_at_multiples_of_pad8() {
+    let (blocks, h, k) = (3, 5, 4);
+    let w: Vec<f32> = (0..blocks * h * k).map(|i| i as f32 + 1.0).collect();
+    let mut p = Packed::new();
+    p.fill_t_blocks(&w, blocks, h, k);
+    assert_eq!((p.k(), p.n(), p.ld()), (k, blocks * 8, blocks * 8));
+    for q in 0..k {
+        for j in 0..p.ld() {
+            let (g, c) = (j / 8, j % 8);
+            let want = if c < h { w[(g * h + c) * k + q] } else { 0.0 };
+            assert_eq!(p.get(q, j), want, "({q}, {j})");
+        }
+    }
+}

@@ -114,6 +114,9 @@ pub struct GruCell {
     uru_t: Packed,
     /// `U_cᵀ [H, H]` (forward product 2).
     uc_t: Packed,
+    /// `U_ruᵀ [H, 2Hp]` with gate blocks at `0` and `Hp` (the shared-input
+    /// mode's product 1: aligned `r` and `u`).
+    uru_sh: Packed,
     /// `U_c [H, H]` (backward, `dG_c · U_c`).
     uc: Packed,
     /// `U_ru [2H, H]` (backward, `[dG_r | dG_u] · U_ru`).
@@ -140,6 +143,7 @@ impl GruCell {
             wih_t: Packed::default(),
             uru_t: Packed::default(),
             uc_t: Packed::default(),
+            uru_sh: Packed::default(),
             uc: Packed::default(),
             uru: Packed::default(),
             wih: Packed::default(),
@@ -172,6 +176,7 @@ impl GruCell {
         self.wih_t.fill_t(p.w_ih, 3 * h, n);
         self.uru_t.fill_t(u_ru, 2 * h, h);
         self.uc_t.fill_t(u_c, h, h);
+        self.uru_sh.fill_t_blocks(u_ru, 2, h, h);
         self.uc.fill_n(u_c, h, h);
         self.uru.fill_n(u_ru, 2 * h, h);
         self.wih.fill_n(p.w_ih, 3 * h, n);

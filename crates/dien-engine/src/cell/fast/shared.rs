@@ -16,6 +16,9 @@
 //! whose epilogue adds the gate input, applies tanh and the kind's state
 //! update (the same function as training), and writes the new state in
 //! place. States are padded to `Hp = pad8(H)` with zero padding lanes.
+//! Below 4 rows (latency-bound) the products use 1 × 5 register tiles and
+//! product 1 reads a gate-padded `U_ruᵀ` (blocks at `0` and `Hp`), so `r`
+//! and `u` are stored aligned with the state.
 
 use wide::f32x8;
 
@@ -32,10 +35,15 @@ use crate::vecmath::simd::{sigmoid8, tanh8};
 pub struct SharedWorkspace {
     /// States `[K, Hp]`; after a run, the final state of each row.
     hprev: Vec<f32>,
-    /// `r | u` of the current step, `[K, 2H]` plus 8 values of slack.
+    /// `r | u` of the current step: below 4 rows gate-padded, `[K, 2Hp]`
+    /// with `r` at `[0, Hp)` and `u` at `[Hp, 2Hp)` of each row; otherwise
+    /// `[K, 2H]`. Plus 8 values of slack.
     ru: Vec<f32>,
     /// `r ∘ h_{t−1}`, `[K, Hp]`.
     rh: Vec<f32>,
+    /// Where the rows of `hprev`, `ru`, `rh` start (32-byte aligned, so no
+    /// vector load or store crosses a cache line).
+    off: [usize; 3],
     /// Widths and rows of the last run.
     h: usize,
     hp: usize,
@@ -53,8 +61,16 @@ impl SharedWorkspace {
     /// Panics if that run had no such row.
     pub fn state(&self, row: usize) -> &[f32] {
         assert!(row < self.rows, "SharedWorkspace::state: row {row} of {}", self.rows);
-        &self.hprev[row * self.hp..row * self.hp + self.h]
+        let s = self.off[0] + row * self.hp;
+        &self.hprev[s..s + self.h]
     }
+}
+
+/// Grows `v` to hold `n` values from a 32-byte boundary; returns where
+/// that boundary is.
+fn grow_aligned(v: &mut Vec<f32>, n: usize) -> usize {
+    grow(v, n + LANES - 1);
+    (v.as_ptr().addr().wrapping_neg() % (LANES * 4)) / 4
 }
 
 /// Attention weight of row `i` at step `t` (0 without attention).
@@ -82,6 +98,8 @@ struct RuEpi<'a> {
     ru: &'a mut [f32],
     rh: &'a mut [f32],
     hprev: &'a [f32],
+    /// Whether `ru` has the gate-padded layout (else `[K, 2H]`).
+    padded: bool,
     h: usize,
     hp: usize,
 }
@@ -90,13 +108,26 @@ impl Epilogue for RuEpi<'_> {
     #[inline(always)]
     fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
         let (h, hp, o) = (self.h, self.hp, v * LANES);
-        let w = (2 * h - o).min(LANES);
         let a = weight(self.att, i, self.t);
-        let s = sigmoid8(acc + gate_input(self.kind, self.p, self.b, a, o, w));
-        store_n(self.ru, i * 2 * h + o, w, s);
-        if o < h {
-            // Lanes past H multiply u by the zero padding of h.
-            store(self.rh, i * hp + o, s * load(self.hprev, i * hp + o));
+        if self.padded {
+            // Column `o` of gate block `g` (`r` or `u`), at `g·H + c` in
+            // the projection.
+            let (g, c) = if o < hp { (0, o) } else { (1, o - hp) };
+            let w = (h - c).min(LANES);
+            let s = sigmoid8(acc + gate_input(self.kind, self.p, self.b, a, g * h + c, w));
+            store(self.ru, i * 2 * hp + o, s);
+            if g == 0 {
+                // Lanes past H multiply r by the zero padding of h.
+                store(self.rh, i * hp + o, s * load(self.hprev, i * hp + o));
+            }
+        } else {
+            let w = (2 * h - o).min(LANES);
+            let s = sigmoid8(acc + gate_input(self.kind, self.p, self.b, a, o, w));
+            store_n(self.ru, i * 2 * h + o, w, s);
+            if o < h {
+                // Lanes past H multiply u by the zero padding of h.
+                store(self.rh, i * hp + o, s * load(self.hprev, i * hp + o));
+            }
         }
     }
 }
@@ -112,6 +143,8 @@ struct CEpi<'a> {
     ru: &'a [f32],
     hprev: &'a mut [f32],
     masks: &'a [f32x8],
+    /// Start of `u` in a row of `ru` (`Hp` padded, `H` not).
+    uo: usize,
     h: usize,
     hp: usize,
 }
@@ -123,7 +156,8 @@ impl Epilogue for CEpi<'_> {
         let w = (h - o).min(LANES);
         let a = weight(self.att, i, self.t);
         let c = tanh8(acc + gate_input(self.kind, self.p, self.b, a, 2 * h + o, w));
-        let u = load(self.ru, i * 2 * h + h + o);
+        // `u` of row `i` at `[uo, uo + H)` of a row of `2·uo` values.
+        let u = load(self.ru, 2 * i * self.uo + self.uo + o);
         let s = i * hp + o;
         let hn = update(self.kind, load(self.hprev, s), u, c, f32x8::splat(a)) & self.masks[v];
         store(self.hprev, s, hn);
@@ -212,22 +246,50 @@ impl GruCell {
     ) {
         let (h, hp) = (self.hidden, self.hp);
         let h3 = 3 * h;
-        grow(&mut ws.hprev, rows * hp);
-        grow(&mut ws.ru, rows * 2 * h + LANES);
-        grow(&mut ws.rh, rows * hp);
+        ws.off = [
+            grow_aligned(&mut ws.hprev, rows * hp),
+            grow_aligned(&mut ws.ru, rows * 2 * hp + LANES),
+            grow_aligned(&mut ws.rh, rows * hp),
+        ];
         (ws.h, ws.hp, ws.rows) = (h, hp, rows);
-        let SharedWorkspace { hprev, ru, rh, .. } = ws;
-        hprev[..rows * hp].fill(0.0);
+        let [oh, ou, or] = ws.off;
+        let hprev = &mut ws.hprev[oh..oh + rows * hp];
+        let ru = &mut ws.ru[ou..ou + rows * 2 * hp + LANES];
+        let rh = &mut ws.rh[or..or + rows * hp];
+        hprev.fill(0.0);
         if rows == 0 {
             return;
         }
         let b = &self.b[..h3];
+        // Below 4 rows the recurrence is latency-bound: every register tile
+        // is a chain of `H` dependent multiply-adds, so fewer, wider tiles
+        // (one row × 5 vectors) beat the 4 × 3 tiles; product 1 then reads
+        // the gate-padded `U_ruᵀ` (`[r | u]` of H = 36: 2 tiles of 5, where
+        // the 9 vectors of the unpadded one would take 5 + 4 × 1), and `ru`
+        // is gate-padded too (`r`, `u` aligned with the state). With more
+        // rows the products are throughput-bound and the unpadded `[K, 2H]`
+        // layout's fewer vectors (9 against 10 at H = 36) pay.
+        let few = rows < 4;
         for t in 0..steps {
             let p = &proj[t * h3..(t + 1) * h3];
-            let mut epi = RuEpi { kind, p, b, att, t, ru: &mut ru[..], rh: &mut rh[..], hprev: &hprev[..], h, hp };
-            gemm_ep::<4, 3, _>(rows, h, self.uru_t.nvec(), hprev, hp, 1, self.uru_t.data(), self.uru_t.ld(), &mut epi);
-            let mut epi = CEpi { kind, p, b, att, t, ru: &ru[..], hprev: &mut hprev[..], masks: &self.masks, h, hp };
-            gemm_ep::<4, 3, _>(rows, h, hp / LANES, rh, hp, 1, self.uc_t.data(), self.uc_t.ld(), &mut epi);
+            let (ru, rh, hp_in) = (&mut ru[..], &mut rh[..], &hprev[..]);
+            let mut epi = RuEpi { kind, p, b, att, t, ru, rh, hprev: hp_in, padded: few, h, hp };
+            let u = if few { &self.uru_sh } else { &self.uru_t };
+            let nv = u.nvec();
+            if few {
+                gemm_ep::<1, 5, _>(rows, h, nv, hprev, hp, 1, u.data(), u.ld(), &mut epi);
+            } else {
+                gemm_ep::<4, 3, _>(rows, h, nv, hprev, hp, 1, u.data(), u.ld(), &mut epi);
+            }
+            let uo = if few { hp } else { h };
+            let mut epi =
+                CEpi { kind, p, b, att, t, ru: &ru[..], hprev: &mut hprev[..], masks: &self.masks, uo, h, hp };
+            let (u, nv) = (&self.uc_t, hp / LANES);
+            if few {
+                gemm_ep::<1, 5, _>(rows, h, nv, rh, hp, 1, u.data(), u.ld(), &mut epi);
+            } else {
+                gemm_ep::<4, 3, _>(rows, h, nv, rh, hp, 1, u.data(), u.ld(), &mut epi);
+            }
             if let Some(st) = states.as_deref_mut() {
                 for i in 0..rows {
                     st[(i * steps + t) * h..(i * steps + t + 1) * h].copy_from_slice(&hprev[i * hp..i * hp + h]);

@@ -108,8 +108,8 @@ fn one_fresh_workspace_per_case_gives_the_same_bits() {
         for i in 0..k {
             let bits = |w: &SharedWorkspace| w.state(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&used), bits(&fresh), "{kind:?} row {i}");
-            let hp = used.hp;
-            assert!(used.hprev[i * hp + h..(i + 1) * hp].iter().all(|&v| v == 0.0), "padding lanes stay zero");
+            let (hp, o) = (used.hp, used.off[0]);
+            assert!(used.hprev[o + i * hp + h..o + (i + 1) * hp].iter().all(|&v| v == 0.0), "padding lanes stay zero");
         }
     }
 }
