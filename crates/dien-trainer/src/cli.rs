@@ -7,6 +7,20 @@ use clap::{Args, Parser, Subcommand};
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
 
+/// Clap parsers for the model's named enums: the accepted values, listed in
+/// `--help`, come from each enum's own `ALL` list, so a new variant or form
+/// reaches the command line without an edit here.
+macro_rules! named_values {
+    ($($f:ident => $ty:ty),* $(,)?) => {$(
+        fn $f() -> impl clap::builder::TypedValueParser<Value = $ty> {
+            use clap::builder::TypedValueParser as _;
+            clap::builder::PossibleValuesParser::new(<$ty>::ALL.iter().map(|v| v.name())).try_map(|s| s.parse::<$ty>())
+        }
+    )*};
+}
+
+named_values!(model_values => ModelKind, variant_values => Variant, att_values => AttForm, aux_values => AuxForm);
+
 #[derive(Parser)]
 #[command(name = "dien", version, about = "A hand-written CPU engine for DIEN (Deep Interest Evolution Network)")]
 pub(crate) struct Cli {
@@ -44,14 +58,14 @@ pub(crate) enum Cmd {
 /// Model architecture options.
 #[derive(Args, Clone)]
 pub(crate) struct ArchArgs {
-    /// Interest-evolving variant: augru, augru-ref, agru, aigru, gru_att.
-    #[arg(long, default_value = "augru")]
+    /// Interest-evolving variant.
+    #[arg(long, default_value = "augru", value_parser = variant_values())]
     pub(crate) variant: Variant,
-    /// Attention form: mlp or bilinear.
-    #[arg(long, default_value = "mlp")]
+    /// Attention form.
+    #[arg(long, default_value = "mlp", value_parser = att_values())]
     pub(crate) att: AttForm,
-    /// Auxiliary head: mlp or dot (dot needs H = 2d).
-    #[arg(long, default_value = "mlp")]
+    /// Auxiliary head (dot needs H = 2d).
+    #[arg(long, default_value = "mlp", value_parser = aux_values())]
     pub(crate) aux: AuxForm,
     /// Embedding width d.
     #[arg(long, default_value_t = 18)]
@@ -119,8 +133,8 @@ pub(crate) struct TrainArgs {
     /// Data directory (layout: docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
-    /// Model: dien, dien-noaux, din, base.
-    #[arg(long, default_value = "dien")]
+    /// Model.
+    #[arg(long, default_value = "dien", value_parser = model_values())]
     pub(crate) model: ModelKind,
     /// Checkpoint to write; the vocabularies, optimiser state and best model
     /// go beside it.
@@ -228,17 +242,17 @@ pub(crate) struct PredictArgs {
 
 #[derive(Args)]
 pub(crate) struct GradcheckArgs {
-    /// Model: dien, dien-noaux, din, base.
-    #[arg(long, default_value = "dien")]
+    /// Model.
+    #[arg(long, default_value = "dien", value_parser = model_values())]
     pub(crate) model: ModelKind,
-    /// Interest-evolving variant: augru, augru-ref, agru, aigru, gru_att.
-    #[arg(long, default_value = "augru")]
+    /// Interest-evolving variant.
+    #[arg(long, default_value = "augru", value_parser = variant_values())]
     pub(crate) variant: Variant,
-    /// Attention form: mlp or bilinear.
-    #[arg(long, default_value = "mlp")]
+    /// Attention form.
+    #[arg(long, default_value = "mlp", value_parser = att_values())]
     pub(crate) att: AttForm,
-    /// Auxiliary head: mlp or dot (dot needs H = 2d).
-    #[arg(long, default_value = "mlp")]
+    /// Auxiliary head (dot needs H = 2d).
+    #[arg(long, default_value = "mlp", value_parser = aux_values())]
     pub(crate) aux: AuxForm,
     /// Embedding width d (tiny by default: every entry is probed four times).
     #[arg(long, default_value_t = 2)]
@@ -283,8 +297,8 @@ pub(crate) struct GradsArgs {
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Model: dien, dien-noaux, din, base.
-    #[arg(long, default_value = "dien")]
+    /// Model.
+    #[arg(long, default_value = "dien", value_parser = model_values())]
     pub(crate) model: ModelKind,
     /// train (forward + backward + optimiser step), infer (forward, evaluation
     /// mode) or score (the request path: one user, --candidates items).

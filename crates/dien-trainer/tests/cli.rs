@@ -155,3 +155,22 @@ fn bad_input_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/m.safetensors"), "{err}");
 }
+
+#[test]
+fn help_lists_every_model_variant_and_form() {
+    use dien_model::{AttForm, AuxForm, ModelKind, Variant};
+    for cmd in ["train", "gradcheck", "bench"] {
+        let (help, _) = dien(&[cmd, "--help"]);
+        let names = ModelKind::ALL.iter().map(|v| v.name());
+        let names = names.chain(Variant::ALL.iter().map(|v| v.name()));
+        let names = names.chain(AttForm::ALL.iter().map(|v| v.name()));
+        for name in names.chain(AuxForm::ALL.iter().map(|v| v.name())) {
+            assert!(help.contains(name), "`dien {cmd} --help` does not list `{name}`:\n{help}");
+        }
+    }
+    // An unknown value is refused before any work, with the accepted values.
+    let out = Command::new(env!("CARGO_BIN_EXE_dien")).args(["bench", "--variant", "gru2"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gru2") && err.contains("augru-ref"), "{err}");
+}
