@@ -226,7 +226,8 @@ pub(crate) struct PredictArgs {
     /// Checkpoint (with its vocabulary sidecar).
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
-    /// Data file in the reference line format.
+    /// Data file in the reference line format, with or without the label
+    /// column (docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// Output file: one probability per input line.

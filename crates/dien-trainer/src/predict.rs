@@ -23,6 +23,7 @@ pub fn predict_file(model: &mut Model, vocabs: Vocabs, file: &Path, batch_size: 
         negatives: false,
         sort_by_length: false,
         tables: Some(TableSizes::of_config(c)),
+        label_optional: true,
         ..BatcherConfig::default()
     };
     let mut scored: Vec<(u64, f32)> = Vec::new();

@@ -79,6 +79,18 @@ fn generate_train_eval_predict_grads() {
     dien(&["predict", "--checkpoint", s(&ck), "--data", s(&one), "--out", s(&p1)]);
     let v: f64 = std::fs::read_to_string(&p1).unwrap().trim().parse().unwrap();
     assert!((v - p[1]).abs() < 1e-6, "{v} vs {}", p[1]);
+    // Lines without the label column (data to be scored) give the same
+    // probabilities as the labelled lines.
+    let unlabelled = dir.join("unlabelled");
+    let text: String = std::fs::read_to_string(&test)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.split_once('\t').unwrap().1))
+        .collect();
+    std::fs::write(&unlabelled, text).unwrap();
+    let pu = dir.join("pu.txt");
+    dien(&["predict", "--checkpoint", s(&ck), "--data", s(&unlabelled), "--out", s(&pu)]);
+    assert_eq!(std::fs::read_to_string(&pu).unwrap(), std::fs::read_to_string(&preds).unwrap());
 
     // grads: logits, losses and grad.<name> for every parameter, dense.
     let batch = dir.join("b.json");

@@ -341,3 +341,17 @@ fn dataset_open_reports_sources_and_missing_sampler_files() {
     let s = ds.sampler.unwrap();
     assert_eq!((s.total(), s.distinct_items()), (2, 2));
 }
+
+#[test]
+fn the_label_column_is_optional_only_when_asked() {
+    use dien_trainer::data::line::split_fields_with;
+    let unlabelled = b"u1\tm3\tc2\tm1\x02m2\tc1\x02c1";
+    assert!(split_fields(unlabelled).is_err());
+    let f = split_fields_with(unlabelled, true).unwrap();
+    assert_eq!((f.label, f.uid, f.mid, f.cat, f.hist_len()), (0.0, "u1", "m3", "c2", 2));
+    let labelled = b"1\tu1\tm3\tc2\tm1\x02m2\tc1\x02c1";
+    assert_eq!(split_fields_with(labelled, true).unwrap(), split_fields(labelled).unwrap());
+    let e = split_fields_with(b"u1\tm3\tc2\tm1", true).unwrap_err();
+    assert_eq!(e.field, "line");
+    assert!(e.msg.contains("5 without the label"), "{}", e.msg);
+}

@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataSet;
-use crate::data::line::{BadLines, LineReader, MappedHead, TableSizes, map_fields, split_fields};
+use crate::data::line::{BadLines, LineReader, MappedHead, TableSizes, map_fields, split_fields_with};
 use crate::error::TrainError;
 
 /// Options of a [`Batcher`].
@@ -56,6 +56,8 @@ pub struct BatcherConfig {
     pub keep_raw_uid: bool,
     /// Table sizes indices must fit; `None`: the vocabulary sizes.
     pub tables: Option<TableSizes>,
+    /// Accept lines without the label column (scoring; label taken as 0).
+    pub label_optional: bool,
 }
 
 impl Default for BatcherConfig {
@@ -70,6 +72,7 @@ impl Default for BatcherConfig {
             skip_bad_lines: false,
             keep_raw_uid: false,
             tables: None,
+            label_optional: false,
         }
     }
 }
@@ -297,7 +300,7 @@ impl Batcher {
             if line.is_empty() {
                 continue;
             }
-            let parsed = split_fields(line).and_then(|f| {
+            let parsed = split_fields_with(line, self.cfg.label_optional).and_then(|f| {
                 let head = map_fields(&f, vocabs, &self.tables, &mut g.hist_mid, &mut g.hist_cat)?;
                 Ok((head, f.hist_len(), f.uid))
             });

@@ -89,16 +89,32 @@ pub fn hist_tokens(field: &str) -> impl Iterator<Item = &str> {
 /// the field count, UTF-8 of each field, the label and that both histories
 /// have the same number of entries.
 pub fn split_fields(line: &[u8]) -> Result<Fields<'_>, LineFault> {
-    let mut raw: [&[u8]; 6] = [&[]; 6];
+    split_fields_with(line, false)
+}
+
+/// [`split_fields`], also accepting a line without its label column (the
+/// five fields `uid … cat_hist`, label taken as 0) when `label_optional`:
+/// data to be scored has no label.
+pub fn split_fields_with(line: &[u8], label_optional: bool) -> Result<Fields<'_>, LineFault> {
+    let mut raw: [&[u8]; 6] = [b"0"; 6];
     let mut n = 0usize;
+    let mut parts = [&line[..0]; 6];
     for part in line.split(|&c| c == b'\t') {
         if n < 6 {
-            raw[n] = part;
+            parts[n] = part;
         }
         n += 1;
     }
-    if n != 6 {
-        return Err(LineFault::new("line", format!("expected 6 tab-separated fields, found {n}")));
+    match n {
+        6 => raw = parts,
+        5 if label_optional => raw[1..].copy_from_slice(&parts[..5]),
+        _ if label_optional => {
+            return Err(LineFault::new(
+                "line",
+                format!("expected 6 tab-separated fields (5 without the label), found {n}"),
+            ));
+        }
+        _ => return Err(LineFault::new("line", format!("expected 6 tab-separated fields, found {n}"))),
     }
     let mut text: [&str; 6] = [""; 6];
     for (i, part) in raw.iter().enumerate() {
