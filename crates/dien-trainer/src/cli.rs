@@ -38,8 +38,9 @@ pub(crate) enum Cmd {
     /// Train a model on DIR/local_train_splitByUser, evaluating on
     /// DIR/local_test_splitByUser; the last line is a JSON object.
     Train(TrainArgs),
-    /// Evaluate a checkpoint on DIR/local_test_splitByUser; the last line is
-    /// a JSON object with auc, gauc, logloss, accuracy and samples.
+    /// Evaluate a checkpoint on a data file or on DIR/local_test_splitByUser;
+    /// the last line is a JSON object with auc, gauc, logloss, accuracy and
+    /// samples.
     Eval(EvalArgs),
     /// Score a data file (reference line format), one probability per line,
     /// in input order.
@@ -207,7 +208,8 @@ pub(crate) struct EvalArgs {
     /// Checkpoint (with its vocabulary sidecar).
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
-    /// Data directory (its test file is scored).
+    /// Data file, or a data directory whose test file is scored
+    /// (docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// Batch size.

@@ -63,6 +63,9 @@ fn generate_train_eval_predict_grads() {
     let e = last_json(&out);
     assert_eq!(e["samples"], j["samples"]);
     assert_eq!(e["auc"], j["auc"], "eval of the saved checkpoint reproduces the training run's final metrics");
+    // The test file itself, named directly, gives the same metrics.
+    let (out, _) = dien(&["eval", "--checkpoint", s(&ck), "--data", s(&data.join("local_test_splitByUser"))]);
+    assert_eq!(last_json(&out), e);
 
     // predict: one probability per input line, in input order.
     let test = data.join("local_test_splitByUser");

@@ -9,12 +9,12 @@ use dien_trainer::train::{evaluate, load_checkpoint};
 use super::{metrics_json, pool};
 use crate::cli::EvalArgs;
 
-/// Evaluates a checkpoint on the data directory's test file.
+/// Evaluates a checkpoint on a data file, or on a data directory's test file.
 pub(crate) fn run(a: &EvalArgs) -> Result<()> {
     let (mut model, vocabs) = load_checkpoint(&a.checkpoint)?;
     let data = Arc::new(DataSet { vocabs, sampler: None });
-    let m = pool(a.threads)?
-        .install(|| evaluate(&mut model, &data, &DataSet::test_file(&a.data), a.batch, a.skip_bad_lines))?;
+    let file = if a.data.is_dir() { DataSet::test_file(&a.data) } else { a.data.clone() };
+    let m = pool(a.threads)?.install(|| evaluate(&mut model, &data, &file, a.batch, a.skip_bad_lines))?;
     println!("{}", metrics_json(&m));
     Ok(())
 }
