@@ -161,9 +161,7 @@ impl Gradients {
         }
     }
     fn add(&mut self, id: TensorId, g: &[f32]) {
-        for (x, &y) in self.dense[id.index()].iter_mut().zip(g) {
-            *x += y;
-        }
+        super::add_into(&mut self.dense[id.index()], g);
     }
     /// Adds a layer's gradients, given in the order of its resolved `ids`
     /// (tensors the model lacks have no id and an empty gradient).
