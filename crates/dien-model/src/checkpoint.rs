@@ -344,8 +344,29 @@ fn decode_model(bytes: &[u8], origin: &str) -> Result<(ModelConfig, ParamStore<f
 ///
 /// Fails if the configuration is invalid or `params` was not built for it.
 pub fn save(path: &Path, cfg: &ModelConfig, params: &ParamStore<f32>) -> Result<(), ModelError> {
+    save_with(path, cfg, params, &BTreeMap::new())
+}
+
+/// [`save`] with `extra` metadata entries beside the configuration (for
+/// example a record of the run that trained it); loading ignores them. A
+/// key of the configuration's own metadata is refused.
+pub fn save_with(
+    path: &Path,
+    cfg: &ModelConfig,
+    params: &ParamStore<f32>,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
     let tensors = model_tensors(cfg, params, &path.display().to_string())?;
-    encode_file(path, &tensors, &cfg.metadata())
+    let mut meta = cfg.metadata();
+    for (k, v) in extra {
+        if meta.insert(k.clone(), v.clone()).is_some() {
+            return Err(ModelError::Checkpoint(
+                path.display().to_string(),
+                format!("metadata key `{k}` belongs to the model configuration"),
+            ));
+        }
+    }
+    encode_file(path, &tensors, &meta)
 }
 
 /// Reads and fully validates the checkpoint at `path`.

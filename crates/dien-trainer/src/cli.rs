@@ -21,8 +21,64 @@ macro_rules! named_values {
 
 named_values!(model_values => ModelKind, variant_values => Variant, att_values => AttForm, aux_values => AuxForm);
 
+/// The most threads a command accepts: eight per core (more only
+/// oversubscribes the cores, and a slip such as `--threads 100000` would
+/// exhaust the process table).
+pub(crate) fn thread_limit() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(8)
+}
+
+/// `--threads`: at least 1, at most [`thread_limit`].
+fn threads_value(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    let max = thread_limit();
+    match n {
+        0 => Err("must be at least 1 (leave the flag out to use every core)".into()),
+        n if n > max => Err(format!("{n} is more than {max} (eight per core of this machine)")),
+        n => Ok(n),
+    }
+}
+
+/// The largest batch a command accepts.
+pub(crate) const MAX_BATCH: u64 = 1 << 16;
+
+/// A batch size: 1 to [`MAX_BATCH`].
+fn batch_value() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=MAX_BATCH)
+}
+
+/// A count that must be at least 1 (epochs, steps, candidates).
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// What `dien bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchMode {
+    /// Forward + backward + optimiser step.
+    Train,
+    /// Forward in evaluation mode.
+    Infer,
+    /// The request path: one user, `--candidates` items.
+    Score,
+}
+
+impl BenchMode {
+    /// The name printed in the JSON line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Infer => "infer",
+            Self::Score => "score",
+        }
+    }
+}
+
 #[derive(Parser)]
-#[command(name = "dien", version, about = "A hand-written CPU engine for DIEN (Deep Interest Evolution Network)")]
+// A flag given twice keeps its last value: `train --config` puts the file's
+// settings first, so the command line's own flags override them.
+#[command(args_override_self = true)]
+#[command(name = "dien", version = dien_trainer::train::CODE_VERSION, about = "A hand-written CPU engine for DIEN (Deep Interest Evolution Network)")]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
@@ -32,6 +88,7 @@ pub(crate) struct Cli {
 pub(crate) enum Cmd {
     /// Generate the default synthetic data set, train `base`, `din` and
     /// `dien` on it, evaluate them and print a comparison table (and a plot).
+    /// Takes about two minutes on two cores.
     Demo(DemoArgs),
     /// Write a synthetic data set in the reference layout (docs/DATA.md).
     Generate(GenerateArgs),
@@ -81,19 +138,20 @@ pub(crate) struct ArchArgs {
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
-    /// Where to write the data set, checkpoints, logs and the plot (default:
-    /// a fresh folder under the system's temporary directory).
+    /// Folder to write and keep the data set, checkpoints, logs and the plot
+    /// in, about 370 MB (default: a fresh folder under the system's
+    /// temporary directory, removed when the demo ends).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
     /// Seed of data generation and training.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
     /// Epochs per model. One by default: test users are new, and a second
     /// pass lets the user embeddings memorise the training pairs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive())]
     pub(crate) epochs: usize,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = threads_value)]
     pub(crate) threads: Option<usize>,
     /// Users of the generated set, each giving a positive and a negative
     /// (default: the generator's 150,000).
@@ -110,7 +168,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     pub(crate) out: PathBuf,
     /// Seed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
     /// Users (each gives one positive and one negative line).
     #[arg(long)]
@@ -121,16 +179,21 @@ pub(crate) struct GenerateArgs {
     /// Categories.
     #[arg(long)]
     pub(crate) categories: Option<usize>,
-    /// Shortest history.
+    /// Shortest generated history.
     #[arg(long)]
-    pub(crate) min_len: Option<usize>,
-    /// Longest history.
+    pub(crate) min_history: Option<usize>,
+    /// Longest generated history.
     #[arg(long)]
-    pub(crate) max_len: Option<usize>,
+    pub(crate) max_history: Option<usize>,
 }
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
+    /// Settings file (TOML, or JSON such as a run record) whose keys are
+    /// these flags with underscores (`max_len = 50`); flags given here
+    /// override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
     /// Data directory (layout: docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
@@ -142,21 +205,21 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) out: PathBuf,
     /// Epochs (the learning rate halves after each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive())]
     pub(crate) epochs: usize,
     /// Seed.
-    #[arg(long, default_value_t = 2018)]
+    #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = threads_value)]
     pub(crate) threads: Option<usize>,
     #[command(flatten)]
     pub(crate) arch: ArchArgs,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = batch_value())]
     pub(crate) batch: usize,
-    /// Longest kept history.
-    #[arg(long, default_value_t = 100)]
+    /// Longest kept history: longer ones keep their most recent behaviours.
+    #[arg(long, default_value_t = 100, value_parser = positive())]
     pub(crate) max_len: usize,
     /// Optimiser: adam or sgd.
     #[arg(long, default_value = "adam")]
@@ -213,10 +276,10 @@ pub(crate) struct EvalArgs {
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// Batch size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = batch_value())]
     pub(crate) batch: usize,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = threads_value)]
     pub(crate) threads: Option<usize>,
     /// Skip malformed lines instead of failing.
     #[arg(long)]
@@ -229,17 +292,18 @@ pub(crate) struct PredictArgs {
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
     /// Data file in the reference line format, with or without the label
-    /// column (docs/MODEL.md#data-layout).
+    /// column, or a data directory whose test file is scored
+    /// (docs/MODEL.md#data-layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// Output file: one probability per input line.
     #[arg(long)]
     pub(crate) out: PathBuf,
     /// Batch size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = batch_value())]
     pub(crate) batch: usize,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = threads_value)]
     pub(crate) threads: Option<usize>,
 }
 
@@ -264,7 +328,7 @@ pub(crate) struct GradcheckArgs {
     #[arg(long, default_value_t = 4)]
     pub(crate) hidden: usize,
     /// Seed of the parameters and the batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
     /// Finite-difference step (fourth-order central differences).
     #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS)]
@@ -284,9 +348,10 @@ pub(crate) struct GradsArgs {
     /// Checkpoint.
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
-    /// JSON batch file (format: docs/MODEL.md#batch-file).
-    #[arg(long)]
-    pub(crate) batch: PathBuf,
+    /// JSON batch file (format: docs/MODEL.md#batch-file); `--batch` is
+    /// accepted as an alias.
+    #[arg(long = "batch-file", visible_alias = "batch")]
+    pub(crate) batch_file: PathBuf,
     /// Output safetensors file.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -303,24 +368,23 @@ pub(crate) struct BenchArgs {
     /// Model.
     #[arg(long, default_value = "dien", value_parser = model_values())]
     pub(crate) model: ModelKind,
-    /// train (forward + backward + optimiser step), infer (forward, evaluation
-    /// mode) or score (the request path: one user, --candidates items).
-    #[arg(long, default_value = "train")]
-    pub(crate) mode: String,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = BenchMode::Train)]
+    pub(crate) mode: BenchMode,
     /// Candidates per request (score mode).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = positive())]
     pub(crate) candidates: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = batch_value())]
     pub(crate) batch: usize,
     /// History length of every sample.
     #[arg(long, default_value_t = 100)]
     pub(crate) seqlen: usize,
-    /// Compute threads.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) threads: usize,
+    /// Compute threads (default: all cores).
+    #[arg(long, value_parser = threads_value)]
+    pub(crate) threads: Option<usize>,
     /// Timed steps (after warm-up).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = positive())]
     pub(crate) steps: usize,
     #[command(flatten)]
     pub(crate) arch: ArchArgs,

@@ -15,3 +15,7 @@ pub mod record;
 pub mod train;
 
 pub use error::TrainError;
+
+/// The seed every command and configuration uses when none is given (the
+/// seed of the reference training code).
+pub const DEFAULT_SEED: u64 = 2018;

@@ -1,15 +1,23 @@
 //! `dien`: generate data, train, evaluate, score, check gradients and
 //! benchmark the DIEN engine from the command line. Argument parsing is in
-//! [`cli`], each command in its module of [`commands`]; the work itself is
+//! [`cli`] (with `train --config` in [`config_file`]), each command in its module of [`commands`]; the work itself is
 //! done by the `dien_trainer` library.
 
 mod cli;
 mod commands;
+mod config_file;
 
 use clap::Parser;
 
 fn main() {
-    if let Err(e) = commands::run(&cli::Cli::parse().cmd) {
+    let args = match config_file::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = commands::run(&cli::Cli::parse_from(args).cmd) {
         // Sources already quoted by their wrapper's message are not repeated.
         let mut msg = e.to_string();
         for cause in e.chain().skip(1) {

@@ -1,27 +1,25 @@
 //! `dien bench`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use dien_model::cost::flops_per_sample;
 use dien_trainer::bench::{time_requests, time_steps};
 use serde_json::json;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchMode};
 
 /// Times full steps (`train`, `infer`) or requests (`score`); the last line
 /// is a JSON object.
 pub(crate) fn run(a: &BenchArgs) -> Result<()> {
-    let train_mode = match a.mode.as_str() {
-        "train" => true,
-        "infer" => false,
-        "score" => return run_score(a),
-        other => bail!("--mode must be train, infer or score, not `{other}`"),
+    // Every core unless told: the same default as the other commands.
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let train_mode = match a.mode {
+        BenchMode::Train => true,
+        BenchMode::Infer => false,
+        BenchMode::Score => return run_score(a, threads),
     };
-    if a.batch == 0 || a.steps == 0 {
-        bail!("--batch and --steps must be at least 1");
-    }
     let mut cfg = a.arch.model_config(a.model, 1000, 50_000, 800)?;
     cfg.max_len = a.seqlen.max(1);
-    let mut sorted = time_steps(&cfg, a.batch, a.seqlen, a.threads, a.steps, train_mode)?;
+    let mut sorted = time_steps(&cfg, a.batch, a.seqlen, threads, a.steps, train_mode)?;
     sorted.sort_by(f64::total_cmp);
     let med = sorted[sorted.len() / 2];
     let sps = a.batch as f64 / med;
@@ -30,22 +28,22 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     eprintln!(
         "{} {} B={} T={} threads={}: median {:.2} ms/step, {:.0} samples/s, {:.1} GFLOP/s ({:.1}% of {} x {:.1} GFLOP/s single-thread SGEMM) [{}]",
         a.model,
-        a.mode,
+        a.mode.name(),
         a.batch,
         a.seqlen,
-        a.threads,
+        threads,
         med * 1e3,
         sps,
         gflops,
-        100.0 * gflops / (yard * a.threads as f64),
-        a.threads,
+        100.0 * gflops / (yard * threads as f64),
+        threads,
         yard,
         dien_engine::simd_target()
     );
     println!(
         "{}",
-        json!({"impl": "dien-rs", "mode": a.mode, "model": a.model.to_string(), "batch": a.batch, "T": a.seqlen,
-               "threads": a.threads, "samples_per_s": sps, "ms_per_step": med * 1e3, "gflops": gflops,
+        json!({"impl": "dien-rs", "mode": a.mode.name(), "model": a.model.to_string(), "batch": a.batch, "T": a.seqlen,
+               "threads": threads, "samples_per_s": sps, "ms_per_step": med * 1e3, "gflops": gflops,
                "sgemm_gflops_1thread": yard})
     );
     Ok(())
@@ -57,26 +55,23 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
 /// line (`batch` = candidates per request, `samples_per_s` = candidates
 /// scored per second over all threads, `ms_per_step` = median request
 /// latency) with `p50_us` and `p99_us` added.
-fn run_score(a: &BenchArgs) -> Result<()> {
-    if a.candidates == 0 || a.steps == 0 || a.threads == 0 {
-        bail!("--candidates, --steps and --threads must be at least 1");
-    }
+fn run_score(a: &BenchArgs, threads: usize) -> Result<()> {
     let mut cfg = a.arch.model_config(a.model, 1000, 50_000, 800)?;
     cfg.max_len = a.seqlen.max(1);
-    let mut times = time_requests(&cfg, a.candidates, a.seqlen, a.threads, a.steps)?;
+    let mut times = time_requests(&cfg, a.candidates, a.seqlen, threads, a.steps)?;
     times.sort_by(f64::total_cmp);
     let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (p50, p99) = (pct(0.5), pct(0.99));
     // Throughput of the timed requests (warm-up excluded): the threads run
     // side by side, so their busy time divided by their number is the span.
-    let span = times.iter().sum::<f64>() / a.threads as f64;
+    let span = times.iter().sum::<f64>() / threads as f64;
     let cps = (times.len() * a.candidates) as f64 / span;
     eprintln!(
         "{} score K={} T={} threads={}: p50 {:.1} µs, p99 {:.1} µs, {:.0} candidates/s over {} requests [{}]",
         a.model,
         a.candidates,
         a.seqlen,
-        a.threads,
+        threads,
         p50 * 1e6,
         p99 * 1e6,
         cps,
@@ -86,7 +81,7 @@ fn run_score(a: &BenchArgs) -> Result<()> {
     println!(
         "{}",
         json!({"impl": "dien-rs", "mode": "score", "model": a.model.to_string(), "batch": a.candidates,
-               "T": a.seqlen, "threads": a.threads, "samples_per_s": cps, "ms_per_step": p50 * 1e3,
+               "T": a.seqlen, "threads": threads, "samples_per_s": cps, "ms_per_step": p50 * 1e3,
                "p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "candidates": a.candidates})
     );
     Ok(())

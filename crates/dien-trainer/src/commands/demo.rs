@@ -1,8 +1,9 @@
 //! `dien demo`.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use dien_model::ModelKind;
 use dien_trainer::generate::{GenerateConfig, generate};
 use dien_trainer::plot::write_curves;
@@ -13,12 +14,31 @@ use serde_json::json;
 use super::print_event;
 use crate::cli::DemoArgs;
 
+/// A folder of the demo's own, removed with everything in it when dropped
+/// (also when the demo fails): the demo leaves nothing behind unless `--out`
+/// names a folder to keep.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
 /// Generates the default data set, trains `base`, `din` and `dien` on it
 /// and prints a comparison table, a plot and a JSON summary.
 pub(crate) fn run(a: &DemoArgs) -> Result<()> {
-    let dir = match &a.out {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("dien-demo-{}", std::process::id())),
+    let (dir, scratch) = match &a.out {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!("dien-demo-{}", std::process::id()));
+            if d.exists() {
+                bail!("{} exists already; pass --out DIR", d.display());
+            }
+            (d.clone(), Some(Scratch(d)))
+        }
     };
     let data = dir.join("data");
     let mut g = GenerateConfig { seed: a.seed, ..GenerateConfig::default() };
@@ -63,11 +83,17 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         );
     }
     let total = start.elapsed().as_secs_f64();
-    println!("\ntotal {total:.0} s   plot: {}   checkpoints and logs: {}", plot.display(), dir.display());
+    if scratch.is_some() {
+        println!("\ntotal {total:.0} s   (pass --out DIR to keep the data, checkpoints, logs and plot)");
+    } else {
+        println!("\ntotal {total:.0} s   plot: {}   checkpoints and logs: {}", plot.display(), dir.display());
+    }
     let table: Vec<_> = results
         .iter()
         .map(|s| json!({"model": s.model, "auc": s.last.auc, "gauc": s.last.gauc, "logloss": s.last.logloss, "accuracy": s.last.accuracy, "seconds": s.seconds}))
         .collect();
-    println!("{}", json!({"demo": table, "seconds": total, "dir": dir.display().to_string()}));
+    let kept = if scratch.is_some() { None } else { Some(dir.display().to_string()) };
+    println!("{}", json!({"demo": table, "seconds": total, "dir": kept}));
+    drop(scratch);
     Ok(())
 }

@@ -17,10 +17,10 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
     if let Some(v) = a.categories {
         g.categories = v;
     }
-    if let Some(v) = a.min_len {
+    if let Some(v) = a.min_history {
         g.min_len = v;
     }
-    if let Some(v) = a.max_len {
+    if let Some(v) = a.max_history {
         g.max_len = v;
     }
     let s = generate(&a.out, &g)?;

@@ -10,7 +10,7 @@ use crate::cli::GradsArgs;
 /// Writes the logits, losses and gradients of a checkpoint on a JSON batch.
 pub(crate) fn run(a: &GradsArgs) -> Result<()> {
     let (cfg, params) = checkpoint::load(&a.checkpoint)?;
-    let batch = Batch::from_json_file(&a.batch)?;
+    let batch = Batch::from_json_file(&a.batch_file)?;
     let out = compute_grads(&cfg, params, &batch, a.eval, a.f64)?;
     save_grads(&a.out, &cfg, &out, a.eval, a.f64)?;
     println!(

@@ -31,6 +31,12 @@ pub(crate) fn run(cmd: &Cmd) -> Result<()> {
     }
 }
 
+/// The data file `--data` names: the path itself, or a data directory's
+/// test file.
+fn data_file(data: &std::path::Path) -> std::path::PathBuf {
+    if data.is_dir() { dien_trainer::data::DataSet::test_file(data) } else { data.to_path_buf() }
+}
+
 /// A compute pool of `threads` threads (`None`: all cores).
 fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     Ok(rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?)

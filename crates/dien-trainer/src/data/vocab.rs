@@ -105,6 +105,15 @@ pub enum VocabSource {
     Built,
 }
 
+impl std::fmt::Display for VocabSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "read from {}", p.display()),
+            Self::Built => f.write_str("built from the training file"),
+        }
+    }
+}
+
 /// Builds the three vocabularies from a training file, as the reference
 /// vocabulary script counts: uid, target mid and cat once per line, plus
 /// every history entry. Index 0 of each is the unknown id. Malformed

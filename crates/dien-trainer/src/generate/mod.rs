@@ -104,7 +104,7 @@ impl Default for GenerateConfig {
             min_len: 10,
             max_len: 60,
             test_fraction: 0.1,
-            seed: 2024,
+            seed: crate::DEFAULT_SEED,
             interests_min: 2,
             interests_max: 4,
             trend: 2.0,

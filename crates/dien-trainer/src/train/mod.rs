@@ -6,8 +6,10 @@
 //! - `eval`: evaluation and recalibration.
 //! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
+//! - `run`: the record of the run's configuration.
 
 mod eval;
+mod run;
 mod state;
 
 use std::cell::OnceCell;
@@ -25,7 +27,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub use self::eval::{count_lines, evaluate, recalibrate, recalibrate_sampled};
-use self::state::{Progress, save_all, save_best};
+pub use self::run::{CODE_VERSION, RUN_METADATA_KEY};
+use self::state::{Progress, RunMeta, save_all, save_best};
 pub use self::state::{best_path, load_checkpoint};
 use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet};
 use crate::error::TrainError;
@@ -90,7 +93,7 @@ impl TrainConfig {
             model: ModelConfig::new(model, 0, 0, 0),
             epochs: 1,
             batch_size: 128,
-            seed: 2018,
+            seed: crate::DEFAULT_SEED,
             threads: None,
             optim: OptimConfig::default(),
             eval_every: None,
@@ -105,6 +108,24 @@ impl TrainConfig {
             plot: None,
             log_every: 50,
         }
+    }
+
+    /// Refuses settings that would train nothing or make no sense.
+    fn check(&self) -> Result<(), TrainError> {
+        let bad = |what: &str| Err(TrainError::Config(format!("{what} must be at least 1")));
+        if self.epochs == 0 {
+            return bad("epochs");
+        }
+        if self.batch_size == 0 {
+            return bad("batch size");
+        }
+        if self.max_steps == Some(0) {
+            return bad("max_steps (when given)");
+        }
+        if self.threads == Some(0) {
+            return bad("threads (when given)");
+        }
+        Ok(())
     }
 
     /// The model configuration with the table sizes of `vocabs`, checked.
@@ -175,6 +196,9 @@ pub fn train(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) ->
 #[allow(clippy::type_complexity)]
 fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<TrainSummary, TrainError> {
     let start = Instant::now();
+    cfg.check()?;
+    let record = cfg.run_record();
+    let run_meta: RunMeta = [(RUN_METADATA_KEY.to_string(), record.to_string())].into();
     let train_file = DataSet::train_file(&cfg.data_dir);
     let test_file = DataSet::test_file(&cfg.data_dir);
     // The data set (vocabularies, item-info, reviews-info) is read once: a
@@ -207,7 +231,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     } else {
         let (data, report) = DataSet::open(&cfg.data_dir, None, cfg.skip_bad_lines)?;
         if let Some(src) = &report.vocab_sources {
-            on_event(Event::Info(format!("vocabularies: {src:?}")));
+            on_event(Event::Info(format!("vocabularies: uid {}; mid {}; cat {}", src[0], src[1], src[2])));
         }
         let mc = cfg.model_config(&data.vocabs)?;
         let model = Model::init(mc, cfg.seed)?;
@@ -231,16 +255,19 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
     }
+    // The log starts (or, on resume, goes on) with the run record.
     let mut log_file = match &cfg.metrics_log {
-        Some(p) => Some(
-            fs::OpenOptions::new()
+        Some(p) => {
+            let mut f = fs::OpenOptions::new()
                 .create(true)
                 .append(cfg.resume)
                 .write(true)
                 .truncate(!cfg.resume)
                 .open(p)
-                .map_err(|e| TrainError::io(p, e))?,
-        ),
+                .map_err(|e| TrainError::io(p, e))?;
+            writeln!(f, "{record}").map_err(|e| TrainError::io(p, e))?;
+            Some(f)
+        }
         None => None,
     };
     let mut history = Vec::new();
@@ -310,7 +337,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 && best_auc.is_none_or(|b| auc > b)
             {
                 *best_auc = Some(auc);
-                save_best(&cfg.out, model, &data.vocabs)?;
+                save_best(&cfg.out, model, &data.vocabs, &run_meta)?;
             }
             let el = start.elapsed().as_secs_f64();
             emit(
@@ -334,6 +361,9 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
 
     // Malformed training lines skipped: the largest count of one pass.
     let mut bad = BadLines::default();
+    // The step of the latest evaluation and its metrics: a run that stops
+    // right after one is not evaluated again.
+    let mut evaluated: Option<(u64, EvalMetrics)> = None;
     'epochs: while (prog.epoch as usize) < cfg.epochs {
         let mut stream =
             Batcher::open_at(&train_file, data.clone(), cfg.batcher(has_aux), prog.epoch, prog.pos)?.spawn(4);
@@ -382,10 +412,11 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 window = (0.0, 0.0, 0.0, 0);
             }
             if cfg.eval_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?;
+                let m = eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?;
+                evaluated = Some((prog.step, m));
             }
             if cfg.save_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                save_all(&cfg.out, &model, &opt, &data.vocabs, prog)?;
+                save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
                 on_event(Event::Saved(&cfg.out));
             }
             if cfg.max_steps.is_some_and(|m| prog.step >= m) {
@@ -408,8 +439,11 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     if bad.count > 0 {
         on_event(Event::Info(format!("training file: {bad}")));
     }
-    let last = eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?;
-    save_all(&cfg.out, &model, &opt, &data.vocabs, prog)?;
+    let last = match evaluated {
+        Some((step, m)) if step == prog.step => m,
+        _ => eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?,
+    };
+    save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
     on_event(Event::Saved(&cfg.out));
     if let Some(p) = &cfg.plot {
         crate::plot::write_curves(p, &[(cfg.model.model.to_string(), history.as_slice())])?;

@@ -13,6 +13,10 @@ use crate::data::DataPosition;
 use crate::error::TrainError;
 use crate::optim::Optimizer;
 
+/// Metadata entries every checkpoint of a run carries beside its
+/// configuration (the run record).
+pub(crate) type RunMeta = BTreeMap<String, String>;
+
 /// Training progress stored beside a checkpoint so that a run can resume.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Progress {
@@ -58,28 +62,29 @@ pub fn best_path(out: &Path) -> PathBuf {
     sidecar_path(out, "best.safetensors")
 }
 
-/// Writes the best model beside `out` ([`best_path`]) with its own
-/// vocabulary sidecar, so that it can be evaluated and served on its own.
-pub(crate) fn save_best(out: &Path, model: &Model, vocabs: &Vocabs) -> Result<(), TrainError> {
+/// Writes the best model beside `out` ([`best_path`]) with the run's
+/// metadata and its own vocabulary sidecar, so that it can be evaluated and served on its own.
+pub(crate) fn save_best(out: &Path, model: &Model, vocabs: &Vocabs, run: &RunMeta) -> Result<(), TrainError> {
     let best = best_path(out);
-    checkpoint::save(&best, model.config(), model.params())?;
+    checkpoint::save_with(&best, model.config(), model.params(), run)?;
     vocabs.save_json(&sidecar_path(&best, VOCAB_SUFFIX))?;
     Ok(())
 }
 
-/// Writes the checkpoint `out` and its sidecars: optimiser state with the
-/// progress, and the vocabularies.
+/// Writes the checkpoint `out` (with the run's metadata) and its sidecars:
+/// optimiser state with the progress, and the vocabularies.
 pub(crate) fn save_all(
     out: &Path,
     model: &Model,
     opt: &Optimizer,
     vocabs: &Vocabs,
     p: Progress,
+    run: &RunMeta,
 ) -> Result<(), TrainError> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     }
-    checkpoint::save(out, model.config(), model.params())?;
+    checkpoint::save_with(out, model.config(), model.params(), run)?;
     let state = opt.state_tensors();
     let refs: Vec<(&str, &[usize], &[f32])> =
         state.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice())).collect();
