@@ -214,11 +214,26 @@ impl Vocabs {
 
     /// Reads the sidecar JSON file at `path`.
     pub fn from_json_file(path: &Path) -> Result<Self, VocabError> {
-        let text = std::fs::read_to_string(path).map_err(|source| VocabError::Io { path: path.into(), source })?;
-        Self::from_json_str(&text).map_err(|e| match e {
+        let bytes = std::fs::read(path).map_err(|source| VocabError::Io { path: path.into(), source })?;
+        Self::from_json_bytes(&bytes, path)
+    }
+
+    /// Parses sidecar JSON bytes read from `path` (named in errors).
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<Self, VocabError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| VocabError::Format { path: Some(path.into()), msg: format!("not UTF-8: {e}") })?;
+        Self::from_json_str(text).map_err(|e| match e {
             VocabError::Format { path: None, msg } => VocabError::Format { path: Some(path.into()), msg },
             other => other,
         })
+    }
+
+    /// The sidecar file's bytes ([`to_json_string`](Self::to_json_string) and
+    /// a line break), as [`save_json`](Self::save_json) writes them.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut text = self.to_json_string();
+        text.push('\n');
+        text.into_bytes()
     }
 
     /// The sidecar JSON text, keys sorted, so the bytes are deterministic
@@ -234,9 +249,7 @@ impl Vocabs {
     pub fn save_json(&self, path: &Path) -> Result<(), VocabError> {
         // Atomic, like the checkpoint it belongs to: a crash leaves the old
         // sidecar or the new one, never a truncated file.
-        let mut text = self.to_json_string();
-        text.push('\n');
-        crate::checkpoint::write_atomic(path, text.as_bytes()).map_err(|e| match e {
+        crate::checkpoint::write_atomic(path, &self.to_json_bytes()).map_err(|e| match e {
             crate::error::ModelError::Io(_, source) => VocabError::Io { path: path.into(), source },
             other => VocabError::Io { path: path.into(), source: std::io::Error::other(other.to_string()) },
         })

@@ -3,12 +3,16 @@
 //! line's own, so that a flag given on the command line overrides the file.
 //! A run record (the first line of a metrics log, or a checkpoint's `run`
 //! metadata) is read as its `config` object, so a run can be repeated.
+//! `train --resume` takes the settings the checkpoint recorded the same way:
+//! flags left out continue the recorded run, flags given are checked
+//! against it by the training loop.
 
 use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 
 use clap::CommandFactory;
+use dien_trainer::train::RUN_METADATA_KEY;
 use serde_json::Value;
 
 use crate::cli::Cli;
@@ -16,25 +20,57 @@ use crate::cli::Cli;
 /// Config files are small: anything larger is not one.
 const MAX_BYTES: u64 = 1 << 20;
 
-/// The command line with the settings of `train --config FILE` inserted
-/// right after `train` (unchanged when there is no such flag).
+/// The command line with settings inserted right after `train`: those of
+/// the run recorded in the checkpoint that `train --resume --out CKPT`
+/// continues, then those of `--config FILE`, then the command line's own.
+/// Unchanged for other commands.
 pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let Some(sub) = args.iter().position(|a| a == "train") else { return Ok(args) };
-    let mut path = None;
-    for (i, a) in args.iter().enumerate().skip(sub + 1) {
-        let a = a.to_string_lossy();
-        if a == "--config" {
-            path = args.get(i + 1).cloned();
-        } else if let Some(p) = a.strip_prefix("--config=") {
-            path = Some(p.into());
+    let value_of = |flag: &str| -> Option<OsString> {
+        let eq = format!("{flag}=");
+        let mut found = None;
+        for (i, a) in args.iter().enumerate().skip(sub + 1) {
+            let a = a.to_string_lossy();
+            if a == flag {
+                found = args.get(i + 1).cloned();
+            } else if let Some(p) = a.strip_prefix(&eq) {
+                found = Some(p.into());
+            }
         }
+        found
+    };
+    let mut settings = Vec::new();
+    if args[sub + 1..].iter().any(|a| a == "--resume")
+        && let Some(out) = value_of("--out")
+    {
+        let out = Path::new(&out);
+        if !out.exists() {
+            return Err(format!("--resume: there is no checkpoint at {} to continue", out.display()));
+        }
+        settings.extend(recorded(out));
     }
-    let Some(path) = path else { return Ok(args) };
-    let settings = read(Path::new(&path)).map_err(|e| format!("--config {}: {e}", Path::new(&path).display()))?;
+    if let Some(path) = value_of("--config") {
+        settings.extend(read(Path::new(&path)).map_err(|e| format!("--config {}: {e}", Path::new(&path).display()))?);
+    }
     let mut out = args[..=sub].to_vec();
     out.extend(settings);
     out.extend(args[sub + 1..].iter().cloned());
     Ok(out)
+}
+
+/// The settings recorded in checkpoint `ckpt` (its run record) as flags,
+/// but `out` and `resume`, which the command line gives. Nothing when the
+/// checkpoint cannot be read or has no record: the training run itself then
+/// reports what is wrong.
+fn recorded(ckpt: &Path) -> Vec<OsString> {
+    let Ok((_, _, meta)) = dien_model::checkpoint::load_with_metadata(ckpt) else { return Vec::new() };
+    let Some(Value::Object(mut m)) = meta.get(RUN_METADATA_KEY).and_then(|t| serde_json::from_str(t).ok()) else {
+        return Vec::new();
+    };
+    let Some(Value::Object(mut settings)) = m.remove("config") else { return Vec::new() };
+    settings.remove("out");
+    settings.remove("resume");
+    flags(settings).unwrap_or_default()
 }
 
 /// The flags a config file stands for.
@@ -58,6 +94,13 @@ fn read(path: &Path) -> Result<Vec<OsString>, String> {
         Value::Object(m) => m,
         _ => return Err("expected a table of settings".into()),
     };
+    flags(table)
+}
+
+/// Settings as `dien train` flags: `true` switches on a flag without a
+/// value, `false` and `null` leave it out; a key that is not a flag is an
+/// error listing the keys.
+fn flags(table: serde_json::Map<String, Value>) -> Result<Vec<OsString>, String> {
     let cmd = Cli::command();
     let train = cmd.find_subcommand("train").ok_or("no `train` command")?;
     let mut flags = Vec::new();

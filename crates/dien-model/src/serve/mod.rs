@@ -301,14 +301,19 @@ impl Predictor {
         Self::new(model.config().clone(), model.params().clone())
     }
 
-    /// Loads a checkpoint (docs/MODEL.md#checkpoints) and, when the sidecar
-    /// `<name>.vocab.json` exists beside it, its vocabularies (a sidecar
-    /// that exists but is malformed or does not fit the tables is an error).
+    /// Loads a checkpoint (docs/MODEL.md#checkpoints) and its vocabularies:
+    /// the file the checkpoint names as its vocabulary part, which must be
+    /// the one it was saved with ([`checkpoint::set`]), or, for a checkpoint
+    /// that names none, the sidecar `<name>.vocab.json` when it exists. A
+    /// vocabulary file that is malformed, from another save or does not fit
+    /// the tables is an error.
     pub fn load(path: &Path) -> Result<Self, ServeError> {
-        let (cfg, params) = checkpoint::load(path)?;
+        let (cfg, params, meta) = checkpoint::load_with_metadata(path)?;
         let p = Self::new(cfg, params)?;
-        let vocab = checkpoint::sidecar_path(path, checkpoint::VOCAB_SUFFIX);
-        if vocab.is_file() { p.with_vocabs(Vocabs::from_json_file(&vocab)?) } else { Ok(p) }
+        match checkpoint::set::read_part(path, &meta, checkpoint::set::VOCAB_ROLE, checkpoint::VOCAB_SUFFIX)? {
+            Some((file, bytes)) => p.with_vocabs(Vocabs::from_json_bytes(&bytes, &file)?),
+            None => Ok(p),
+        }
     }
 
     /// Attaches vocabularies (for [`Predictor::score_ids`]) after checking

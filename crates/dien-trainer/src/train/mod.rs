@@ -9,6 +9,7 @@
 //! - `run`: the record of the run's configuration.
 
 mod eval;
+mod resume;
 mod run;
 mod state;
 
@@ -19,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dien_model::checkpoint::{self, OPTIM_SUFFIX, sidecar_path};
 use dien_model::fast::Model;
 use dien_model::vocab::Vocabs;
 use dien_model::{ModelConfig, ModelError, ModelKind};
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 pub use self::eval::{count_lines, evaluate, recalibrate, recalibrate_sampled};
 pub use self::run::{CODE_VERSION, RUN_METADATA_KEY};
-use self::state::{Progress, RunMeta, save_all, save_best};
+use self::state::{Progress, Resumed, RunMeta, load_for_resume, save_all, save_best};
 pub use self::state::{best_path, load_checkpoint};
 use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet};
 use crate::error::TrainError;
@@ -205,12 +205,14 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     // fresh run builds the model on its vocabularies, a resumed one reads
     // them from the checkpoint's sidecar.
     let (mut model, mut opt, data, report, mut prog) = if cfg.resume {
-        let (model, vocabs) = load_checkpoint(&cfg.out)?;
-        let side = sidecar_path(&cfg.out, OPTIM_SUFFIX);
-        let (meta, tensors) = checkpoint::load_tensors(&side)?;
-        let prog = Progress::from_meta(&meta, &side)?;
+        let resumed = load_for_resume(&cfg.out)?;
+        let plan = resume::reconcile(cfg, &resumed)?;
+        let Resumed { model, vocabs, state: (meta, tensors), progress: prog, .. } = resumed;
         let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
         opt.load_state(&meta, tensors)?;
+        if let Some(lr) = plan.lr {
+            opt.set_lr(lr)?;
+        }
         on_event(Event::Info(format!(
             "resuming {} at step {} (epoch {}, line {})",
             cfg.out.display(),
@@ -218,13 +220,8 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             prog.epoch,
             prog.pos.line
         )));
-        if model.config().model != cfg.model.model {
-            return Err(TrainError::Config(format!(
-                "checkpoint {} holds a `{}` model, not `{}`",
-                cfg.out.display(),
-                model.config().model,
-                cfg.model.model
-            )));
+        for change in &plan.changes {
+            on_event(Event::Info(format!("resume changes {change}")));
         }
         let (data, report) = DataSet::open(&cfg.data_dir, Some(vocabs), cfg.skip_bad_lines)?;
         (model, opt, data, report, prog)
@@ -302,14 +299,16 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     // Lines of the training file, counted at the first recalibration.
     let train_lines: OnceCell<u64> = OnceCell::new();
 
-    let mut best_auc: Option<f64> = None;
+    // The best test AUC and its step: carried over by a resumed run, so
+    // that the best checkpoint is only ever replaced by a better model.
+    let mut best: Option<(f64, u64)> = prog.best;
     let mut window = (0.0f64, 0.0f64, 0.0f64, 0u64);
     let samples_at_start = prog.samples;
     let eval_and_log =
         |model: &mut Model,
          prog: Progress,
          opt: &Optimizer,
-         best_auc: &mut Option<f64>,
+         best: &mut Option<(f64, u64)>,
          emit: &mut dyn FnMut(LogRecord, &mut (dyn FnMut(Event<'_>) + Send)) -> Result<(), TrainError>,
          on_event: &mut (dyn FnMut(Event<'_>) + Send)|
          -> Result<EvalMetrics, TrainError> {
@@ -334,9 +333,9 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             }
             let m = evaluate(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines)?;
             if let Some(auc) = m.auc
-                && best_auc.is_none_or(|b| auc > b)
+                && best.is_none_or(|(b, _)| auc > b)
             {
-                *best_auc = Some(auc);
+                *best = Some((auc, prog.step));
                 save_best(&cfg.out, model, &data.vocabs, &run_meta)?;
             }
             let el = start.elapsed().as_secs_f64();
@@ -412,10 +411,11 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 window = (0.0, 0.0, 0.0, 0);
             }
             if cfg.eval_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                let m = eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?;
+                let m = eval_and_log(&mut model, prog, &opt, &mut best, &mut emit, on_event)?;
                 evaluated = Some((prog.step, m));
             }
             if cfg.save_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
+                prog.best = best;
                 save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
                 on_event(Event::Saved(&cfg.out));
             }
@@ -441,8 +441,9 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     }
     let last = match evaluated {
         Some((step, m)) if step == prog.step => m,
-        _ => eval_and_log(&mut model, prog, &opt, &mut best_auc, &mut emit, on_event)?,
+        _ => eval_and_log(&mut model, prog, &opt, &mut best, &mut emit, on_event)?,
     };
+    prog.best = best;
     save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
     on_event(Event::Saved(&cfg.out));
     if let Some(p) = &cfg.plot {
@@ -451,7 +452,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     Ok(TrainSummary {
         model: cfg.model.model.to_string(),
         last,
-        best_auc,
+        best_auc: best.map(|(auc, _)| auc),
         steps: prog.step,
         samples: prog.samples,
         seconds: start.elapsed().as_secs_f64(),

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dien_model::checkpoint::{self, OPTIM_SUFFIX, VOCAB_SUFFIX, sidecar_path};
+use dien_model::ModelConfig;
+use dien_model::checkpoint::{self, Decoded, OPTIM_SUFFIX, VOCAB_SUFFIX, set, sidecar_path};
 use dien_model::fast::Model;
 use dien_model::vocab::Vocabs;
 
@@ -28,6 +29,9 @@ pub(crate) struct Progress {
     pub(crate) step: u64,
     /// Training samples seen.
     pub(crate) samples: u64,
+    /// The best test AUC so far and the step it was measured at (the model
+    /// of `<out>.best.safetensors`).
+    pub(crate) best: Option<(f64, u64)>,
 }
 
 impl Progress {
@@ -39,6 +43,11 @@ impl Progress {
         m.insert("train.batch".into(), self.pos.batch.to_string());
         m.insert("train.step".into(), self.step.to_string());
         m.insert("train.samples".into(), self.samples.to_string());
+        if let Some((auc, step)) = self.best {
+            // `Display` of an f64 is its shortest exact form: it reads back.
+            m.insert("train.best_auc".into(), auc.to_string());
+            m.insert("train.best_step".into(), step.to_string());
+        }
         m
     }
     /// Reads the entries written by [`to_meta`](Self::to_meta) from `path`'s metadata.
@@ -53,6 +62,24 @@ impl Progress {
             pos: DataPosition { line: get("train.line")?, batch: get("train.batch")? },
             step: get("train.step")?,
             samples: get("train.samples")?,
+            best: match (m.get("train.best_auc"), m.get("train.best_step")) {
+                (None, None) => None,
+                (Some(auc), Some(_)) => {
+                    let auc: f64 = auc.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "{}: invalid metadata `train.best_auc` (cannot resume)",
+                            path.display()
+                        ))
+                    })?;
+                    Some((auc, get("train.best_step")?))
+                }
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "{}: `train.best_auc` and `train.best_step` come together (cannot resume)",
+                        path.display()
+                    )));
+                }
+            },
         })
     }
 }
@@ -62,17 +89,26 @@ pub fn best_path(out: &Path) -> PathBuf {
     sidecar_path(out, "best.safetensors")
 }
 
-/// Writes the best model beside `out` ([`best_path`]) with the run's
-/// metadata and its own vocabulary sidecar, so that it can be evaluated and served on its own.
+/// Writes the best model beside `out` ([`best_path`]) as a set of its own:
+/// its vocabularies (`<best>.vocab.json`) first, then the checkpoint naming
+/// them, so that it can be evaluated and served on its own.
 pub(crate) fn save_best(out: &Path, model: &Model, vocabs: &Vocabs, run: &RunMeta) -> Result<(), TrainError> {
     let best = best_path(out);
-    checkpoint::save_with(&best, model.config(), model.params(), run)?;
-    vocabs.save_json(&sidecar_path(&best, VOCAB_SUFFIX))?;
+    let vocab_path = sidecar_path(&best, VOCAB_SUFFIX);
+    let vocab_bytes = vocabs.to_json_bytes();
+    set::write_part(&vocab_path, &vocab_bytes)?;
+    let mut meta = run.clone();
+    meta.extend([set::entry(set::VOCAB_ROLE, &vocab_path, &vocab_bytes)?]);
+    checkpoint::save_with(&best, model.config(), model.params(), &meta)?;
     Ok(())
 }
 
-/// Writes the checkpoint `out` (with the run's metadata) and its sidecars:
-/// optimiser state with the progress, and the vocabularies.
+/// Writes the checkpoint set of `out`: the vocabularies, the optimiser
+/// state with the progress (under a name derived from its content, so it
+/// never replaces the state the published checkpoint names), then the
+/// checkpoint naming both, whose atomic rename publishes the set
+/// (docs/FORMATS.md#checkpoint-sets). State files of earlier saves are
+/// removed only after that.
 pub(crate) fn save_all(
     out: &Path,
     model: &Model,
@@ -84,26 +120,72 @@ pub(crate) fn save_all(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     }
-    checkpoint::save_with(out, model.config(), model.params(), run)?;
+    let vocab_path = sidecar_path(out, VOCAB_SUFFIX);
+    let vocab_bytes = vocabs.to_json_bytes();
+    set::write_part(&vocab_path, &vocab_bytes)?;
+
     let state = opt.state_tensors();
     let refs: Vec<(&str, &[usize], &[f32])> =
         state.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice())).collect();
-    let mut meta = opt.state_metadata();
-    meta.extend(p.to_meta());
-    checkpoint::save_tensors(&sidecar_path(out, OPTIM_SUFFIX), &refs, &meta)?;
-    vocabs.save_json(&sidecar_path(out, VOCAB_SUFFIX))?;
+    let mut state_meta = opt.state_metadata();
+    state_meta.extend(p.to_meta());
+    let optim_bytes = checkpoint::tensors_to_bytes(&refs, &state_meta)?;
+    let sum = set::bytes_checksum(&optim_bytes);
+    let digits = sum.rsplit(':').next().unwrap_or(&sum);
+    let optim_path = sidecar_path(out, &format!("optim.{digits}.safetensors"));
+    set::write_part(&optim_path, &optim_bytes)?;
+
+    let mut meta = run.clone();
+    meta.extend([
+        set::entry(set::VOCAB_ROLE, &vocab_path, &vocab_bytes)?,
+        set::entry(set::OPTIM_ROLE, &optim_path, &optim_bytes)?,
+    ]);
+    checkpoint::save_with(out, model.config(), model.params(), &meta)?;
+    remove_stale_states(out, &optim_path);
     Ok(())
 }
 
-/// Loads a checkpoint and its vocabulary sidecar.
-pub fn load_checkpoint(path: &Path) -> Result<(Model, Vocabs), TrainError> {
-    let (cfg, params) = checkpoint::load(path)?;
-    let vocabs = Vocabs::from_json_file(&sidecar_path(path, VOCAB_SUFFIX))?;
+/// Removes the optimiser-state files of `out` other than `keep` (states of
+/// earlier saves, and the unnamed `<out>.optim.safetensors` of older
+/// versions). A file that cannot be removed is left: it is never read.
+fn remove_stale_states(out: &Path, keep: &Path) {
+    let Some(stem) = sidecar_path(out, OPTIM_SUFFIX).file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+        return;
+    };
+    // `m.optim.safetensors` → the prefix `m.optim.` and suffix `safetensors`.
+    let Some(prefix) = stem.strip_suffix("safetensors") else { return };
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with(prefix) && name.ends_with(".safetensors") || name == stem;
+        if ours && Some(std::ffi::OsStr::new(name)) != keep.file_name() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A checkpoint's vocabularies: the part it names (checked to be the one it
+/// was saved with), or the conventional sidecar of an older checkpoint.
+fn load_vocabs(path: &Path, meta: &BTreeMap<String, String>, cfg: &ModelConfig) -> Result<Vocabs, TrainError> {
+    let Some((file, bytes)) = set::read_part(path, meta, set::VOCAB_ROLE, VOCAB_SUFFIX)? else {
+        let expected = sidecar_path(path, VOCAB_SUFFIX);
+        return Err(TrainError::Config(format!(
+            "{}: no vocabularies beside the checkpoint (expected {})",
+            path.display(),
+            expected.display()
+        )));
+    };
+    let vocabs = Vocabs::from_json_bytes(&bytes, &file)?;
     let sizes = vocabs.table_sizes();
     if (sizes.uid, sizes.mid, sizes.cat) != (cfg.n_uid, cfg.n_mid, cfg.n_cat) {
         return Err(TrainError::Config(format!(
             "{}: vocabularies ({}, {}, {}) do not match the checkpoint's tables ({}, {}, {})",
-            sidecar_path(path, VOCAB_SUFFIX).display(),
+            file.display(),
             sizes.uid,
             sizes.mid,
             sizes.cat,
@@ -112,5 +194,38 @@ pub fn load_checkpoint(path: &Path) -> Result<(Model, Vocabs), TrainError> {
             cfg.n_cat
         )));
     }
+    Ok(vocabs)
+}
+
+/// Loads a checkpoint and its vocabularies.
+pub fn load_checkpoint(path: &Path) -> Result<(Model, Vocabs), TrainError> {
+    let (cfg, params, meta) = checkpoint::load_with_metadata(path)?;
+    let vocabs = load_vocabs(path, &meta, &cfg)?;
     Ok((Model::new(cfg, params)?, vocabs))
+}
+
+/// Everything a run resumes from: the checkpoint's model, vocabularies and
+/// metadata, and the optimiser state it names with the progress.
+pub(crate) struct Resumed {
+    pub(crate) model: Model,
+    pub(crate) vocabs: Vocabs,
+    pub(crate) meta: BTreeMap<String, String>,
+    pub(crate) state: Decoded,
+    pub(crate) progress: Progress,
+}
+
+/// Loads the checkpoint set of `out` to resume from: refused when a part
+/// is missing or does not belong to the checkpoint.
+pub(crate) fn load_for_resume(out: &Path) -> Result<Resumed, TrainError> {
+    let (cfg, params, meta) = checkpoint::load_with_metadata(out)?;
+    let vocabs = load_vocabs(out, &meta, &cfg)?;
+    let Some((file, bytes)) = set::read_part(out, &meta, set::OPTIM_ROLE, OPTIM_SUFFIX)? else {
+        return Err(TrainError::Config(format!(
+            "{}: cannot resume: no optimiser state beside the checkpoint (was it written by `dien train`?)",
+            out.display()
+        )));
+    };
+    let state = checkpoint::tensors_from_file_bytes(&bytes, &file)?;
+    let progress = Progress::from_meta(&state.0, &file)?;
+    Ok(Resumed { model: Model::new(cfg, params)?, vocabs, meta, state, progress })
 }

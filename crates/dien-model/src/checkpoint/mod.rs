@@ -30,6 +30,52 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::params::{ParamStore, tensor_specs};
 
+pub mod set;
+
+/// A test hook of debug builds: `DIEN_FAULT=<fail|abort>:<part>:<n>` acts
+/// on the n-th atomic write (counting from 1, in this process) of a file
+/// whose name contains `<part>`. `fail` makes it fail once its bytes are
+/// written, before the rename, as a full disk would; `abort` ends the
+/// process right after the rename, as a crash between two files of a set
+/// would. The fault tests use it on each file of a checkpoint set in turn.
+#[cfg(debug_assertions)]
+mod fault {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+
+    /// Whether the fault `action` is due for this write of `path`.
+    fn due(path: &Path, action: &str) -> bool {
+        let Ok(spec) = std::env::var("DIEN_FAULT") else { return false };
+        let mut f = spec.splitn(3, ':');
+        let (Some(act), Some(part), Some(n)) = (f.next(), f.next(), f.next()) else { return false };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        act == action
+            && name.contains(part)
+            && !name.starts_with('.')
+            && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == n.parse().unwrap_or(1)
+    }
+
+    /// Before the rename: an injected full disk.
+    pub(super) fn before_rename(path: &Path) -> std::io::Result<()> {
+        if due(path, "fail") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device (injected by DIEN_FAULT)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// After the rename: an injected crash.
+    pub(super) fn after_rename(path: &Path) {
+        if due(path, "abort") {
+            std::process::abort();
+        }
+    }
+}
+
 /// Metadata key of the integrity checksum (reserved: callers may not set it).
 pub const CHECKSUM_KEY: &str = "checksum";
 
@@ -287,18 +333,23 @@ fn model_tensors<'a>(
 
 /// Parses a checkpoint from bytes (see [`load`]).
 pub fn from_bytes(bytes: &[u8]) -> Result<(ModelConfig, ParamStore<f32>), ModelError> {
-    decode_model(bytes, BYTES_ORIGIN)
+    decode_model(bytes, BYTES_ORIGIN).map(|(c, p, _)| (c, p))
 }
 
-fn decode_model(bytes: &[u8], origin: &str) -> Result<(ModelConfig, ParamStore<f32>), ModelError> {
-    let (meta, tensors) = decode(bytes, origin)?;
+/// A checkpoint's configuration, parameters and whole metadata (without the
+/// checksum).
+pub type Loaded = (ModelConfig, ParamStore<f32>, BTreeMap<String, String>);
+
+fn decode_model(bytes: &[u8], origin: &str) -> Result<Loaded, ModelError> {
+    let (all_meta, tensors) = decode(bytes, origin)?;
+    let meta = &all_meta;
     if meta.is_empty() {
         return Err(ModelError::Checkpoint(
             origin.to_string(),
             "no `__metadata__`: metadata key `format_version` is missing".into(),
         ));
     }
-    let meta: HashMap<String, String> = meta.into_iter().collect();
+    let meta: HashMap<String, String> = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let cfg = ModelConfig::from_metadata(&meta).map_err(|e| match e {
         ModelError::Config(msg) => ModelError::Checkpoint(origin.to_string(), msg),
         other => other,
@@ -337,7 +388,7 @@ fn decode_model(bytes: &[u8], origin: &str) -> Result<(ModelConfig, ParamStore<f
     }
     let params = ParamStore::from_data(&cfg, data)
         .ok_or_else(|| ModelError::Checkpoint(origin.to_string(), "tensor sizes disagree with the specs".into()))?;
-    Ok((cfg, params))
+    Ok((cfg, params, all_meta))
 }
 
 /// Writes the checkpoint of `params` under `cfg` to `path`, atomically.
@@ -371,6 +422,12 @@ pub fn save_with(
 
 /// Reads and fully validates the checkpoint at `path`.
 pub fn load(path: &Path) -> Result<(ModelConfig, ParamStore<f32>), ModelError> {
+    load_with_metadata(path).map(|(c, p, _)| (c, p))
+}
+
+/// [`load`], also returning the whole metadata (the configuration's entries,
+/// the run record, the [set](set) entries).
+pub fn load_with_metadata(path: &Path) -> Result<Loaded, ModelError> {
     let bytes = fs::read(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
     decode_model(&bytes, &path.display().to_string())
 }
@@ -401,6 +458,11 @@ pub fn load_tensors(path: &Path) -> Result<Decoded, ModelError> {
 /// [`load_tensors`] from bytes.
 pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Decoded, ModelError> {
     decode(bytes, BYTES_ORIGIN)
+}
+
+/// [`load_tensors`] from bytes already read from `path` (named in errors).
+pub fn tensors_from_file_bytes(bytes: &[u8], path: &Path) -> Result<Decoded, ModelError> {
+    decode(bytes, &path.display().to_string())
 }
 
 /// The path of a file kept beside checkpoint `ckpt`: its `.safetensors`
@@ -449,16 +511,22 @@ fn write_atomic_with(
         fill(&mut w)?;
         w.flush()?;
         drop(w);
-        f.sync_all()
+        f.sync_all()?;
+        #[cfg(debug_assertions)]
+        fault::before_rename(path)?;
+        Ok(())
     };
     if let Err(e) = write(&tmp) {
         let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
+        // Name the file asked for, not the hidden temporary one.
+        return Err(io_err(path, e));
     }
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(path, e));
     }
+    #[cfg(debug_assertions)]
+    fault::after_rename(path);
     // Make the rename itself durable; not every platform can sync a directory.
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
