@@ -9,6 +9,7 @@ pub mod generate;
 pub mod grads;
 pub mod metrics;
 pub mod optim;
+pub mod paths;
 pub mod plot;
 pub mod predict;
 pub mod record;

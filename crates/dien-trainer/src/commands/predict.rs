@@ -1,9 +1,10 @@
 //! `dien predict`.
 
-use std::fs;
-use std::io::{BufWriter, Write};
+use std::fmt::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
+use dien_trainer::paths::{Role, check_outputs};
 use dien_trainer::predict::predict_file;
 use dien_trainer::train::load_checkpoint;
 use serde_json::json;
@@ -13,14 +14,21 @@ use crate::cli::PredictArgs;
 
 /// Scores a data file and writes one probability per line, in input order.
 pub(crate) fn run(a: &PredictArgs) -> Result<()> {
+    let data = data_file(&a.data);
+    let inputs = [
+        Role::new("the checkpoint", &a.checkpoint),
+        Role::new("its vocabularies", sidecar_path(&a.checkpoint, VOCAB_SUFFIX)),
+        Role::new("the data file", &data),
+    ];
+    check_outputs(&inputs, &[Role::new("--out", &a.out)])?;
     let (mut model, vocabs) = load_checkpoint(&a.checkpoint)?;
-    let probs = pool(a.threads)?.install(|| predict_file(&mut model, vocabs, &data_file(&a.data), a.batch))?;
-    let f = fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut w = BufWriter::new(f);
+    let probs = pool(a.threads)?.install(|| predict_file(&mut model, vocabs, &data, a.batch))?;
+    // Written whole and renamed into place: never a half-written file.
+    let mut text = String::with_capacity(probs.len() * 12);
     for p in &probs {
-        writeln!(w, "{p}")?;
+        writeln!(text, "{p}")?;
     }
-    w.flush()?;
+    dien_model::checkpoint::write_atomic(&a.out, text.as_bytes())?;
     eprintln!("wrote {} probabilities to {}", probs.len(), a.out.display());
     println!("{}", json!({"samples": probs.len(), "out": a.out.display().to_string()}));
     Ok(())

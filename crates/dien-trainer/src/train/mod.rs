@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
 use dien_model::fast::Model;
 use dien_model::vocab::Vocabs;
 use dien_model::{ModelConfig, ModelError, ModelKind};
@@ -34,6 +35,7 @@ use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet};
 use crate::error::TrainError;
 use crate::metrics::EvalMetrics;
 use crate::optim::{OptimConfig, Optimizer};
+use crate::paths::{self, Role, check_outputs};
 use crate::record::LogRecord;
 
 /// Everything a training run needs.
@@ -108,6 +110,21 @@ impl TrainConfig {
             plot: None,
             log_every: 50,
         }
+    }
+
+    /// The files a run writes (but the optimiser state, whose name is
+    /// derived from its content).
+    fn outputs(&self) -> Vec<Role> {
+        let best = best_path(&self.out);
+        let mut v = vec![
+            Role::new("the checkpoint", &self.out),
+            Role::new("its vocabularies", sidecar_path(&self.out, VOCAB_SUFFIX)),
+            Role::new("the best checkpoint", &best),
+            Role::new("its vocabularies", sidecar_path(&best, VOCAB_SUFFIX)),
+        ];
+        v.extend(self.metrics_log.iter().map(|p| Role::new("the metrics log", p)));
+        v.extend(self.plot.iter().map(|p| Role::new("the plot", p)));
+        v
     }
 
     /// Refuses settings that would train nothing or make no sense.
@@ -197,6 +214,7 @@ pub fn train(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) ->
 fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<TrainSummary, TrainError> {
     let start = Instant::now();
     cfg.check()?;
+    check_outputs(&paths::data_dir_inputs(&cfg.data_dir), &cfg.outputs())?;
     let record = cfg.run_record();
     let run_meta: RunMeta = [(RUN_METADATA_KEY.to_string(), record.to_string())].into();
     let train_file = DataSet::train_file(&cfg.data_dir);
