@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
+use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_SEED, DEFAULT_TEST_FRAC, EventFormat};
 
 /// Clap parsers for the model's named enums: the accepted values, listed in
 /// `--help`, come from each enum's own `ALL` list, so a new variant or form
@@ -19,7 +20,13 @@ macro_rules! named_values {
     )*};
 }
 
-named_values!(model_values => ModelKind, variant_values => Variant, att_values => AttForm, aux_values => AuxForm);
+named_values!(
+    model_values => ModelKind,
+    variant_values => Variant,
+    att_values => AttForm,
+    aux_values => AuxForm,
+    format_values => EventFormat,
+);
 
 /// The most threads a command accepts: eight per core (more only
 /// oversubscribes the cores, and a slip such as `--threads 100000` would
@@ -92,6 +99,14 @@ pub(crate) enum Cmd {
     Demo(DemoArgs),
     /// Write a synthetic data set in the reference layout (docs/DATA.md).
     Generate(GenerateArgs),
+    /// Build a data directory in the reference layout from an event log;
+    /// the last line is a JSON summary.
+    ///
+    /// Formats: CSV/TSV with a header, Taobao UserBehavior, Amazon reviews,
+    /// MovieLens ratings. Each user's last event becomes the positive, the
+    /// earlier events its history, with one popularity-drawn negative beside
+    /// it (docs/DATA.md, "From an event log: dien prepare").
+    Prepare(PrepareArgs),
     /// Train a model on DIR/local_train_splitByUser, evaluating on
     /// DIR/local_test_splitByUser; the last line is a JSON object.
     Train(TrainArgs),
@@ -185,6 +200,57 @@ pub(crate) struct GenerateArgs {
     /// Longest generated history.
     #[arg(long)]
     pub(crate) max_history: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct PrepareArgs {
+    /// The event log (read once, streamed).
+    #[arg(long)]
+    pub(crate) events: PathBuf,
+    /// Its format. csv/tsv: a header naming the columns user, item,
+    /// category, timestamp and optionally behavior, rating (any order, other
+    /// columns ignored). taobao: UserBehavior.csv
+    /// (user,item,category,behavior,timestamp, no header). amazon-json:
+    /// review JSON lines (reviewerID, asin, overall, unixReviewTime) with
+    /// --items. movielens: ratings.csv with --items movies.csv.
+    #[arg(long, value_parser = format_values())]
+    pub(crate) format: EventFormat,
+    /// Item file giving each item's category: Amazon metadata JSON lines
+    /// (category = last entry of the first `categories` path) or MovieLens
+    /// movies.csv (category = first genre). Required by amazon-json and
+    /// movielens.
+    #[arg(long, alias = "meta", value_name = "FILE")]
+    pub(crate) items: Option<PathBuf>,
+    /// Output directory (created if needed; must not contain an input file).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Drop items with fewer than N events (after the behaviour filter):
+    /// their events leave the log (histories, targets, negatives,
+    /// reviews-info) and item-info no longer lists them. One pass, not an
+    /// iterated k-core. Default: no item is dropped.
+    #[arg(long, value_name = "N")]
+    pub(crate) min_count: Option<u64>,
+    /// Keep only the last L events of each history (default: all).
+    #[arg(long, value_name = "L")]
+    pub(crate) max_len: Option<usize>,
+    /// Probability that a user's sample goes to the test file.
+    #[arg(long, default_value_t = DEFAULT_TEST_FRAC, value_name = "F")]
+    pub(crate) test_frac: f64,
+    /// Seed of the negatives (the train/test split uses seed + 1).
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub(crate) seed: u64,
+    /// Behaviours kept as events: a comma-separated list (pv,buy) or `all`.
+    /// Default: pv for taobao (as the reference data), all otherwise.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) behavior: Option<BehaviorFilter>,
+    /// Events sorted in memory at a time (about 100 bytes each); a larger
+    /// log is sorted in runs on disk, inside --out, and merged.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_EVENTS, value_name = "N")]
+    pub(crate) chunk_events: usize,
+    /// Skip malformed lines (counted, the first few reported) instead of
+    /// failing on the first.
+    #[arg(long)]
+    pub(crate) skip_bad_lines: bool,
 }
 
 #[derive(Args)]

@@ -1,6 +1,7 @@
 //! Trainer crate: data, negative sampling, optimisers, metrics, the
 //! training loop, and the logic of the `dien` command's other tools
-//! (prediction, gradient dumps, benchmarks).
+//! (prediction, gradient dumps, benchmarks, preparing a data set from an
+//! event log).
 
 pub mod bench;
 pub mod data;
@@ -12,6 +13,7 @@ pub mod optim;
 pub mod paths;
 pub mod plot;
 pub mod predict;
+pub mod prepare;
 pub mod record;
 pub mod train;
 

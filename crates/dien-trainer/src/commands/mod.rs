@@ -8,6 +8,7 @@ mod generate;
 mod gradcheck;
 mod grads;
 mod predict;
+mod prepare;
 mod train;
 
 use anyhow::Result;
@@ -22,6 +23,7 @@ pub(crate) fn run(cmd: &Cmd) -> Result<()> {
     match cmd {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Generate(a) => generate::run(a),
+        Cmd::Prepare(a) => prepare::run(a),
         Cmd::Train(a) => train::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Predict(a) => predict::run(a),

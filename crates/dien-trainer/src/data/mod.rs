@@ -10,6 +10,8 @@
 //! - [`sampler`]: popularity-weighted negative sampling.
 //! - [`batcher`]: grouping, sorting, truncation, negatives → `dien_model::Batch`,
 //!   in the foreground or on a background thread, resumable.
+//! - [`writer`]: writing the layout (sample lines, ranked vocabularies as
+//!   pickles or JSON), for the synthetic generator and `dien prepare`.
 //!
 //! The layout is described for users in `docs/DATA.md`.
 
@@ -18,6 +20,7 @@ pub mod iteminfo;
 pub mod line;
 pub mod sampler;
 pub mod vocab;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -31,16 +31,16 @@
 
 mod users;
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use self::users::{Catalogue, PairKind, Scratch, UserRecord, generate_user};
+use crate::data::writer::{RankedVocab, create, finish, push_sample_line, ranked_vocabulary, write_vocab_pickle};
 use crate::error::TrainError;
 
 /// Sizes and knobs of the synthetic data set. Every field is used; see
@@ -224,38 +224,19 @@ pub struct GenerateSummary {
 /// and category ones; the user one follows the same pattern).
 pub const UNKNOWN_KEYS: [&str; 3] = ["default_uid", "default_mid", "default_cat"];
 
-/// A vocabulary as `(key, index)` in index order, serialised as a map in
-/// that order (a Python dict keeps insertion order; output is deterministic).
-struct IndexOrdered<'a>(&'a [(String, u32)]);
+/// Builds a vocabulary from occurrence counts indexed by id number: the
+/// unknown key at 0, then ids by decreasing count, ties by id string.
+fn vocabulary(unknown: &str, counts: &[u64], name: impl Fn(usize) -> String) -> RankedVocab {
+    ranked_vocabulary(Some(unknown), counts.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(i, &c)| (name(i), c)))
+}
 
-impl Serialize for IndexOrdered<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+/// An id written as a one-letter prefix and a number (`u12`, `i7`, `c3`).
+struct Id(char, usize);
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
     }
-}
-
-/// Builds a vocabulary from occurrence counts: the unknown key at 0, then
-/// ids by decreasing count, ties by id string.
-fn vocabulary(unknown: &str, counts: &[u64], name: impl Fn(usize) -> String) -> Vec<(String, u32)> {
-    let mut ids: Vec<(u64, String)> =
-        counts.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(i, &c)| (c, name(i))).collect();
-    ids.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    std::iter::once(unknown.to_owned()).chain(ids.into_iter().map(|(_, k)| k)).zip(0u32..).collect()
-}
-
-fn create(path: &Path) -> Result<BufWriter<File>, TrainError> {
-    File::create(path).map(BufWriter::new).map_err(|e| TrainError::io(path, e))
-}
-
-fn finish(mut w: BufWriter<File>, path: &Path) -> Result<(), TrainError> {
-    w.flush().map_err(|e| TrainError::io(path, e))
-}
-
-fn write_pickle(path: &Path, voc: &[(String, u32)]) -> Result<(), TrainError> {
-    let mut w = create(path)?;
-    serde_pickle::to_writer(&mut w, &IndexOrdered(voc), serde_pickle::SerOptions::new())
-        .map_err(|e| TrainError::Vocab { path: path.to_owned(), msg: e.to_string() })?;
-    finish(w, path)
 }
 
 /// Writes one (negative, positive) pair of sample lines for a user.
@@ -266,20 +247,19 @@ fn write_pair(
     item_cat: &[u32],
     line: &mut String,
 ) -> std::io::Result<()> {
-    use std::fmt::Write as _;
+    let cat = |item: u32| Id('c', item_cat[item as usize] as usize);
     for (label, item) in [(0, rec.negative), (1, rec.positive)] {
         line.clear();
-        let _ = write!(line, "{label}\tu{user}\ti{item}\tc{}\t", item_cat[item as usize]);
-        for (t, &h) in rec.history.iter().enumerate() {
-            let sep = if t == 0 { "" } else { "\u{2}" };
-            let _ = write!(line, "{sep}i{h}");
-        }
-        line.push('\t');
-        for (t, &h) in rec.history.iter().enumerate() {
-            let sep = if t == 0 { "" } else { "\u{2}" };
-            let _ = write!(line, "{sep}c{}", item_cat[h as usize]);
-        }
-        line.push('\n');
+        let hist = rec.history.iter();
+        push_sample_line(
+            line,
+            label,
+            Id('u', user),
+            Id('i', item as usize),
+            cat(item),
+            hist.clone().map(|&h| Id('i', h as usize)),
+            hist.map(|&h| cat(h)),
+        );
         w.write_all(line.as_bytes())?;
     }
     Ok(())
@@ -334,9 +314,9 @@ pub fn generate(dir: &Path, cfg: &GenerateConfig) -> Result<GenerateSummary, Tra
         finish(w, &p)?;
     }
 
-    write_pickle(&path("uid_voc.pkl"), &uid_voc)?;
-    write_pickle(&path("mid_voc.pkl"), &mid_voc)?;
-    write_pickle(&path("cat_voc.pkl"), &cat_voc)?;
+    write_vocab_pickle(&path("uid_voc.pkl"), &uid_voc)?;
+    write_vocab_pickle(&path("mid_voc.pkl"), &mid_voc)?;
+    write_vocab_pickle(&path("cat_voc.pkl"), &cat_voc)?;
 
     let p = path("item-info");
     let mut w = create(&p)?;
@@ -377,17 +357,4 @@ pub fn generate(dir: &Path, cfg: &GenerateConfig) -> Result<GenerateSummary, Tra
         mid_vocab: mid_voc.len(),
         cat_vocab: cat_voc.len(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vocabulary_orders_by_count_then_id() {
-        let v = vocabulary("default_x", &[3, 0, 5, 3], |i| format!("x{i}"));
-        let keys: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["default_x", "x2", "x0", "x3"]);
-        assert!(v.iter().enumerate().all(|(i, &(_, idx))| idx as usize == i));
-    }
 }
