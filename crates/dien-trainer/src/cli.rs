@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
-use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_SEED, DEFAULT_TEST_FRAC, EventFormat};
+use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_TEST_FRAC, EventFormat};
 
 /// Clap parsers for the model's named enums: the accepted values, listed in
 /// `--help`, come from each enum's own `ALL` list, so a new variant or form
@@ -237,7 +237,7 @@ pub(crate) struct PrepareArgs {
     #[arg(long, default_value_t = DEFAULT_TEST_FRAC, value_name = "F")]
     pub(crate) test_frac: f64,
     /// Seed of the negatives (the train/test split uses seed + 1).
-    #[arg(long, default_value_t = DEFAULT_SEED)]
+    #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
     /// Behaviours kept as events: a comma-separated list (pv,buy) or `all`.
     /// Default: pv for taobao (as the reference data), all otherwise.

@@ -57,9 +57,9 @@ fn data(dir: &Path) -> PathBuf {
 
 #[test]
 fn every_seed_defaults_to_one_value() {
-    for cmd in ["demo", "generate", "train", "gradcheck"] {
+    for cmd in ["demo", "generate", "prepare", "train", "gradcheck"] {
         let (help, _) = ok(&[cmd, "--help"]);
-        let line = help.lines().skip_while(|l| !l.contains("--seed")).take(3).collect::<String>();
+        let line = help.lines().skip_while(|l| !l.contains("--seed")).take(5).collect::<String>();
         assert!(line.contains("[default: 2018]"), "{cmd} --seed: {line}");
     }
 }

@@ -38,8 +38,6 @@ use serde::Serialize;
 use crate::data::line::BadLines;
 use crate::error::TrainError;
 
-/// Default seed of the negatives (the user split uses the seed + 1).
-pub const DEFAULT_SEED: u64 = 2018;
 /// Default number of events sorted in memory at a time.
 pub const DEFAULT_CHUNK_EVENTS: usize = 2_000_000;
 /// Default share of users whose sample goes to the test file.
@@ -175,7 +173,7 @@ impl PrepareConfig {
             min_count: None,
             max_len: None,
             test_frac: DEFAULT_TEST_FRAC,
-            seed: DEFAULT_SEED,
+            seed: crate::DEFAULT_SEED,
             behaviors: BehaviorFilter::FormatDefault,
             chunk_events: DEFAULT_CHUNK_EVENTS,
             skip_bad_lines: false,
