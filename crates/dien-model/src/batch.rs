@@ -7,6 +7,15 @@ use serde::Deserialize;
 
 use crate::error::ModelError;
 
+/// The most samples a batch built from samples or a file may hold.
+pub const MAX_SAMPLES: usize = 1 << 16;
+
+/// The most history entries (`B × T`) such a batch may hold.
+pub const MAX_ENTRIES: usize = 1 << 26;
+
+/// The largest JSON batch file read.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// A batch of `B` samples with histories padded to `T` steps.
 ///
 /// Histories are stored row-major `[B, T]`, oldest first; positions
@@ -102,6 +111,14 @@ impl Batch {
             return Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into()));
         }
         let steps = hist_mid.iter().map(Vec::len).max().unwrap_or(0);
+        if b > MAX_SAMPLES {
+            return Err(ModelError::Batch(format!("{b} samples; a batch holds at most {MAX_SAMPLES}")));
+        }
+        if b.checked_mul(steps).is_none_or(|n| n > MAX_ENTRIES) {
+            return Err(ModelError::Batch(format!(
+                "{b} samples × {steps} steps; a batch holds at most {MAX_ENTRIES} history entries"
+            )));
+        }
         let mut out = Self::zeros(b, steps, neg_mid.is_some());
         out.uid = uid;
         out.mid = mid;
@@ -160,13 +177,49 @@ impl Batch {
         )
     }
 
-    /// Reads a JSON batch file (docs/MODEL.md#batch-file).
+    /// Reads a JSON batch file (docs/MODEL.md#batch-file) of at most
+    /// [`MAX_FILE_BYTES`].
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+        let io = |e| ModelError::Io(path.display().to_string(), e);
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > MAX_FILE_BYTES {
+            return Err(ModelError::Batch(format!(
+                "{}: {len} bytes; a batch file has at most {MAX_FILE_BYTES}",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         Self::from_json_str(&text).map_err(|e| match e {
             ModelError::Batch(m) => ModelError::Batch(format!("{}: {m}", path.display())),
             other => other,
         })
+    }
+
+    /// Keeps at most the `max_len` most recent behaviours of every history
+    /// (as the data loader does for a model whose longest kept history is
+    /// `max_len`); `T` becomes at most `max_len`.
+    pub fn keep_recent(&mut self, max_len: usize) {
+        if self.steps <= max_len {
+            return;
+        }
+        let (b, old_t) = (self.batch, self.steps);
+        let cut = |v: &[u32], lengths: &[usize]| -> Vec<u32> {
+            let mut out = vec![0; b * max_len];
+            for s in 0..b {
+                let l = lengths[s];
+                let keep = l.min(max_len);
+                out[s * max_len..s * max_len + keep].copy_from_slice(&v[s * old_t + l - keep..s * old_t + l]);
+            }
+            out
+        };
+        self.hist_mid = cut(&self.hist_mid, &self.lengths);
+        self.hist_cat = cut(&self.hist_cat, &self.lengths);
+        self.neg_mid = self.neg_mid.as_deref().map(|v| cut(v, &self.lengths));
+        self.neg_cat = self.neg_cat.as_deref().map(|v| cut(v, &self.lengths));
+        for l in &mut self.lengths {
+            *l = (*l).min(max_len);
+        }
+        self.steps = max_len;
     }
 
     /// Whether negatives are present (then the auxiliary loss is evaluated).
@@ -236,6 +289,35 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_recent_keeps_the_latest_behaviours_and_sizes_are_bounded() {
+        let h: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4, 5], vec![7], vec![]];
+        let mut b = Batch::from_samples(
+            vec![0, 1, 2],
+            vec![1, 1, 1],
+            vec![0, 0, 0],
+            &h,
+            &h,
+            Some(&h),
+            Some(&h),
+            vec![1.0, 0.0, 1.0],
+        )
+        .unwrap();
+        b.keep_recent(3);
+        assert_eq!((b.steps, b.lengths.clone()), (3, vec![3, 1, 0]));
+        assert_eq!(b.hist_mid, [3, 4, 5, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(b.neg_cat.as_deref(), Some(&[3, 4, 5, 7, 0, 0, 0, 0, 0][..]));
+        let before = b.clone();
+        b.keep_recent(10);
+        assert_eq!(b, before);
+
+        let many = vec![Vec::new(); MAX_SAMPLES + 1];
+        let ids = vec![0; MAX_SAMPLES + 1];
+        let labels = vec![0.0; MAX_SAMPLES + 1];
+        let err = Batch::from_samples(ids.clone(), ids.clone(), ids, &many, &many, None, None, labels).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
 
     #[test]
     fn json_round_and_errors() {

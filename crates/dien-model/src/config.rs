@@ -16,6 +16,13 @@ use crate::error::ModelError;
 /// The checkpoint format version this crate writes and reads.
 pub const FORMAT_VERSION: &str = "1";
 
+/// The widest embedding (`d`) or hidden state (`H`) a model may have.
+pub const MAX_WIDTH: usize = 4096;
+
+/// The most parameters (and running statistics) a model may have: 2^30
+/// floats, 4 GiB (training holds about four times that).
+pub const MAX_PARAMS: usize = 1 << 30;
+
 /// Writes a `name()`-based `Display` and a `FromStr` accepting exactly those
 /// names, so that the CLI, the metadata and error messages agree on spelling.
 macro_rules! named_enum {
@@ -245,10 +252,27 @@ impl ModelConfig {
                 )));
             }
         }
-        if self.d > 1 << 16 || self.hidden > 1 << 16 {
+        if self.d > MAX_WIDTH || self.hidden > MAX_WIDTH {
             return Err(ModelError::Config(format!(
-                "d = {} / H = {}: widths above 65536 are not supported",
+                "d = {} / H = {}: widths above {MAX_WIDTH} are not supported",
                 self.d, self.hidden
+            )));
+        }
+        // Checked before anything is allocated: a vocabulary index in the
+        // billions would otherwise ask for hundreds of gigabytes.
+        let total = crate::params::tensor_specs(self)
+            .iter()
+            .try_fold(0usize, |acc, s| s.shape.iter().try_fold(1usize, |n, &x| n.checked_mul(x))?.checked_add(acc));
+        if total.is_none_or(|n| n > MAX_PARAMS) {
+            return Err(ModelError::Config(format!(
+                "tables of {} / {} / {} rows (uid / mid / cat) with d = {} and H = {} need more than {MAX_PARAMS} \
+                 parameters ({} GiB): is a vocabulary index far larger than its number of entries?",
+                self.n_uid,
+                self.n_mid,
+                self.n_cat,
+                self.d,
+                self.hidden,
+                MAX_PARAMS * 4 >> 30
             )));
         }
         if !self.alpha_aux.is_finite() || self.alpha_aux < 0.0 {

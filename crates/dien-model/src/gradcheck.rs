@@ -119,7 +119,9 @@ pub fn check_model_sampled(
     max_entries_per_tensor: usize,
     seed: u64,
 ) -> Result<ModelGradReport, ModelError> {
-    assert!(max_entries_per_tensor > 0, "check_model_sampled: max_entries_per_tensor must be positive");
+    if max_entries_per_tensor == 0 {
+        return Err(ModelError::Config("gradient check: max_entries_per_tensor must be positive".into()));
+    }
     check_entries(cfg, params, batch, eps, |tensor, analytic| {
         let n = analytic.len();
         if n <= max_entries_per_tensor {
@@ -145,7 +147,9 @@ fn check_entries(
     eps: f64,
     select: impl Fn(usize, &[f64]) -> Vec<usize>,
 ) -> Result<ModelGradReport, ModelError> {
-    assert!(eps > 0.0 && eps.is_finite(), "gradient check: eps must be positive");
+    if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+        return Err(ModelError::Config(format!("gradient check: eps must be in (0, 1), got {eps}")));
+    }
     let (_, grads) = forward_backward(cfg, params, batch)?;
     let mut work = params.clone();
     let mut report = GradReport { tensors: Vec::new(), eps, abs_floor: ABS_FLOOR };

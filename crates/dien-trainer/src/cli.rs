@@ -46,6 +46,12 @@ fn threads_value(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// A number strictly between 0 and 1 (finite-difference steps, tolerances).
+fn unit_interval(s: &str) -> std::result::Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if x > 0.0 && x < 1.0 { Ok(x) } else { Err(format!("{x} is not between 0 and 1")) }
+}
+
 /// The largest batch a command accepts.
 pub(crate) const MAX_BATCH: u64 = 1 << 16;
 
@@ -396,12 +402,12 @@ pub(crate) struct GradcheckArgs {
     /// Seed of the parameters and the batch.
     #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
-    /// Finite-difference step (fourth-order central differences).
-    #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS)]
+    /// Finite-difference step (fourth-order central differences), in (0, 1).
+    #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS, value_parser = unit_interval)]
     pub(crate) eps: f64,
     /// Relative tolerance (entries below the absolute floor are judged by
-    /// tol × floor).
-    #[arg(long, default_value_t = 1e-6)]
+    /// tol × floor), in (0, 1).
+    #[arg(long, default_value_t = 1e-6, value_parser = unit_interval)]
     pub(crate) tol: f64,
     /// Check at most this many entries per tensor (largest gradients plus a
     /// seeded sample); 0 checks every entry.

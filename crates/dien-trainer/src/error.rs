@@ -45,6 +45,20 @@ pub enum TrainError {
     /// (names the option or file).
     #[error("config: {0}")]
     Config(String),
+    /// Training diverged: a forward pass produced NaN or an infinity.
+    #[error("training diverged at step {step}: {msg}")]
+    Diverged {
+        /// The 1-based step whose forward pass failed.
+        step: u64,
+        /// What was not finite, and what to try.
+        msg: String,
+    },
+    /// The training file holds no sample to train on.
+    #[error("{}: no training samples (the file is empty, blank or every line was skipped)", path.display())]
+    NoSamples {
+        /// The training file.
+        path: PathBuf,
+    },
     /// The background batch loader stopped unexpectedly.
     #[error("batch loader: {0}")]
     Loader(String),

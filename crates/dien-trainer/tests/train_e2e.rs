@@ -124,7 +124,8 @@ fn skipped_bad_lines_are_counted_once_and_otherwise_named() {
         }
     })
     .unwrap();
-    assert_eq!(s.bad_lines, 3, "each malformed line once, over two epochs");
+    assert_eq!(s.bad_lines.count, 3, "each malformed line once, over two epochs");
+    assert!(s.bad_lines.first[0].contains("local_train_splitByUser:11: field `label`"), "{:?}", s.bad_lines);
     assert!(infos.iter().any(|m| m.contains("3 malformed line(s) skipped")), "{infos:?}");
 
     c.skip_bad_lines = false;

@@ -13,7 +13,9 @@ pub(crate) fn run(a: &GradsArgs) -> Result<()> {
     let inputs = [Role::new("the checkpoint", &a.checkpoint), Role::new("the batch file", &a.batch_file)];
     check_outputs(&inputs, &[Role::new("--out", &a.out)])?;
     let (cfg, params) = checkpoint::load(&a.checkpoint)?;
-    let batch = Batch::from_json_file(&a.batch_file)?;
+    let mut batch = Batch::from_json_file(&a.batch_file)?;
+    // Histories longer than the model keeps are cut as the data loader cuts them.
+    batch.keep_recent(cfg.max_len);
     let out = compute_grads(&cfg, params, &batch, a.eval, a.f64)?;
     save_grads(&a.out, &cfg, &out, a.eval, a.f64)?;
     println!(

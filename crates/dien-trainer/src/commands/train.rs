@@ -48,6 +48,8 @@ pub(crate) fn run(a: &TrainArgs) -> Result<()> {
     out["steps"] = json!(s.steps);
     out["train_samples"] = json!(s.samples);
     out["best_auc"] = json!(s.best_auc);
+    out["bad_lines"] = json!(s.bad_lines.count);
+    out["bad_line_examples"] = json!(s.bad_lines.first);
     out["seconds"] = json!(s.seconds);
     out["checkpoint"] = json!(a.out.display().to_string());
     println!("{out}");

@@ -219,6 +219,11 @@ pub fn strip_line_end(mut line: &[u8]) -> &[u8] {
     line
 }
 
+/// The longest line a data file may have: a history of thousands of
+/// behaviours fits many times over; a file without line breaks (or
+/// `/dev/zero`) is refused instead of read into memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// Reads a file line by line as bytes, counting lines and bytes, without holding more
 /// than one line in memory.
 pub struct LineReader {
@@ -258,16 +263,44 @@ impl LineReader {
         self.bytes
     }
 
-    /// The next line without its line ending, or `None` at the end of the file.
+    /// The next line without its line ending, or `None` at the end of the
+    /// file. A UTF-8 byte-order mark opening the file is dropped; a line
+    /// longer than [`MAX_LINE_BYTES`] is an error (nothing longer is held in
+    /// memory).
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, TrainError> {
-        self.buf.clear();
-        let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| TrainError::io(&self.path, e))?;
+        let n = self.read_line()?;
         if n == 0 {
             return Ok(None);
         }
+        let mut line = strip_line_end(&self.buf);
+        if self.line == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        Ok(Some(line))
+    }
+
+    /// Reads the next line into the buffer, at most [`MAX_LINE_BYTES`] of
+    /// it; the bytes read (0 at the end of the file).
+    fn read_line(&mut self) -> Result<usize, TrainError> {
+        self.buf.clear();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        let n = std::io::Read::take(&mut self.reader, limit)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| TrainError::io(&self.path, e))?;
+        if n == 0 {
+            return Ok(0);
+        }
         self.line += 1;
         self.bytes += n as u64;
-        Ok(Some(strip_line_end(&self.buf)))
+        if n > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
+            return Err(TrainError::Line {
+                path: self.path.clone(),
+                line: self.line,
+                field: "line",
+                msg: format!("longer than {MAX_LINE_BYTES} bytes without a line break (not a data file?)"),
+            });
+        }
+        Ok(n)
     }
 
     /// Whether the end of the file has been reached.
@@ -282,13 +315,9 @@ impl LineReader {
         while done < n {
             // `skip_until` would avoid the copy, but reading into the reused
             // buffer is as cheap and keeps one code path.
-            self.buf.clear();
-            let k = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| TrainError::io(&self.path, e))?;
-            if k == 0 {
+            if self.read_line()? == 0 {
                 break;
             }
-            self.line += 1;
-            self.bytes += k as u64;
             done += 1;
         }
         Ok(done)
@@ -296,7 +325,7 @@ impl LineReader {
 }
 
 /// Malformed lines skipped by a reader in `skip_bad_lines` mode.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BadLines {
     /// How many lines were skipped.
     pub count: u64,

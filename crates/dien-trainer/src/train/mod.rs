@@ -182,8 +182,10 @@ pub struct TrainSummary {
     /// Wall time of this run (without the part before a resume).
     pub seconds: f64,
     /// Malformed lines of the training file skipped (`skip_bad_lines`),
-    /// each line once: the most that one pass over the file skipped.
-    pub bad_lines: u64,
+    /// each line once (the most that one pass over the file skipped), with
+    /// the first messages naming file, line and field. Those met while
+    /// reading the data set's other files are reported as an [`Event::Info`].
+    pub bad_lines: BadLines,
     /// Every log record of this run.
     #[serde(skip)]
     pub history: Vec<LogRecord>,
@@ -389,10 +391,13 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             let lb = lb?;
             let b = lb.batch.batch as u64;
             let losses = model.forward_backward(&lb.batch).map_err(|e| match e {
-                ModelError::NonFinite(m) => TrainError::Config(format!(
-                    "step {}: non-finite value ({m}); the last good checkpoint is kept",
-                    prog.step + 1
-                )),
+                ModelError::NonFinite(m) => TrainError::Diverged {
+                    step: prog.step + 1,
+                    msg: format!(
+                        "{m}; nothing of this step was applied. Checkpoints saved before it are kept, but a model \
+                         close to divergence may already score poorly: lower --lr or set --clip-norm"
+                    ),
+                },
                 other => other.into(),
             })?;
             let (params, grads) = model.params_and_gradients();
@@ -446,6 +451,9 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
         if skipped.count > bad.count {
             bad = skipped;
         }
+        if prog.step == 0 {
+            return Err(TrainError::NoSamples { path: train_file.clone() });
+        }
         if stop {
             break 'epochs;
         }
@@ -474,7 +482,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
         steps: prog.step,
         samples: prog.samples,
         seconds: start.elapsed().as_secs_f64(),
-        bad_lines: bad.count,
+        bad_lines: bad,
         history,
     })
 }
