@@ -60,6 +60,11 @@ fn batch_value() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=MAX_BATCH)
 }
 
+/// A layer width: 1 to the widest a model supports.
+fn width() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=dien_model::config::MAX_WIDTH as u64)
+}
+
 /// A count that must be at least 1 (epochs, steps, candidates).
 fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
@@ -147,10 +152,10 @@ pub(crate) struct ArchArgs {
     #[arg(long, default_value = "mlp", value_parser = aux_values())]
     pub(crate) aux: AuxForm,
     /// Embedding width d.
-    #[arg(long, default_value_t = 18)]
+    #[arg(long, default_value_t = 18, value_parser = width())]
     pub(crate) dim: usize,
     /// GRU hidden width H.
-    #[arg(long, default_value_t = 36)]
+    #[arg(long, default_value_t = 36, value_parser = width())]
     pub(crate) hidden: usize,
     /// Weight of the auxiliary loss.
     #[arg(long, default_value_t = 1.0)]

@@ -80,6 +80,18 @@ impl DataSet {
                 v
             }
         };
+        // Tables are sized by the largest index: check before allocating any.
+        let sizes = vocabs.table_sizes();
+        for (i, (name, rows)) in [("uid", sizes.uid), ("mid", sizes.mid), ("cat", sizes.cat)].into_iter().enumerate() {
+            if rows > dien_model::config::MAX_PARAMS {
+                let source = report.vocab_sources.as_ref().map(|s| format!(" ({})", s[i])).unwrap_or_default();
+                return Err(TrainError::Config(format!(
+                    "the {name} vocabulary{source}: its largest index gives a table of {rows} rows, more than a \
+                     model may have ({}); are its indices far larger than its number of entries?",
+                    dien_model::config::MAX_PARAMS
+                )));
+            }
+        }
         let (item_info, reviews) = (dir.join(ITEM_INFO_FILE), dir.join(REVIEWS_INFO_FILE));
         let sampler = if item_info.is_file() && reviews.is_file() {
             let (cats, bad) = ItemCategories::load(&item_info, &vocabs, skip_bad_lines)?;
