@@ -26,6 +26,7 @@ named_values!(
     att_values => AttForm,
     aux_values => AuxForm,
     format_values => EventFormat,
+    optim_values => OptimKind,
 );
 
 /// The most threads a command accepts: eight per core (more only
@@ -298,8 +299,8 @@ pub(crate) struct TrainArgs {
     /// Longest kept history: longer ones keep their most recent behaviours.
     #[arg(long, default_value_t = 100, value_parser = positive())]
     pub(crate) max_len: usize,
-    /// Optimiser: adam or sgd.
-    #[arg(long, default_value = "adam")]
+    /// Optimiser.
+    #[arg(long, default_value = "adam", value_parser = optim_values())]
     pub(crate) optimizer: OptimKind,
     /// Learning rate.
     #[arg(long, default_value_t = 0.001)]
@@ -311,10 +312,10 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) clip_norm: Option<f32>,
     /// Evaluate every N iterations (and at the end).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) eval_every: Option<u64>,
     /// Save a checkpoint every N iterations (and at the end).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) save_every: Option<u64>,
     /// Keep the moving-average BatchNorm/Dice statistics instead of
     /// recalibrating them before each evaluation.
@@ -327,7 +328,7 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) skip_bad_lines: bool,
     /// Stop after N iterations.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) max_steps: Option<u64>,
     /// Continue from the checkpoint at --out.
     #[arg(long)]

@@ -74,6 +74,8 @@ fn counts_and_threads_are_checked_before_work() {
         (vec!["bench", "--batch", "1000000000"], "--batch"),
         (vec!["bench", "--steps", "0"], "--steps"),
         (vec!["train", "--data", ".", "--out", "x.safetensors", "--max-len", "0"], "--max-len"),
+        (vec!["train", "--data", ".", "--out", "x.safetensors", "--max-steps", "0"], "--max-steps"),
+        (vec!["train", "--data", ".", "--out", "x.safetensors", "--eval-every", "0"], "--eval-every"),
     ] {
         let err = fails(&args);
         assert!(err.contains(says), "dien {args:?}: {err}");
@@ -87,6 +89,8 @@ fn enum_flags_list_their_values() {
     for v in ["train", "infer", "score"] {
         assert!(err.contains(v), "{err}");
     }
+    let err = fails(&["train", "--data", ".", "--out", "x", "--optimizer", "adamw"]);
+    assert!(err.contains("adam") && err.contains("sgd"), "{err}");
     let (help, _) = ok(&["bench", "--help"]);
     assert!(help.contains("possible values") && help.contains("score"), "{help}");
 }

@@ -17,6 +17,9 @@ pub enum OptimKind {
 }
 
 impl OptimKind {
+    /// Every optimiser, in the order `--help` lists them.
+    pub const ALL: &'static [OptimKind] = &[OptimKind::Adam, OptimKind::Sgd];
+
     /// The name used on the command line and in the state file.
     pub fn name(self) -> &'static str {
         match self {
