@@ -3,49 +3,16 @@
 //! files, and the demo's clean-up.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use dien_model::checkpoint;
 use serde_json::Value;
 
-fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dien"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run dien")
-}
-
-/// Runs `dien`, expecting success; standard output and error.
-fn ok(args: &[&str]) -> (String, String) {
-    let out = run(args, &[]);
-    let (so, se) =
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "dien {args:?} failed:\n{se}");
-    (so, se)
-}
-
-/// Runs `dien`, expecting failure; its standard error.
-fn fails(args: &[&str]) -> String {
-    let out = run(args, &[]);
-    assert!(!out.status.success(), "dien {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn last_json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("output")).expect("last line is JSON")
-}
+mod common;
+use common::cli::{last_json, ok, refused as fails, s};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dien-conv-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::cli::tmp("conv", name)
 }
 
 /// A small generated data set.
@@ -179,7 +146,11 @@ fn run_record_config_file_and_single_final_evaluation() {
 #[test]
 fn demo_removes_its_scratch_folder() {
     let dir = tmp("demo");
-    let out = run(&["demo", "--users", "200", "--quiet", "--threads", "2"], &[("TMPDIR", &dir)]);
+    let out = Command::new(env!("CARGO_BIN_EXE_dien"))
+        .args(["demo", "--users", "200", "--quiet", "--threads", "2"])
+        .env("TMPDIR", &dir)
+        .output()
+        .unwrap();
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{se}");
     let so = String::from_utf8_lossy(&out.stdout);

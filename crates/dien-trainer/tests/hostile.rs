@@ -2,56 +2,13 @@
 //! a message naming what and where, or handled, and never crashes, hangs,
 //! allocates without bound or finishes silently having done nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dien")).args(args).stdin(Stdio::null()).output().expect("run dien")
-}
+mod common;
+use common::cli::{refused, run, s, small_checkpoint};
 
-/// Runs `dien` expecting a clean failure (exit 1 or 2, no panic); its
-/// standard error.
-fn refused(args: &[&str]) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(matches!(o.status.code(), Some(1 | 2)), "dien {args:?}: status {:?}\n{err}", o.status);
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "dien {args:?} panicked:\n{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dien-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A generated data set with a trained checkpoint beside it.
-fn data_and_checkpoint(dir: &Path) -> (PathBuf, PathBuf) {
-    let data = dir.join("data");
-    assert!(run(&["generate", "--out", s(&data), "--users", "200", "--max-history", "12"]).status.success());
-    let ck = dir.join("m.safetensors");
-    let o = run(&[
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&ck),
-        "--dim",
-        "2",
-        "--hidden",
-        "4",
-        "--max-steps",
-        "2",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (data, ck)
+fn tmp(name: &str) -> std::path::PathBuf {
+    common::cli::tmp("hostile", name)
 }
 
 #[test]
@@ -74,7 +31,7 @@ fn numeric_flags_out_of_range_are_refused() {
 #[test]
 fn a_training_file_without_samples_is_an_error() {
     let dir = tmp("empty");
-    let (data, _) = data_and_checkpoint(&dir);
+    let (data, _) = small_checkpoint(&dir);
     for content in ["", "\n\n\n"] {
         std::fs::write(data.join("local_train_splitByUser"), content).unwrap();
         let out = dir.join("e.safetensors");
@@ -87,7 +44,7 @@ fn a_training_file_without_samples_is_an_error() {
 #[test]
 fn a_file_without_line_breaks_is_refused_without_reading_it_whole() {
     let dir = tmp("zero");
-    let (_, ck) = data_and_checkpoint(&dir);
+    let (_, ck) = small_checkpoint(&dir);
     // An endless line: the reader gives up after its maximum line length.
     let t = Instant::now();
     let err = refused(&["predict", "--checkpoint", s(&ck), "--data", "/dev/zero", "--out", s(&dir.join("p.txt"))]);
@@ -98,7 +55,7 @@ fn a_file_without_line_breaks_is_refused_without_reading_it_whole() {
 #[test]
 fn a_byte_order_mark_is_not_part_of_the_first_label() {
     let dir = tmp("bom");
-    let (data, ck) = data_and_checkpoint(&dir);
+    let (data, ck) = small_checkpoint(&dir);
     let test = data.join("local_test_splitByUser");
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend(std::fs::read(&test).unwrap());
@@ -113,7 +70,7 @@ fn a_byte_order_mark_is_not_part_of_the_first_label() {
 #[test]
 fn a_vocabulary_index_in_the_billions_is_refused_before_allocating() {
     let dir = tmp("hugevocab");
-    let (data, _) = data_and_checkpoint(&dir);
+    let (data, _) = small_checkpoint(&dir);
     for ext in ["pkl", "json"] {
         let _ = std::fs::remove_file(data.join(format!("mid_voc.{ext}")));
     }
@@ -128,7 +85,7 @@ fn a_vocabulary_index_in_the_billions_is_refused_before_allocating() {
 #[test]
 fn json_batches_are_bounded_and_cut_to_the_models_history() {
     let dir = tmp("batch");
-    let (_, ck) = data_and_checkpoint(&dir);
+    let (_, ck) = small_checkpoint(&dir);
     // 70,000 samples: more than a batch may hold.
     let n = 70_000;
     let ids = vec!["0"; n].join(",");
@@ -166,7 +123,7 @@ fn json_batches_are_bounded_and_cut_to_the_models_history() {
 #[test]
 fn divergence_is_reported_as_such() {
     let dir = tmp("diverge");
-    let (data, _) = data_and_checkpoint(&dir);
+    let (data, _) = small_checkpoint(&dir);
     let out = dir.join("d.safetensors");
     let err = refused(&[
         "train",

@@ -2,40 +2,13 @@
 //! link to one) are refused before any work, and the input is unchanged.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn dien(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_dien")).args(args).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::cli::{refused, s, small_checkpoint};
 
 fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("dien-outputs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data");
-    assert!(dien(&["generate", "--out", s(&data), "--users", "200", "--max-history", "12"]).0);
-    let ck = dir.join("m.safetensors");
-    let (ok, err) = dien(&[
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&ck),
-        "--dim",
-        "2",
-        "--hidden",
-        "4",
-        "--max-steps",
-        "2",
-        "--quiet",
-        "--threads",
-        "1",
-    ]);
-    assert!(ok, "{err}");
+    let dir = common::cli::tmp("outputs", name);
+    let (data, ck) = small_checkpoint(&dir);
     (dir, data, ck)
 }
 
@@ -67,8 +40,7 @@ fn outputs_that_are_inputs_are_refused_and_the_inputs_survive() {
         (vec!["train", "--data", s(&data), "--out", s(&other), "--plot", s(&other)], "the same file"),
     ];
     for (args, says) in cases {
-        let (ok, err) = dien(&args);
-        assert!(!ok, "dien {args:?} succeeded");
+        let err = refused(&args);
         assert!(
             err.contains(says) && (err.contains("refusing to overwrite") || err.contains("same file")),
             "{args:?}: {err}"
@@ -84,7 +56,6 @@ fn outputs_that_are_inputs_are_refused_and_the_inputs_survive() {
 fn an_output_in_a_missing_folder_is_named_as_given() {
     let (dir, data, ck) = setup("missing");
     let out = dir.join("no/such/folder/p.txt");
-    let (ok, err) = dien(&["predict", "--checkpoint", s(&ck), "--data", s(&data), "--out", s(&out)]);
-    assert!(!ok);
+    let err = refused(&["predict", "--checkpoint", s(&ck), "--data", s(&data), "--out", s(&out)]);
     assert!(err.contains(s(&out)) && !err.contains(".tmp-"), "{err}");
 }

@@ -13,15 +13,11 @@ use std::time::Instant;
 
 use dien_model::checkpoint;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dien-faults-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::cli::s;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+fn tmp(name: &str) -> PathBuf {
+    common::cli::tmp("faults", name)
 }
 
 /// A small data set: 540 training lines, 17 batches of 32 per epoch.

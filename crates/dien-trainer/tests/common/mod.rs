@@ -1,11 +1,14 @@
-//! Helpers shared by the optimiser tests: a tiny DIEN with its batches and
+//! Helpers shared by the tests: a tiny DIEN with its batches and
 //! gradients, bit views of parameters and state, sparse-row builders, a
-//! reference Adam in f64, and temporary directories.
+//! reference Adam in f64, temporary directories, and (`cli`) running the
+//! `dien` binary.
 
 // Each test crate uses only some of these.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+pub mod cli;
 
 use dien_model::cost::synthetic_batch;
 use dien_model::fast::{Gradients, Model, SparseRows};
