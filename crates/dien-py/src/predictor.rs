@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dien_model::serve::{Items, Predictor, Scratch, ServeError};
+use dien_model::serve::{Items, Predictor, Scratch, ServeError, Vocabs};
 use numpy::prelude::*;
 use numpy::{PyArray1, PyUntypedArray};
 use pyo3::prelude::*;
@@ -166,11 +166,21 @@ impl Request {
     /// Scores into `out` (one probability per candidate).
     fn score_into(&self, p: &Predictor, scratch: &mut Scratch, out: &mut [f32]) -> Result<(), ServeError> {
         match self {
-            Self::Strings { uid, hist_items, hist_cats, cand_items, cand_cats } => {
-                // No user: the empty id, which no vocabulary the trainer
-                // builds holds, maps to index 0 (unknown).
-                let user = uid.as_deref().unwrap_or("");
+            Self::Strings { uid: Some(user), hist_items, hist_cats, cand_items, cand_cats } => {
                 p.score_ids_into(scratch, user, hist_items, hist_cats, cand_items, cand_cats, out)
+            }
+            Self::Strings { uid: None, hist_items, hist_cats, cand_items, cand_cats } => {
+                // No user is index 0. The empty id maps there unless a
+                // vocabulary holds it; then the ids are mapped here, as
+                // `score_ids_into` maps them.
+                let v = p.vocabs().ok_or(ServeError::NoVocabularies)?;
+                if v.uid("") == 0 {
+                    return p.score_ids_into(scratch, "", hist_items, hist_cats, cand_items, cand_cats, out);
+                }
+                let map = |ids: &[String], f: fn(&Vocabs, &str) -> u32| ids.iter().map(|s| f(v, s)).collect::<Vec<_>>();
+                let (hm, hc) = (map(hist_items, Vocabs::mid), map(hist_cats, Vocabs::cat));
+                let (cm, cc) = (map(cand_items, Vocabs::mid), map(cand_cats, Vocabs::cat));
+                p.score_into(scratch, 0, Items::new(&hm, &hc), Items::new(&cm, &cc), out)
             }
             Self::Indices { uid, hist_mid, hist_cat, cand_mid, cand_cat } => p.score_into(
                 scratch,

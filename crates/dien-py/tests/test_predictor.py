@@ -22,7 +22,8 @@ def requests_from(data_dir, n=24):
         cands = [(mid, cat)] + others[: 1 + i % len(others)]
         reqs.append(
             {
-                "uid": uid if i % 5 else "unknown-user",
+                # Known users, an unknown one, and none (index 0).
+                "uid": uid if i % 5 else ("unknown-user" if i % 10 else None),
                 "hist_items": hm,
                 "hist_cats": hc,
                 "cand_items": [c[0] for c in cands],
