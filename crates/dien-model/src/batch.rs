@@ -1,8 +1,14 @@
 //! A batch of samples (docs/MODEL.md#inputs) in the padded layout every model consumes,
-//! and the JSON batch-file format of docs/MODEL.md#batch-file.
+//! and the two ways a caller hands one over: the JSON batch-file format of
+//! docs/MODEL.md#batch-file ([`Batch::from_json_file`]) and padded `ndarray`
+//! arrays ([`Batch::from_arrays`], what the Python package passes NumPy
+//! arrays through). Both go through the same checks, so a mistake gets the
+//! same message whichever way the batch came in.
 
+use std::fmt::Display;
 use std::path::Path;
 
+use ndarray::{ArrayView1, ArrayView2};
 use serde::Deserialize;
 
 use crate::error::ModelError;
@@ -47,18 +53,91 @@ pub struct Batch {
 }
 
 /// The JSON batch file of docs/MODEL.md#batch-file (unknown keys are ignored).
+///
+/// Indices are read as `i64` and converted by [`to_index`], so that a
+/// negative index gets the same message as in [`Batch::from_arrays`].
 #[derive(Deserialize)]
 struct BatchFile {
-    uid: Vec<u32>,
-    mid: Vec<u32>,
-    cat: Vec<u32>,
-    hist_mid: Vec<Vec<u32>>,
-    hist_cat: Vec<Vec<u32>>,
+    uid: Vec<i64>,
+    mid: Vec<i64>,
+    cat: Vec<i64>,
+    hist_mid: Vec<Vec<i64>>,
+    hist_cat: Vec<Vec<i64>>,
     #[serde(default)]
-    neg_mid: Option<Vec<Vec<u32>>>,
+    neg_mid: Option<Vec<Vec<i64>>>,
     #[serde(default)]
-    neg_cat: Option<Vec<Vec<u32>>>,
+    neg_cat: Option<Vec<Vec<i64>>>,
     label: Vec<f32>,
+}
+
+// The checks every way of building a batch shares (docs/MODEL.md#batch-file):
+// each returns the one message of its rule.
+
+/// Where in a batch a value sits: `sample s` or `sample s, step t`.
+fn position(s: usize, t: Option<usize>) -> String {
+    match t {
+        Some(t) => format!("sample {s}, step {t}"),
+        None => format!("sample {s}"),
+    }
+}
+
+/// A per-sample field must have one entry per sample (`B`, the length of `uid`).
+fn check_samples(name: &str, len: usize, b: usize) -> Result<(), ModelError> {
+    if len == b { Ok(()) } else { Err(ModelError::Batch(format!("field `{name}` has {len} samples, `uid` has {b}"))) }
+}
+
+/// Sample `s`'s list `name` must have one entry per history step (`l`).
+fn check_entries(s: usize, name: &str, len: usize, l: usize) -> Result<(), ModelError> {
+    if len == l {
+        Ok(())
+    } else {
+        Err(ModelError::Batch(format!("sample {s}: `{name}` has {len} entries, `hist_mid` has {l}")))
+    }
+}
+
+/// A batch of `b` samples padded to `steps` steps stays within the limits
+/// ([`MAX_SAMPLES`], [`MAX_ENTRIES`]); checked before anything is allocated.
+fn check_size(b: usize, steps: usize) -> Result<(), ModelError> {
+    if b > MAX_SAMPLES {
+        return Err(ModelError::Batch(format!("{b} samples; a batch holds at most {MAX_SAMPLES}")));
+    }
+    if b.checked_mul(steps).is_none_or(|n| n > MAX_ENTRIES) {
+        return Err(ModelError::Batch(format!(
+            "{b} samples × {steps} steps; a batch holds at most {MAX_ENTRIES} history entries"
+        )));
+    }
+    Ok(())
+}
+
+/// The negatives come both or not at all.
+fn check_negatives_paired(neg_mid: bool, neg_cat: bool) -> Result<(), ModelError> {
+    if neg_mid == neg_cat {
+        Ok(())
+    } else {
+        Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into()))
+    }
+}
+
+/// A label is 0 or 1.
+fn check_label(s: usize, y: f32) -> Result<(), ModelError> {
+    if y == 0.0 || y == 1.0 { Ok(()) } else { Err(ModelError::Batch(format!("sample {s}: label {y} is not 0 or 1"))) }
+}
+
+/// A history length is at most `T`.
+fn check_length(s: usize, l: usize, steps: usize) -> Result<(), ModelError> {
+    if l <= steps { Ok(()) } else { Err(ModelError::Batch(format!("sample {s}: length {l} exceeds T = {steps}"))) }
+}
+
+/// A caller's index (or length) as `u32`: a negative value or one above
+/// `u32::MAX` is an error naming the field and the position.
+fn to_index<I: Copy + TryInto<u32> + Display>(x: I, name: &str, s: usize, t: Option<usize>) -> Result<u32, ModelError> {
+    x.try_into().map_err(|_| {
+        ModelError::Batch(format!(
+            "{}: `{name}` value {x} is not an index (indices are integers from 0 to {})",
+            position(s, t),
+            u32::MAX
+        ))
+    })
 }
 
 impl Batch {
@@ -103,22 +182,11 @@ impl Batch {
             ("hist_cat", hist_cat.len()),
             ("label", label.len()),
         ] {
-            if len != b {
-                return Err(ModelError::Batch(format!("field `{name}` has {len} samples, `uid` has {b}")));
-            }
+            check_samples(name, len, b)?;
         }
-        if neg_mid.is_some() != neg_cat.is_some() {
-            return Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into()));
-        }
+        check_negatives_paired(neg_mid.is_some(), neg_cat.is_some())?;
         let steps = hist_mid.iter().map(Vec::len).max().unwrap_or(0);
-        if b > MAX_SAMPLES {
-            return Err(ModelError::Batch(format!("{b} samples; a batch holds at most {MAX_SAMPLES}")));
-        }
-        if b.checked_mul(steps).is_none_or(|n| n > MAX_ENTRIES) {
-            return Err(ModelError::Batch(format!(
-                "{b} samples × {steps} steps; a batch holds at most {MAX_ENTRIES} history entries"
-            )));
-        }
+        check_size(b, steps)?;
         let mut out = Self::zeros(b, steps, neg_mid.is_some());
         out.uid = uid;
         out.mid = mid;
@@ -126,38 +194,128 @@ impl Batch {
         out.label = label;
         for s in 0..b {
             let l = hist_mid[s].len();
-            if hist_cat[s].len() != l {
-                return Err(ModelError::Batch(format!(
-                    "sample {s}: `hist_cat` has {} entries, `hist_mid` has {l}",
-                    hist_cat[s].len()
-                )));
-            }
+            check_entries(s, "hist_cat", hist_cat[s].len(), l)?;
             out.lengths[s] = l;
             out.hist_mid[s * steps..s * steps + l].copy_from_slice(&hist_mid[s]);
             out.hist_cat[s * steps..s * steps + l].copy_from_slice(&hist_cat[s]);
             if let (Some(nm), Some(nc)) = (neg_mid, neg_cat) {
                 for (name, v) in [("neg_mid", nm), ("neg_cat", nc)] {
-                    if v.len() != b {
-                        return Err(ModelError::Batch(format!(
-                            "field `{name}` has {} samples, `uid` has {b}",
-                            v.len()
-                        )));
-                    }
-                    if v[s].len() != l {
-                        return Err(ModelError::Batch(format!(
-                            "sample {s}: `{name}` has {} entries, `hist_mid` has {l}",
-                            v[s].len()
-                        )));
-                    }
+                    check_samples(name, v.len(), b)?;
+                    check_entries(s, name, v[s].len(), l)?;
                 }
                 out.neg_mid.as_mut().expect("allocated")[s * steps..s * steps + l].copy_from_slice(&nm[s]);
                 out.neg_cat.as_mut().expect("allocated")[s * steps..s * steps + l].copy_from_slice(&nc[s]);
             }
         }
         for (s, &y) in out.label.iter().enumerate() {
-            if y != 0.0 && y != 1.0 {
-                return Err(ModelError::Batch(format!("sample {s}: label {y} is not 0 or 1")));
+            check_label(s, y)?;
+        }
+        Ok(out)
+    }
+
+    /// Builds a batch from padded arrays, the layout of a batch in memory
+    /// (and of NumPy or PyTorch tensors): `uid`, `mid`, `cat`, `lengths` and
+    /// `label` hold one value per sample (`[B]`); `hist_mid`, `hist_cat` and
+    /// the optional negatives are `[B, T]`, oldest behaviour first, sample
+    /// `b` using its first `lengths[b]` columns.
+    ///
+    /// The rules and messages are those of the JSON batch file
+    /// (docs/MODEL.md#batch-file): every per-sample array has `B` entries,
+    /// the history arrays have the same shape, the negatives come together,
+    /// every length is at most `T`, every label is 0 or 1, and every index
+    /// used is a non-negative integer that fits `u32` (padded positions,
+    /// `t ≥ lengths[b]`, are not read, so any padding value will do; they
+    /// are stored as 0). The arrays are read in place, in any memory layout;
+    /// `I` is any integer type (`i64`, NumPy's default, `i32`, `u32`, …).
+    /// Indices are checked against the table sizes when the batch is run
+    /// ([`Batch::validate`]).
+    ///
+    /// ```
+    /// use dien_model::Batch;
+    /// use ndarray::array;
+    ///
+    /// let b = Batch::from_arrays(
+    ///     array![1i64, 2].view(), array![3, 4].view(), array![1, 1].view(),
+    ///     array![[5, 6, 7], [0, 0, 0]].view(), array![[1, 2, 1], [0, 0, 0]].view(),
+    ///     array![3, 0].view(), array![1.0f32, 0.0].view(), None, None,
+    /// ).unwrap();
+    /// assert_eq!((b.batch, b.steps, b.lengths.clone()), (2, 3, vec![3, 0]));
+    /// let json = r#"{"uid": [1, 2], "mid": [3, 4], "cat": [1, 1],
+    ///     "hist_mid": [[5, 6, 7], []], "hist_cat": [[1, 2, 1], []], "label": [1, 0]}"#;
+    /// assert_eq!(b, Batch::from_json_str(json).unwrap());
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_arrays<I: Copy + TryInto<u32> + Display>(
+        uid: ArrayView1<'_, I>,
+        mid: ArrayView1<'_, I>,
+        cat: ArrayView1<'_, I>,
+        hist_mid: ArrayView2<'_, I>,
+        hist_cat: ArrayView2<'_, I>,
+        lengths: ArrayView1<'_, I>,
+        label: ArrayView1<'_, f32>,
+        neg_mid: Option<ArrayView2<'_, I>>,
+        neg_cat: Option<ArrayView2<'_, I>>,
+    ) -> Result<Self, ModelError> {
+        let b = uid.len();
+        for (name, len) in [
+            ("mid", mid.len()),
+            ("cat", cat.len()),
+            ("hist_mid", hist_mid.nrows()),
+            ("hist_cat", hist_cat.nrows()),
+            ("lengths", lengths.len()),
+            ("label", label.len()),
+        ] {
+            check_samples(name, len, b)?;
+        }
+        check_negatives_paired(neg_mid.is_some(), neg_cat.is_some())?;
+        let steps = hist_mid.ncols();
+        check_size(b, steps)?;
+        let negs = [("neg_mid", neg_mid), ("neg_cat", neg_cat)];
+        // Every sample's rows have T entries, so a width mismatch shows at
+        // the first sample.
+        if b > 0 {
+            check_entries(0, "hist_cat", hist_cat.ncols(), steps)?;
+        }
+        for (name, v) in &negs {
+            if let Some(v) = v {
+                check_samples(name, v.nrows(), b)?;
+                if b > 0 {
+                    check_entries(0, name, v.ncols(), steps)?;
+                }
             }
+        }
+        let mut out = Self::zeros(b, steps, negs[0].1.is_some());
+        let one = |name: &str, v: &ArrayView1<'_, I>, dst: &mut [u32]| -> Result<(), ModelError> {
+            for (s, (d, &x)) in dst.iter_mut().zip(v.iter()).enumerate() {
+                *d = to_index(x, name, s, None)?;
+            }
+            Ok(())
+        };
+        one("uid", &uid, &mut out.uid)?;
+        one("mid", &mid, &mut out.mid)?;
+        one("cat", &cat, &mut out.cat)?;
+        for (s, &l) in lengths.iter().enumerate() {
+            let l = to_index(l, "lengths", s, None)? as usize;
+            check_length(s, l, steps)?;
+            out.lengths[s] = l;
+        }
+        let rows = |name: &str, v: &ArrayView2<'_, I>, dst: &mut [u32], lengths: &[usize]| -> Result<(), ModelError> {
+            for (s, (row, &l)) in v.rows().into_iter().zip(lengths).enumerate() {
+                for (t, &x) in row.iter().take(l).enumerate() {
+                    dst[s * steps + t] = to_index(x, name, s, Some(t))?;
+                }
+            }
+            Ok(())
+        };
+        rows("hist_mid", &hist_mid, &mut out.hist_mid, &out.lengths)?;
+        rows("hist_cat", &hist_cat, &mut out.hist_cat, &out.lengths)?;
+        if let [(_, Some(nm)), (_, Some(nc))] = &negs {
+            rows("neg_mid", nm, out.neg_mid.as_mut().expect("allocated"), &out.lengths)?;
+            rows("neg_cat", nc, out.neg_cat.as_mut().expect("allocated"), &out.lengths)?;
+        }
+        for (s, (d, &y)) in out.label.iter_mut().zip(label.iter()).enumerate() {
+            check_label(s, y)?;
+            *d = y;
         }
         Ok(out)
     }
@@ -165,14 +323,25 @@ impl Batch {
     /// Parses the JSON batch format of docs/MODEL.md#batch-file.
     pub fn from_json_str(text: &str) -> Result<Self, ModelError> {
         let f: BatchFile = serde_json::from_str(text).map_err(|e| ModelError::Batch(format!("batch JSON: {e}")))?;
+        let flat = |name: &str, v: &[i64]| -> Result<Vec<u32>, ModelError> {
+            v.iter().enumerate().map(|(s, &x)| to_index(x, name, s, None)).collect()
+        };
+        let nested = |name: &str, v: &[Vec<i64>]| -> Result<Vec<Vec<u32>>, ModelError> {
+            v.iter()
+                .enumerate()
+                .map(|(s, row)| row.iter().enumerate().map(|(t, &x)| to_index(x, name, s, Some(t))).collect())
+                .collect()
+        };
+        let neg_mid = f.neg_mid.as_deref().map(|v| nested("neg_mid", v)).transpose()?;
+        let neg_cat = f.neg_cat.as_deref().map(|v| nested("neg_cat", v)).transpose()?;
         Self::from_samples(
-            f.uid,
-            f.mid,
-            f.cat,
-            &f.hist_mid,
-            &f.hist_cat,
-            f.neg_mid.as_deref(),
-            f.neg_cat.as_deref(),
+            flat("uid", &f.uid)?,
+            flat("mid", &f.mid)?,
+            flat("cat", &f.cat)?,
+            &nested("hist_mid", &f.hist_mid)?,
+            &nested("hist_cat", &f.hist_cat)?,
+            neg_mid.as_deref(),
+            neg_cat.as_deref(),
             f.label,
         )
     }
@@ -245,11 +414,8 @@ impl Batch {
                 return Err(ModelError::Batch(format!("field `{name}` has {got} entries, expected {want}")));
             }
         }
-        if let Some(s) = self.lengths.iter().position(|&l| l > self.steps) {
-            return Err(ModelError::Batch(format!(
-                "sample {s}: length {} exceeds T = {}",
-                self.lengths[s], self.steps
-            )));
+        for (s, &l) in self.lengths.iter().enumerate() {
+            check_length(s, l, self.steps)?;
         }
         let check_flat = |name: &str, v: &[u32], n: usize, per_sample: usize| -> Result<(), ModelError> {
             for (i, &x) in v.iter().enumerate() {
@@ -258,7 +424,7 @@ impl Batch {
                     continue;
                 }
                 if x as usize >= n {
-                    let at = if per_sample == 1 { format!("sample {s}") } else { format!("sample {s}, step {t}") };
+                    let at = position(s, (per_sample > 1).then_some(t));
                     return Err(ModelError::Batch(format!(
                         "{at}: `{name}` index {x} out of range (table has {n} rows)"
                     )));
@@ -280,7 +446,7 @@ impl Batch {
                 check_flat("neg_cat", nc, n_cat, self.steps.max(1))?;
             }
             (None, None) => {}
-            _ => return Err(ModelError::Batch("`neg_mid` and `neg_cat` must be given together".into())),
+            _ => check_negatives_paired(self.neg_mid.is_some(), self.neg_cat.is_some())?,
         }
         Ok(())
     }
@@ -335,5 +501,142 @@ mod tests {
         assert!(e.contains("hist_cat"), "{e}");
         let bad = r#"{"uid":[1],"mid":[3],"cat":[1],"hist_mid":[[]],"hist_cat":[[]],"label":[0.5]}"#;
         assert!(Batch::from_json_str(bad).unwrap_err().to_string().contains("label"));
+    }
+
+    /// `uid`, `mid`, `cat`, `hist_mid`, `hist_cat`, `lengths`.
+    type Case = (Vec<i64>, Vec<i64>, Vec<i64>, ndarray::Array2<i64>, ndarray::Array2<i64>, Vec<i64>);
+
+    /// The JSON batch of `json_round_and_errors` as arrays, with −1 as padding.
+    fn arrays_case() -> Case {
+        let hist_mid = ndarray::array![[5, 6, 7], [-1, -1, -1]];
+        let hist_cat = ndarray::array![[1, 2, 1], [-1, -1, -1]];
+        (vec![1, 2], vec![3, 4], vec![1, 1], hist_mid, hist_cat, vec![3, 0])
+    }
+
+    #[test]
+    fn arrays_equal_json_and_padding_is_not_read() {
+        use ndarray::{ArrayView1, array};
+        let (uid, mid, cat, hm, hc, len) = arrays_case();
+        let (nm, nc) = (array![[8i64, 9, 1], [7, 7, 7]], array![[2i64, 2, 2], [-5, -5, -5]]);
+        let label = [1.0f32, 0.0];
+        let v = |x: &[i64]| ArrayView1::from(x).to_owned();
+        let b = Batch::from_arrays(
+            v(&uid).view(),
+            v(&mid).view(),
+            v(&cat).view(),
+            hm.view(),
+            hc.view(),
+            v(&len).view(),
+            ArrayView1::from(&label),
+            Some(nm.view()),
+            Some(nc.view()),
+        )
+        .unwrap();
+        let j = r#"{"uid":[1,2],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2,1],[]],
+                   "neg_mid":[[8,9,1],[]],"neg_cat":[[2,2,2],[]],"label":[1,0]}"#;
+        assert_eq!(b, Batch::from_json_str(j).unwrap());
+        // Any integer type, any memory layout (a transposed view is read as such).
+        let t: ndarray::Array2<u32> = array![[5, 0], [6, 0], [7, 0]];
+        let c: ndarray::Array2<u32> = array![[1, 0], [2, 0], [1, 0]];
+        let b32 = Batch::from_arrays(
+            array![1u32, 2].view(),
+            array![3u32, 4].view(),
+            array![1u32, 1].view(),
+            t.t(),
+            c.t(),
+            array![3u32, 0].view(),
+            ArrayView1::from(&label),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(b32.hist_mid, b.hist_mid);
+        assert!(!b32.has_negatives());
+    }
+
+    /// The same mistake made in JSON and in arrays gets the same message.
+    #[test]
+    fn arrays_and_json_share_their_messages() {
+        use ndarray::{ArrayView1, array};
+        let (uid, mid, cat, hm, hc, len) = arrays_case();
+        let label = [1.0f32, 0.0];
+        let run = |uid: &[i64],
+                   mid: &[i64],
+                   hm: ndarray::ArrayView2<'_, i64>,
+                   hc: ndarray::ArrayView2<'_, i64>,
+                   label: &[f32],
+                   neg: Option<ndarray::ArrayView2<'_, i64>>| {
+            Batch::from_arrays(
+                ArrayView1::from(uid),
+                ArrayView1::from(mid),
+                ArrayView1::from(&cat[..]),
+                hm,
+                hc,
+                ArrayView1::from(&len[..]),
+                ArrayView1::from(label),
+                neg,
+                None,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let json = |text: &str| Batch::from_json_str(text).unwrap_err().to_string();
+        // A missing sample.
+        assert_eq!(
+            run(&uid, &mid[..1], hm.view(), hc.view(), &label, None),
+            json(
+                r#"{"uid":[1,2],"mid":[3],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2,1],[]],"label":[1,0]}"#
+            )
+        );
+        // A label that is not 0 or 1.
+        assert_eq!(
+            run(&uid, &mid, hm.view(), hc.view(), &[1.0, 0.5], None),
+            json(
+                r#"{"uid":[1,2],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2,1],[]],"label":[1,0.5]}"#
+            )
+        );
+        // Negatives without their categories.
+        let e = run(&uid, &mid, hm.view(), hc.view(), &label, Some(hm.view()));
+        assert_eq!(e, "batch: `neg_mid` and `neg_cat` must be given together");
+        // A negative index.
+        let e = run(&[1, -4], &mid, hm.view(), hc.view(), &label, None);
+        assert_eq!(
+            e,
+            json(
+                r#"{"uid":[1,-4],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2,1],[]],"label":[1,0]}"#
+            )
+        );
+        assert!(e.contains("sample 1: `uid` value -4 is not an index"), "{e}");
+        let bad_hist = array![[5i64, -6, 7], [0, 0, 0]];
+        let e = run(&uid, &mid, bad_hist.view(), hc.view(), &label, None);
+        assert_eq!(
+            e,
+            json(
+                r#"{"uid":[1,2],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,-6,7],[]],"hist_cat":[[1,2,1],[]],"label":[1,0]}"#
+            )
+        );
+        // Histories of different widths.
+        let narrow = array![[1i64, 2], [0, 0]];
+        assert_eq!(
+            run(&uid, &mid, hm.view(), narrow.view(), &label, None),
+            json(
+                r#"{"uid":[1,2],"mid":[3,4],"cat":[1,1],"hist_mid":[[5,6,7],[]],"hist_cat":[[1,2],[]],"label":[1,0]}"#
+            )
+        );
+        // A length beyond T: the message of `validate`.
+        let e = Batch::from_arrays(
+            ArrayView1::from(&uid[..]),
+            ArrayView1::from(&mid[..]),
+            ArrayView1::from(&cat[..]),
+            hm.view(),
+            hc.view(),
+            array![4i64, 0].view(),
+            ArrayView1::from(&label),
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "batch: sample 0: length 4 exceeds T = 3");
     }
 }

@@ -24,5 +24,8 @@ pub use batch::Batch;
 pub use config::{AttForm, AuxForm, Evolution, ModelConfig, ModelKind, Variant};
 pub use error::ModelError;
 pub use mode::Mode;
+/// The array types of [`Batch::from_arrays`] (the crate's `ndarray`, re-exported
+/// so that callers use the same version).
+pub use ndarray;
 pub use params::{Init, ParamStore, TensorId, TensorKind, TensorSpec, tensor_specs};
 pub use plan::{EvolvingPlan, Interest, Plan};
