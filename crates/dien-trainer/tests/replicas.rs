@@ -146,3 +146,16 @@ fn a_batch_the_ranks_cannot_share_is_refused_by_every_rank() {
     }
     assert!(!dir.join("m.safetensors").exists());
 }
+
+/// Without the `mpi` feature the flag is there and says how to get MPI.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn without_mpi_the_flag_names_the_feature() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dien"))
+        .args(["train", "--distributed", "--data", "nowhere", "--out", "nowhere.safetensors"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+}

@@ -28,6 +28,8 @@
 //! `mpi` feature) or threads of one process ([`threads::ThreadGroup`], for
 //! tests and for running replicas without MPI).
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod scaling;
 pub mod threads;
 
