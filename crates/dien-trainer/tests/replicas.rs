@@ -159,3 +159,18 @@ fn without_mpi_the_flag_names_the_feature() {
     assert!(!out.status.success());
     assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
 }
+
+/// Samples a second of one training thread at B = 128, T = 100
+/// (docs/PERFORMANCE.md, `dien bench --mode train --threads 1`): the
+/// compute rate of one rank in the scaling table.
+const SAMPLES_PER_S: f64 = 1775.0;
+
+#[test]
+fn the_scaling_table_of_the_docs_is_current() {
+    use dien_model::ModelConfig;
+    use dien_trainer::dist::scaling::scaling_table;
+    let cfg = ModelConfig::new(ModelKind::Dien, 0, 0, 0);
+    let table = scaling_table(&cfg, 1024, 100, SAMPLES_PER_S, &[1, 2, 4, 8, 16, 32, 64]);
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/DISTRIBUTED.md")).unwrap();
+    assert!(doc.contains(&table), "docs/DISTRIBUTED.md#scaling should hold this table:\n{table}");
+}
