@@ -19,6 +19,10 @@ pub enum ModelError {
     /// A loss or gradient became non-finite.
     #[error("non-finite value: {0}")]
     NonFinite(String),
+    /// Exchanging statistics with the other replicas of a data-parallel
+    /// step failed (see [`crate::sync`]).
+    #[error("replicas: {0}")]
+    Sync(String),
     /// An I/O error on the named path.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),

@@ -18,6 +18,7 @@ pub mod params;
 pub mod plan;
 pub mod reference;
 pub mod serve;
+pub mod sync;
 pub mod vocab;
 
 pub use batch::Batch;
@@ -29,3 +30,4 @@ pub use mode::Mode;
 pub use ndarray;
 pub use params::{Init, ParamStore, TensorId, TensorKind, TensorSpec, tensor_specs};
 pub use plan::{EvolvingPlan, Interest, Plan};
+pub use sync::{NoSync, StatSync};

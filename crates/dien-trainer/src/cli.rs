@@ -339,6 +339,22 @@ pub(crate) struct TrainArgs {
     /// Plot of the curves (SVG); default: beside the checkpoint.
     #[arg(long)]
     pub(crate) plot: Option<PathBuf>,
+    /// Iterations between training-loss records in the metrics log (1: the
+    /// loss of every step).
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub(crate) log_every: u64,
+    /// Train as one rank of an MPI job (`mpirun -np N dien train
+    /// --distributed ...`): every rank trains on its share of each batch of
+    /// --batch samples (a multiple of N) and the ranks together train the
+    /// model one process trains (docs/DISTRIBUTED.md). Needs a dien built
+    /// with the `mpi` feature.
+    #[arg(long)]
+    pub(crate) distributed: bool,
+    /// With --distributed, compare a hash of the parameters across the
+    /// ranks every N iterations (also before the first and after the last;
+    /// 0: only then).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) replica_check_every: u64,
     /// Hide the progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,

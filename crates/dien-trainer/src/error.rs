@@ -76,6 +76,15 @@ pub enum TrainError {
         /// The 1-based optimiser step that was refused.
         step: u64,
     },
+    /// Communication between the ranks of a distributed run failed (names
+    /// the rank and the operation).
+    #[error("communication: {0}")]
+    Comm(String),
+    /// The ranks of a distributed run cannot go on together: a setting
+    /// that does not fit the number of ranks, or replicas whose parameters
+    /// diverged. Every rank reaches this error at the same point.
+    #[error("distributed run: {0}")]
+    Replicas(String),
     /// An error of the model crate.
     #[error(transparent)]
     Model(#[from] ModelError),

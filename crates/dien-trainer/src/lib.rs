@@ -1,10 +1,11 @@
 //! Trainer crate: data, negative sampling, optimisers, metrics, the
-//! training loop, and the logic of the `dien` command's other tools
-//! (prediction, gradient dumps, benchmarks, preparing a data set from an
-//! event log).
+//! training loop (in one process, or data-parallel over MPI: [`dist`]), and
+//! the logic of the `dien` command's other tools (prediction, gradient
+//! dumps, benchmarks, preparing a data set from an event log).
 
 pub mod bench;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod generate;
 pub mod grads;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::ModelConfig;
+use crate::error::ModelError;
 use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
 
 /// Gradient rows of one embedding table: only the rows looked up by the
@@ -53,6 +54,32 @@ impl SparseRows {
             self.rows.push(r);
             self.values.extend_from_slice(&self.scratch[s as usize * w..(s as usize + 1) * w]);
         }
+    }
+    /// Sets these rows to the sum of `parts`, each a list of rows in the
+    /// form of this type (`rows` ascending and distinct, `values` holding
+    /// `rows.len() × width` values): a row touched by several parts gets
+    /// the sum of their values, added in the order of `parts` (so that
+    /// replicas merging the same parts get the same bits). Used to merge the
+    /// sparse gradients of the replicas of a data-parallel step.
+    pub fn set_sum<'a>(&mut self, parts: impl IntoIterator<Item = (&'a [u32], &'a [f32])>) -> Result<(), ModelError> {
+        self.clear();
+        let w = self.width;
+        for (i, (rows, values)) in parts.into_iter().enumerate() {
+            if values.len() != rows.len() * w {
+                self.clear();
+                return Err(ModelError::Batch(format!(
+                    "gradient rows of part {i}: {} rows of width {w} need {} values, got {}",
+                    rows.len(),
+                    rows.len() * w,
+                    values.len()
+                )));
+            }
+            for (&r, g) in rows.iter().zip(values.chunks_exact(w.max(1))) {
+                self.add(r, g);
+            }
+        }
+        self.finish();
+        Ok(())
     }
     /// The gradient of row `row`, if the batch touched it.
     pub fn row(&self, row: u32) -> Option<&[f32]> {
@@ -118,6 +145,34 @@ impl Gradients {
     /// no allocation).
     pub fn dense_by_id(&self) -> impl Iterator<Item = (TensorId, &[f32])> {
         self.dense_ids.iter().map(|&id| (id, self.dense[id.index()].as_slice()))
+    }
+    /// Number of values of all dense gradients together (the length of
+    /// what [`Gradients::write_dense`] appends).
+    pub fn dense_len(&self) -> usize {
+        self.dense_ids.iter().map(|&id| self.dense[id.index()].len()).sum()
+    }
+    /// Appends every dense gradient to `out`, one after another in
+    /// [`tensor_specs`] order (as [`Gradients::dense_by_id`] walks them).
+    pub fn write_dense(&self, out: &mut Vec<f32>) {
+        for &id in &self.dense_ids {
+            out.extend_from_slice(&self.dense[id.index()]);
+        }
+    }
+    /// Overwrites every dense gradient from `src`, laid out as
+    /// [`Gradients::write_dense`] writes them.
+    pub fn read_dense(&mut self, src: &[f32]) -> Result<(), ModelError> {
+        let n = self.dense_len();
+        if src.len() != n {
+            return Err(ModelError::Batch(format!("dense gradients: expected {n} values, got {}", src.len())));
+        }
+        let mut at = 0;
+        for &id in &self.dense_ids {
+            let g = &mut self.dense[id.index()];
+            let len = g.len();
+            g.copy_from_slice(&src[at..at + len]);
+            at += len;
+        }
+        Ok(())
     }
     /// The canonical name of tensor `id` (for messages).
     pub fn name(&self, id: TensorId) -> &str {

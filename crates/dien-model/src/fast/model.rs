@@ -14,6 +14,7 @@ use crate::layers::{GRU1, GRU2, Layers};
 use crate::mode::Mode;
 use crate::params::{ParamStore, TensorId};
 use crate::plan::Plan;
+use crate::sync::{NoSync, StatSync};
 
 /// A model (docs/MODEL.md#models) with its parameters, ready to run batches.
 ///
@@ -127,6 +128,11 @@ impl Model {
     pub fn gradients(&self) -> &Gradients {
         &self.grads
     }
+    /// Mutable gradients of the last [`Model::forward_backward_synced`], for
+    /// a data-parallel trainer to replace by their sum over the replicas.
+    pub fn gradients_mut(&mut self) -> &mut Gradients {
+        &mut self.grads
+    }
 
     pub(super) fn repack(&mut self) {
         if !self.dirty {
@@ -140,14 +146,38 @@ impl Model {
     /// [`Model::logits`]; `loss_aux` is evaluated when the batch has
     /// negatives and the model an auxiliary head.
     pub fn forward(&mut self, batch: &Batch, mode: Mode) -> Result<Losses, ModelError> {
-        self.run(batch, mode, false)
+        self.run(batch, mode, false, &mut NoSync)
+    }
+
+    /// [`Model::forward`] as one replica of a data-parallel step: `batch`
+    /// is this replica's share of a global batch, and in training mode the
+    /// batch statistics of BatchNorm and Dice and the loss normalisers are
+    /// those of the global batch, exchanged through `sync`
+    /// ([`crate::sync`]); the losses returned are the global batch's. In
+    /// evaluation mode nothing is exchanged (the statistics are the running
+    /// ones) and the losses are this share's. The share may be empty in
+    /// training mode when `sync` has more than one replica.
+    pub fn forward_synced(&mut self, batch: &Batch, mode: Mode, sync: &mut dyn StatSync) -> Result<Losses, ModelError> {
+        self.run(batch, mode, false, sync)
     }
 
     /// One training-mode forward and backward pass. Gradients are in
     /// [`Model::gradients`]; parameters and running statistics are left
     /// unchanged (see [`Model::update_running_stats`]).
     pub fn forward_backward(&mut self, batch: &Batch) -> Result<Losses, ModelError> {
-        self.run(batch, Mode::Train, true)
+        self.run(batch, Mode::Train, true, &mut NoSync)
+    }
+
+    /// [`Model::forward_backward`] as one replica of a data-parallel step
+    /// (see [`Model::forward_synced`]): the gradients are this share's
+    /// contribution to the gradient of the global batch's loss, so that
+    /// their sum over the replicas is the gradient one process computes on
+    /// the whole batch (up to the order of floating-point additions); the
+    /// caller sums them. The batch statistics kept for
+    /// [`Model::update_running_stats`] are the global batch's, the same on
+    /// every replica.
+    pub fn forward_backward_synced(&mut self, batch: &Batch, sync: &mut dyn StatSync) -> Result<Losses, ModelError> {
+        self.run(batch, Mode::Train, true, sync)
     }
 
     /// Moves the running statistics of BatchNorm and both Dice layers
@@ -194,15 +224,25 @@ impl Model {
     /// becomes the exact mean and biased variance of its layer's input, in
     /// order, with the network in evaluation mode.
     pub fn recalibrate(&mut self, head_inputs: &[f32]) -> Result<(), ModelError> {
+        self.recalibrate_synced(head_inputs, &mut NoSync)
+    }
+
+    /// [`Model::recalibrate`] as one replica of a data-parallel run:
+    /// `head_inputs` is this replica's part of the sample (possibly empty),
+    /// and the statistics are those of every replica's part together,
+    /// exchanged through `sync`; every replica ends with the same running
+    /// statistics. Every replica must call it, and the parts together must
+    /// not be empty.
+    pub fn recalibrate_synced(&mut self, head_inputs: &[f32], sync: &mut dyn StatSync) -> Result<(), ModelError> {
         let d = self.cfg.head_in();
-        if head_inputs.is_empty() || !head_inputs.len().is_multiple_of(d) {
+        let empty_alone = head_inputs.is_empty() && sync.replicas() < 2;
+        if empty_alone || !head_inputs.len().is_multiple_of(d) {
             return Err(ModelError::Batch(format!(
                 "recalibration needs a non-empty [n, {d}] matrix of head inputs, got {} values",
                 head_inputs.len()
             )));
         }
         self.repack();
-        train::recalibrate(&self.layers.head, &mut self.params, head_inputs, head_inputs.len() / d);
-        Ok(())
+        train::recalibrate(&self.layers.head, &mut self.params, head_inputs, head_inputs.len() / d, sync)
     }
 }

@@ -12,12 +12,22 @@ use crate::error::ModelError;
 use crate::layers::attention::{attention_backward, attention_forward, weighted_sum, weighted_sum_backward};
 use crate::layers::{InterestLayers, embedding, evolution, extractor, head};
 use crate::mode::Mode;
+use crate::sync::StatSync;
 
 impl Model {
-    /// Forward in `mode`, then with `grad` the whole backward.
-    pub(super) fn run(&mut self, batch: &Batch, mode: Mode, grad: bool) -> Result<Losses, ModelError> {
+    /// Forward in `mode`, then with `grad` the whole backward. In training
+    /// mode the quantities that couple the samples are summed over the
+    /// replicas through `sync` (see [`crate::sync`]); a replica's share may
+    /// then be empty, as long as the global batch is not.
+    pub(super) fn run(
+        &mut self,
+        batch: &Batch,
+        mode: Mode,
+        grad: bool,
+        sync: &mut dyn StatSync,
+    ) -> Result<Losses, ModelError> {
         batch.validate(self.cfg.n_uid, self.cfg.n_mid, self.cfg.n_cat)?;
-        if batch.batch == 0 {
+        if batch.batch == 0 && (mode == Mode::Eval || sync.replicas() < 2) {
             return Err(ModelError::Batch("empty batch".into()));
         }
         self.repack();
@@ -51,7 +61,9 @@ impl Model {
             InterestLayers::Evolving(ev) => {
                 extractor::forward(&ev.gru1, ws, lengths, b, t, cell_mode);
                 if let (Some(aux), true) = (&ev.aux, with_neg) {
-                    loss_aux = extractor::aux_loss(aux, ws, lengths, b, t, h, e, grad.then_some(aux_weight));
+                    let train_sync = (mode == Mode::Train).then_some(&mut *sync);
+                    loss_aux =
+                        extractor::aux_loss(aux, ws, lengths, b, t, h, e, grad.then_some(aux_weight), train_sync)?;
                 }
                 evolution::forward(ev, ws, lengths, b, t, h, e, cell_mode);
             }
@@ -59,9 +71,16 @@ impl Model {
 
         // Head.
         head::assemble_input(ws, b, d, e, iw, dh);
-        ws.head.forward(&layers.head, &self.params, mode);
+        ws.head.forward(&layers.head, &self.params, mode, sync)?;
         self.has_stats = mode == Mode::Train;
-        let loss_target = ws.head.target_loss(&batch.label);
+        let mut loss_target = ws.head.target_loss(&batch.label);
+        if mode == Mode::Train {
+            // Each replica holds its part of both means: the losses of the
+            // global batch are their sums.
+            let mut parts = [loss_target, loss_aux];
+            sync.sum(&mut parts)?;
+            (loss_target, loss_aux) = (parts[0], parts[1]);
+        }
         let losses = Losses { loss: loss_target + aux_weight as f64 * loss_aux, loss_target, loss_aux };
         if !losses.loss.is_finite() {
             return Err(ModelError::NonFinite(format!(
@@ -78,7 +97,7 @@ impl Model {
         let ids = &self.ids;
         grads.zero();
         ws.g_head.zero();
-        ws.head.backward(&layers.head, &self.params, mode, &batch.label, &mut ws.g_head);
+        ws.head.backward(&layers.head, &self.params, mode, &batch.label, &mut ws.g_head, sync)?;
         grads.add_parts(&ids.head, ws.g_head.parts());
         head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
 

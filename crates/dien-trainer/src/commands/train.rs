@@ -4,7 +4,7 @@ use anyhow::Result;
 use dien_model::ModelConfig;
 use dien_model::checkpoint;
 use dien_trainer::optim::OptimConfig;
-use dien_trainer::train::{TrainConfig, train};
+use dien_trainer::train::{TrainConfig, TrainSummary, train};
 use serde_json::json;
 
 use super::{metrics_json, print_event};
@@ -37,12 +37,23 @@ fn config(a: &TrainArgs) -> TrainConfig {
     cfg.progress = !a.quiet;
     cfg.metrics_log = Some(a.metrics_log.clone().unwrap_or_else(|| checkpoint::sidecar_path(&a.out, "metrics.jsonl")));
     cfg.plot = Some(a.plot.clone().unwrap_or_else(|| checkpoint::sidecar_path(&a.out, "curves.svg")));
+    cfg.log_every = a.log_every;
+    cfg.replica_check_every = a.replica_check_every;
     cfg
 }
 
 /// Trains; the last line is the final metrics with the run's summary.
 pub(crate) fn run(a: &TrainArgs) -> Result<()> {
+    if a.distributed {
+        return distributed(a);
+    }
     let s = train(&config(a), &mut print_event)?;
+    print_summary(a, &s);
+    Ok(())
+}
+
+/// The last line of `dien train`.
+fn print_summary(a: &TrainArgs, s: &TrainSummary) {
     let mut out = metrics_json(&s.last);
     out["model"] = json!(s.model);
     out["steps"] = json!(s.steps);
@@ -52,6 +63,83 @@ pub(crate) fn run(a: &TrainArgs) -> Result<()> {
     out["bad_line_examples"] = json!(s.bad_lines.first);
     out["seconds"] = json!(s.seconds);
     out["checkpoint"] = json!(a.out.display().to_string());
+    if let Some(d) = &s.distributed {
+        out["distributed"] = json!(d);
+    }
     println!("{out}");
-    Ok(())
+}
+
+/// An error with its sources, each once (as `main` prints them).
+#[cfg(feature = "mpi")]
+fn message(e: &dien_trainer::TrainError) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+        source = cause.source();
+    }
+    msg
+}
+
+/// `train --distributed`: one rank of an MPI job (docs/DISTRIBUTED.md).
+/// Rank 0 prints the events and the summary. An error on one rank is
+/// printed with the rank and ends the whole job (`MPI_Abort`), so that no
+/// rank waits for it; an error every rank reaches together (a batch size
+/// the ranks cannot share, diverged replicas) is printed once, by rank 0,
+/// and every rank exits with status 1.
+#[cfg(feature = "mpi")]
+fn distributed(a: &TrainArgs) -> Result<()> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use dien_trainer::TrainError;
+    use dien_trainer::dist::mpi::Mpi;
+    use dien_trainer::train::train_distributed;
+
+    let mpi = Mpi::init().map_err(|e| anyhow::anyhow!("--distributed: {e}"))?;
+    let (rank, size) = (mpi.rank(), mpi.size());
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("dien: rank {rank} of {size} panicked:");
+        hook(info);
+    }));
+    let cfg = config(a);
+    let mut comm = mpi.comm();
+    let result = catch_unwind(AssertUnwindSafe(|| train_distributed(&cfg, &mut comm, &mut print_event)));
+    drop(comm);
+    match result {
+        Ok(Ok(s)) => {
+            if rank == 0 {
+                print_summary(a, &s);
+            }
+            Ok(())
+        }
+        Ok(Err(e @ TrainError::Replicas(_))) => {
+            if rank == 0 {
+                eprintln!("error: {}", message(&e));
+            }
+            // Every rank is here: MPI is finalised (dropped) before exiting.
+            drop(mpi);
+            std::process::exit(1);
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: rank {rank} of {size}: {}; ending the job", message(&e));
+            mpi.abort(1)
+        }
+        Err(_) => {
+            eprintln!("error: rank {rank} of {size} panicked (see above); ending the job");
+            mpi.abort(1)
+        }
+    }
+}
+
+/// `train --distributed` in a build without MPI.
+#[cfg(not(feature = "mpi"))]
+fn distributed(_: &TrainArgs) -> Result<()> {
+    anyhow::bail!(
+        "--distributed: this dien was built without MPI; build it with \
+         `cargo build --release -p dien-trainer --features mpi` (needs Open MPI and libclang; docs/DISTRIBUTED.md)"
+    )
 }

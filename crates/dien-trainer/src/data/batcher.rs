@@ -19,6 +19,15 @@
 //! A [`DataPosition`] (group start line + batches of that group already
 //! produced) identifies the next batch; [`Batcher::open_at`] resumes there
 //! and produces exactly the batches an uninterrupted run would have.
+//!
+//! With a [`Shard`] (data-parallel training, docs/DISTRIBUTED.md) every
+//! batch is cut into `ranks` parts in its sample order and the batcher
+//! builds only part `rank`, with the negatives the whole batch would have
+//! given those samples. The lines are still read, parsed and checked in
+//! full by every rank: the sort by length needs every sample of a group,
+//! and a skipped bad line changes which samples form the batches, so the
+//! batches depend on every line. Positions are those of the whole batches,
+//! the same for any number of ranks.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -58,6 +67,28 @@ pub struct BatcherConfig {
     pub tables: Option<TableSizes>,
     /// Accept lines without the label column (scoring; label taken as 0).
     pub label_optional: bool,
+    /// Build only this part of every batch (`None`: whole batches).
+    pub shard: Option<Shard>,
+}
+
+/// One of `ranks` equal parts of every batch: a batch of `b` samples (in
+/// its sorted order) is cut at `r·b/ranks`, so part `rank` holds samples
+/// `[rank·b/ranks, (rank+1)·b/ranks)`. The parts are equal when `ranks`
+/// divides `b`; a short batch (the end of a group) gives parts that differ
+/// by at most one sample, some of them empty when `b < ranks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0 ≤ rank < ranks`.
+    pub rank: usize,
+    /// Number of parts.
+    pub ranks: usize,
+}
+
+impl Shard {
+    /// The samples of part `rank` of a batch of `b`.
+    pub fn range(&self, b: usize) -> std::ops::Range<usize> {
+        self.rank * b / self.ranks..(self.rank + 1) * b / self.ranks
+    }
 }
 
 impl Default for BatcherConfig {
@@ -73,6 +104,7 @@ impl Default for BatcherConfig {
             keep_raw_uid: false,
             tables: None,
             label_optional: false,
+            shard: None,
         }
     }
 }
@@ -99,8 +131,10 @@ pub struct DataPosition {
 /// A batch with its bookkeeping.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadedBatch {
-    /// The model's input.
+    /// The model's input (with a [`Shard`], this part of the batch).
     pub batch: Batch,
+    /// Samples of the whole batch (`batch.batch` without a shard).
+    pub global_batch: usize,
     /// 1-based file line of each sample.
     pub lines: Vec<u64>,
     /// Raw uid string of each sample (empty unless `keep_raw_uid`).
@@ -200,6 +234,11 @@ impl Batcher {
                 "batch_size ({}), group_batches ({}) and max_len ({}) must be at least 1",
                 cfg.batch_size, cfg.group_batches, cfg.max_len
             )));
+        }
+        if let Some(sh) = cfg.shard
+            && sh.rank >= sh.ranks
+        {
+            return Err(TrainError::Config(format!("shard {} of {}: no such part", sh.rank, sh.ranks)));
         }
         let tables = cfg.tables.unwrap_or_else(|| data.vocabs.table_sizes());
         if cfg.negatives {
@@ -334,11 +373,13 @@ impl Batcher {
         Ok(())
     }
 
-    /// Builds batch `k` of the current group.
+    /// Builds batch `k` of the current group (this shard's part of it).
     fn build(&self, k: usize) -> LoadedBatch {
         let g = &self.group;
         let bs = self.cfg.batch_size;
-        let idx = &g.order[k * bs..((k + 1) * bs).min(g.order.len())];
+        let whole = &g.order[k * bs..((k + 1) * bs).min(g.order.len())];
+        let part = self.cfg.shard.map_or(0..whole.len(), |sh| sh.range(whole.len()));
+        let idx = &whole[part.clone()];
         let kept = |i: usize| g.spans[i].1.min(self.cfg.max_len);
         let steps = idx.iter().map(|&i| kept(i)).max().unwrap_or(0);
         let mut out = Batch::zeros(idx.len(), steps, self.cfg.negatives);
@@ -346,6 +387,19 @@ impl Batcher {
             let group_index = self.group_start / self.cfg.group_lines();
             ChaCha8Rng::seed_from_u64(batch_seed(self.cfg.seed, self.epoch, group_index, k as u64))
         });
+        // The negatives of the samples before this part are drawn (and
+        // dropped) so that this part's come from the same point of the
+        // batch's stream as in the whole batch.
+        if let (Some(rng), Some(s)) = (rng.as_mut(), self.data.sampler.as_ref())
+            && part.start > 0
+        {
+            let (mut nm, mut nc) = (vec![0; self.cfg.max_len], vec![0; self.cfg.max_len]);
+            for &i in &whole[..part.start] {
+                let (start, len) = g.spans[i];
+                let l = kept(i);
+                s.fill(rng, &g.hist_mid[start + len - l..start + len], &mut nm[..l], &mut nc[..l]);
+            }
+        }
         for (b, &i) in idx.iter().enumerate() {
             let h = g.heads[i];
             out.uid[b] = h.uid;
@@ -373,6 +427,7 @@ impl Batcher {
                 Vec::new()
             },
             batch: out,
+            global_batch: whole.len(),
             next: DataPosition::default(),
             lines_consumed: self.reader.lines_consumed(),
             bytes_consumed: self.reader.bytes_consumed(),

@@ -24,7 +24,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use batcher::{BatchStream, Batcher, BatcherConfig, DataPosition, LoadedBatch, batch_seed};
+pub use batcher::{BatchStream, Batcher, BatcherConfig, DataPosition, LoadedBatch, Shard, batch_seed};
 pub use dien_model::vocab::{Vocab, Vocabs};
 pub use iteminfo::{ItemCategories, ItemCounts};
 pub use line::{BadLines, LineReader, TableSizes};

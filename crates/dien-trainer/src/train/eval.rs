@@ -10,7 +10,10 @@ use dien_model::vocab::TableSizes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Batcher, BatcherConfig, DataSet, LineReader};
+use dien_model::StatSync;
+
+use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, Shard};
+use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
 use crate::metrics::{EvalMetrics, MetricsAccumulator};
 
@@ -23,6 +26,32 @@ pub fn evaluate(
     batch_size: usize,
     skip_bad_lines: bool,
 ) -> Result<EvalMetrics, TrainError> {
+    evaluate_with(model, data, file, batch_size, skip_bad_lines, None)
+}
+
+/// [`evaluate`] as one rank of a data-parallel run: every rank scores its
+/// share of every batch, and the (logit, label, user) triples of all ranks
+/// are gathered so that every rank computes the metrics of the whole file,
+/// with the samples in the order one process would see them.
+pub fn evaluate_shared(
+    model: &mut Model,
+    data: &Arc<DataSet>,
+    file: &Path,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    dist: &mut Replicas<'_>,
+) -> Result<EvalMetrics, TrainError> {
+    evaluate_with(model, data, file, batch_size, skip_bad_lines, Some(dist))
+}
+
+fn evaluate_with(
+    model: &mut Model,
+    data: &Arc<DataSet>,
+    file: &Path,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    dist: Option<&mut Replicas<'_>>,
+) -> Result<EvalMetrics, TrainError> {
     let bcfg = BatcherConfig {
         batch_size,
         max_len: model.config().max_len,
@@ -30,13 +59,31 @@ pub fn evaluate(
         keep_raw_uid: true,
         skip_bad_lines,
         tables: Some(TableSizes::of_config(model.config())),
+        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
         ..BatcherConfig::default()
     };
     let mut acc = MetricsAccumulator::new();
+    let Some(dist) = dist else {
+        for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
+            let lb = lb?;
+            model.forward(&lb.batch, Mode::Eval)?;
+            acc.push_batch(&lb.raw_uid, model.logits(), &lb.batch.label);
+        }
+        return Ok(acc.finish());
+    };
+    let mut shares = Vec::new();
     for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
         let lb = lb?;
-        model.forward(&lb.batch, Mode::Eval)?;
-        acc.push_batch(&lb.raw_uid, model.logits(), &lb.batch.label);
+        let logits = if lb.batch.batch > 0 {
+            model.forward(&lb.batch, Mode::Eval)?;
+            model.logits().to_vec()
+        } else {
+            Vec::new()
+        };
+        shares.push(ScoreShare { users: lb.raw_uid, logits, labels: lb.batch.label });
+    }
+    for b in dist.gather_scores(&shares)? {
+        acc.push_batch(&b.users, &b.logits, &b.labels);
     }
     Ok(acc.finish())
 }
@@ -79,6 +126,41 @@ pub fn recalibrate_sampled(
     batch_size: usize,
     skip_bad_lines: bool,
 ) -> Result<usize, TrainError> {
+    recalibrate_with(model, data, train_file, train_lines, samples, seed, batch_size, skip_bad_lines, None)
+}
+
+/// [`recalibrate_sampled`] as one rank of a data-parallel run: every rank
+/// draws the same batches and collects the head inputs of its share of
+/// each; the statistics are those of all shares together (exchanged), so
+/// every rank ends with the statistics one process computes. Returns the
+/// number of samples of all ranks.
+#[allow(clippy::too_many_arguments)]
+pub fn recalibrate_shared(
+    model: &mut Model,
+    data: &Arc<DataSet>,
+    train_file: &Path,
+    train_lines: u64,
+    samples: usize,
+    seed: u64,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    dist: &mut Replicas<'_>,
+) -> Result<usize, TrainError> {
+    recalibrate_with(model, data, train_file, train_lines, samples, seed, batch_size, skip_bad_lines, Some(dist))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn recalibrate_with(
+    model: &mut Model,
+    data: &Arc<DataSet>,
+    train_file: &Path,
+    train_lines: u64,
+    samples: usize,
+    seed: u64,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    dist: Option<&mut Replicas<'_>>,
+) -> Result<usize, TrainError> {
     let total = train_lines;
     // Batches are drawn independently with probability p; 10% headroom so the
     // sample is at least `samples` large in all but rare draws.
@@ -89,6 +171,7 @@ pub fn recalibrate_sampled(
         negatives: false,
         skip_bad_lines,
         tables: Some(TableSizes::of_config(model.config())),
+        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
         ..BatcherConfig::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7eca_11b7);
@@ -99,12 +182,27 @@ pub fn recalibrate_sampled(
         if p < 1.0 && rng.random::<f64>() >= p {
             continue;
         }
+        if lb.batch.batch == 0 {
+            continue;
+        }
         model.forward(&lb.batch, Mode::Eval)?;
         xs.extend_from_slice(model.head_input());
         n += lb.batch.batch;
     }
-    if n > 0 {
-        model.recalibrate(&xs)?;
+    match dist {
+        None => {
+            if n > 0 {
+                model.recalibrate(&xs)?;
+            }
+            Ok(n)
+        }
+        Some(dist) => {
+            let mut all = [n as f64];
+            dist.sum(&mut all)?;
+            if all[0] > 0.0 {
+                model.recalibrate_synced(&xs, dist)?;
+            }
+            Ok(all[0] as usize)
+        }
     }
-    Ok(n)
 }

@@ -3,6 +3,13 @@
 //! recalibrated normalisation statistics, checkpoints with everything needed
 //! to resume, a JSON-lines metrics log and a plot of the curves.
 //!
+//! One loop serves a single process and every rank of a data-parallel run
+//! ([`train_distributed`], docs/DISTRIBUTED.md): with several ranks each
+//! trains on its share of every batch, the model exchanges its batch
+//! statistics, the gradients are summed over the ranks before the (same)
+//! optimiser step, evaluation gathers the scores, and rank 0 alone writes
+//! files.
+//!
 //! - `eval`: evaluation and recalibration.
 //! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
@@ -27,11 +34,12 @@ use dien_model::{ModelConfig, ModelError, ModelKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-pub use self::eval::{count_lines, evaluate, recalibrate, recalibrate_sampled};
+pub use self::eval::{count_lines, evaluate, evaluate_shared, recalibrate, recalibrate_sampled, recalibrate_shared};
 pub use self::run::{CODE_VERSION, RUN_METADATA_KEY};
 use self::state::{Progress, Resumed, RunMeta, load_for_resume, save_all, save_best};
 pub use self::state::{best_path, load_checkpoint};
-use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet};
+use crate::data::{BadLines, Batcher, BatcherConfig, DataPosition, DataSet, Shard};
+use crate::dist::{Collective, CommCounters, DistSummary, Fault, Replicas, injected_fault};
 use crate::error::TrainError;
 use crate::metrics::EvalMetrics;
 use crate::optim::{OptimConfig, Optimizer};
@@ -84,6 +92,10 @@ pub struct TrainConfig {
     pub plot: Option<PathBuf>,
     /// Iterations between training-loss records in the metrics log.
     pub log_every: u64,
+    /// In a distributed run, compare a hash of the parameters across the
+    /// ranks every this many iterations (and before the first and after
+    /// the last); 0: only before the first and after the last.
+    pub replica_check_every: u64,
 }
 
 impl TrainConfig {
@@ -109,6 +121,7 @@ impl TrainConfig {
             metrics_log: None,
             plot: None,
             log_every: 50,
+            replica_check_every: 100,
         }
     }
 
@@ -142,6 +155,9 @@ impl TrainConfig {
         if self.threads == Some(0) {
             return bad("threads (when given)");
         }
+        if self.log_every == 0 {
+            return bad("log_every");
+        }
         Ok(())
     }
 
@@ -154,13 +170,14 @@ impl TrainConfig {
         Ok(c)
     }
 
-    fn batcher(&self, negatives: bool) -> BatcherConfig {
+    fn batcher(&self, negatives: bool, shard: Option<Shard>) -> BatcherConfig {
         BatcherConfig {
             batch_size: self.batch_size,
             max_len: self.model.max_len,
             negatives,
             seed: self.seed,
             skip_bad_lines: self.skip_bad_lines,
+            shard,
             ..BatcherConfig::default()
         }
     }
@@ -189,6 +206,8 @@ pub struct TrainSummary {
     /// Every log record of this run.
     #[serde(skip)]
     pub history: Vec<LogRecord>,
+    /// The communication of a distributed run (`None` for one process).
+    pub distributed: Option<DistSummary>,
 }
 
 /// Events reported while training (for a caller's display).
@@ -204,20 +223,69 @@ pub enum Event<'a> {
 
 /// Trains a model as `cfg` says; see the module docs.
 pub fn train(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<TrainSummary, TrainError> {
-    let pool = rayon::ThreadPoolBuilder::new()
+    pool(cfg)?.install(|| train_in_pool(cfg, None, on_event))
+}
+
+/// Trains as one rank of a data-parallel group (docs/DISTRIBUTED.md):
+/// every rank of `comm` calls this with the same `cfg`. The global batch of
+/// `cfg.batch_size` samples is cut into `comm.size()` equal parts in its
+/// sample order (a batch size that the number of ranks does not divide is
+/// refused), rank `r` trains on part `r`, and the ranks together compute
+/// the model one process computes with the same batch size. Rank 0 alone
+/// writes the checkpoints, the metrics log and the plot, and alone reports
+/// events to `on_event`; every rank returns the same summary.
+///
+/// An error on one rank leaves the others waiting in their next exchange:
+/// the caller ends the job (with MPI, `dist::mpi::Mpi::abort`). Errors of
+/// kind [`TrainError::Replicas`] are reached by every rank at the same
+/// point and need no abort.
+pub fn train_distributed(
+    cfg: &TrainConfig,
+    comm: &mut dyn Collective,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<TrainSummary, TrainError> {
+    let ranks = comm.size();
+    if ranks == 0 || !cfg.batch_size.is_multiple_of(ranks) {
+        return Err(TrainError::Replicas(format!(
+            "--batch {} cannot be cut into {ranks} equal parts: the global batch is shared equally by the ranks, so \
+             the batch size must be a multiple of the number of ranks (e.g. --batch {})",
+            cfg.batch_size,
+            cfg.batch_size.div_ceil(ranks.max(1)) * ranks.max(1)
+        )));
+    }
+    let rank = comm.rank();
+    let mut quiet = |_: Event<'_>| {};
+    let on_event: &mut (dyn FnMut(Event<'_>) + Send) = if rank == 0 { on_event } else { &mut quiet };
+    let mut dist = Replicas::new(comm);
+    pool(cfg)?.install(|| train_in_pool(cfg, Some(&mut dist), on_event))
+}
+
+/// The compute pool of a run.
+fn pool(cfg: &TrainConfig) -> Result<rayon::ThreadPool, TrainError> {
+    rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
         .build()
-        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
-    pool.install(|| train_in_pool(cfg, on_event))
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))
 }
 
 // The evaluation closure spells out the event-callback types in full.
 #[allow(clippy::type_complexity)]
-fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<TrainSummary, TrainError> {
+fn train_in_pool(
+    cfg: &TrainConfig,
+    mut dist: Option<&mut Replicas<'_>>,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<TrainSummary, TrainError> {
     let start = Instant::now();
     cfg.check()?;
+    let (rank, ranks) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
+    // Rank 0 writes every file.
+    let lead = rank == 0;
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
     check_outputs(&paths::data_dir_inputs(&cfg.data_dir), &cfg.outputs())?;
-    let record = cfg.run_record();
+    let mut record = cfg.run_record();
+    if ranks > 1 {
+        record["ranks"] = serde_json::json!(ranks);
+    }
     let run_meta: RunMeta = [(RUN_METADATA_KEY.to_string(), record.to_string())].into();
     let train_file = DataSet::train_file(&cfg.data_dir);
     let test_file = DataSet::test_file(&cfg.data_dir);
@@ -267,14 +335,19 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
         )));
     }
     let data = Arc::new(data);
+    // Every rank starts from the same parameters (the same seed, or the
+    // same checkpoint).
+    if let Some(d) = dist.as_deref_mut() {
+        d.check_replicas(model.params(), prog.step)?;
+    }
     for p in [Some(&cfg.out), cfg.metrics_log.as_ref(), cfg.plot.as_ref()].into_iter().flatten() {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = p.parent().filter(|d| lead && !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
     }
     // The log starts (or, on resume, goes on) with the run record.
     let mut log_file = match &cfg.metrics_log {
-        Some(p) => {
+        Some(p) if lead => {
             let mut f = fs::OpenOptions::new()
                 .create(true)
                 .append(cfg.resume)
@@ -285,7 +358,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             writeln!(f, "{record}").map_err(|e| TrainError::io(p, e))?;
             Some(f)
         }
-        None => None,
+        _ => None,
     };
     let mut history = Vec::new();
     let mut emit = |rec: LogRecord, on_event: &mut (dyn FnMut(Event<'_>) + Send)| -> Result<(), TrainError> {
@@ -300,9 +373,10 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
 
     // The bar counts bytes of the training file: its size is known without
     // reading it.
+    let progress = cfg.progress && lead;
     let file_bytes =
-        if cfg.progress { fs::metadata(&train_file).map_err(|e| TrainError::io(&train_file, e))?.len() } else { 0 };
-    let bar = if cfg.progress {
+        if progress { fs::metadata(&train_file).map_err(|e| TrainError::io(&train_file, e))?.len() } else { 0 };
+    let bar = if progress {
         let b = ProgressBar::new(file_bytes * cfg.epochs as u64);
         b.set_style(
             ProgressStyle::with_template(
@@ -329,9 +403,11 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
          prog: Progress,
          opt: &Optimizer,
          best: &mut Option<(f64, u64)>,
+         dist: Option<&mut Replicas<'_>>,
          emit: &mut dyn FnMut(LogRecord, &mut (dyn FnMut(Event<'_>) + Send)) -> Result<(), TrainError>,
          on_event: &mut (dyn FnMut(Event<'_>) + Send)|
          -> Result<EvalMetrics, TrainError> {
+            let mut dist = dist;
             if cfg.recalibrate {
                 let lines = match train_lines.get() {
                     Some(&n) => n,
@@ -340,23 +416,23 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                         *train_lines.get_or_init(|| n)
                     }
                 };
-                recalibrate_sampled(
-                    model,
-                    &data,
-                    &train_file,
-                    lines,
-                    cfg.recal_samples,
-                    cfg.seed,
-                    cfg.batch_size,
-                    cfg.skip_bad_lines,
-                )?;
+                let (samples, seed, batch, skip) = (cfg.recal_samples, cfg.seed, cfg.batch_size, cfg.skip_bad_lines);
+                match dist.as_deref_mut() {
+                    Some(d) => recalibrate_shared(model, &data, &train_file, lines, samples, seed, batch, skip, d)?,
+                    None => recalibrate_sampled(model, &data, &train_file, lines, samples, seed, batch, skip)?,
+                };
             }
-            let m = evaluate(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines)?;
+            let m = match dist {
+                Some(d) => evaluate_shared(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines, d)?,
+                None => evaluate(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines)?,
+            };
             if let Some(auc) = m.auc
                 && best.is_none_or(|(b, _)| auc > b)
             {
                 *best = Some((auc, prog.step));
-                save_best(&cfg.out, model, &data.vocabs, &run_meta)?;
+                if lead {
+                    save_best(&cfg.out, model, &data.vocabs, &run_meta)?;
+                }
             }
             let el = start.elapsed().as_secs_f64();
             emit(
@@ -378,6 +454,12 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
             Ok(m)
         };
 
+    // Communication of the training steps (distributed runs): counters,
+    // bytes by part, wall time of the steps, steps.
+    let mut step_comm = CommCounters::default();
+    let mut step_parts = [0u64; 3];
+    let mut step_seconds = 0.0f64;
+    let steps_at_start = prog.step;
     // Malformed training lines skipped: the largest count of one pass.
     let mut bad = BadLines::default();
     // The step of the latest evaluation and its metrics: a run that stops
@@ -385,12 +467,32 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     let mut evaluated: Option<(u64, EvalMetrics)> = None;
     'epochs: while (prog.epoch as usize) < cfg.epochs {
         let mut stream =
-            Batcher::open_at(&train_file, data.clone(), cfg.batcher(has_aux), prog.epoch, prog.pos)?.spawn(4);
+            Batcher::open_at(&train_file, data.clone(), cfg.batcher(has_aux, shard), prog.epoch, prog.pos)?.spawn(4);
         let mut stop = false;
         for lb in stream.by_ref() {
             let lb = lb?;
-            let b = lb.batch.batch as u64;
-            let losses = model.forward_backward(&lb.batch).map_err(|e| match e {
+            let b = lb.global_batch as u64;
+            let fault = injected_fault(rank, prog.step + 1);
+            match fault {
+                Some(Fault::Error) => {
+                    return Err(TrainError::Config(format!(
+                        "an error injected by DIEN_RANK_FAULT before step {}",
+                        prog.step + 1
+                    )));
+                }
+                Some(Fault::Abort) => std::process::abort(),
+                _ => {}
+            }
+            let step_start = Instant::now();
+            let (comm_before, parts_before) = match dist.as_deref() {
+                Some(d) => (d.counters(), d.part_bytes()),
+                None => (CommCounters::default(), [0; 3]),
+            };
+            let result = match dist.as_deref_mut() {
+                Some(d) => model.forward_backward_synced(&lb.batch, d),
+                None => model.forward_backward(&lb.batch),
+            };
+            let losses = result.map_err(|e| match e {
                 ModelError::NonFinite(m) => TrainError::Diverged {
                     step: prog.step + 1,
                     msg: format!(
@@ -400,12 +502,32 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 },
                 other => other.into(),
             })?;
+            if let Some(d) = dist.as_deref_mut() {
+                d.all_reduce_gradients(model.gradients_mut())?;
+            }
             let (params, grads) = model.params_and_gradients();
             opt.step(params, grads)?;
             model.update_running_stats();
+            if let Some(d) = dist.as_deref() {
+                step_seconds += step_start.elapsed().as_secs_f64();
+                step_comm.add(&d.counters().since(&comm_before));
+                for (acc, (now, before)) in step_parts.iter_mut().zip(d.part_bytes().into_iter().zip(parts_before)) {
+                    *acc += now - before;
+                }
+            }
+            if fault == Some(Fault::Perturb) {
+                let p = model.params_mut().get_mut("head.fc3.b");
+                p[0] += 1e-3;
+            }
             prog.step += 1;
             prog.samples += b;
             prog.pos = lb.next;
+            if let Some(d) = dist.as_deref_mut()
+                && cfg.replica_check_every > 0
+                && prog.step.is_multiple_of(cfg.replica_check_every)
+            {
+                d.check_replicas(model.params(), prog.step)?;
+            }
             window.0 += losses.loss;
             window.1 += losses.loss_target;
             window.2 += losses.loss_aux;
@@ -434,13 +556,15 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
                 window = (0.0, 0.0, 0.0, 0);
             }
             if cfg.eval_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                let m = eval_and_log(&mut model, prog, &opt, &mut best, &mut emit, on_event)?;
+                let m = eval_and_log(&mut model, prog, &opt, &mut best, dist.as_deref_mut(), &mut emit, on_event)?;
                 evaluated = Some((prog.step, m));
             }
             if cfg.save_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
                 prog.best = best;
-                save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
-                on_event(Event::Saved(&cfg.out));
+                if lead {
+                    save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
+                    on_event(Event::Saved(&cfg.out));
+                }
             }
             if cfg.max_steps.is_some_and(|m| prog.step >= m) {
                 stop = true;
@@ -467,13 +591,23 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
     }
     let last = match evaluated {
         Some((step, m)) if step == prog.step => m,
-        _ => eval_and_log(&mut model, prog, &opt, &mut best, &mut emit, on_event)?,
+        _ => eval_and_log(&mut model, prog, &opt, &mut best, dist.as_deref_mut(), &mut emit, on_event)?,
     };
     prog.best = best;
-    save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
-    on_event(Event::Saved(&cfg.out));
-    if let Some(p) = &cfg.plot {
-        crate::plot::write_curves(p, &[(cfg.model.model.to_string(), history.as_slice())])?;
+    // The replicas are checked once more before the model is saved.
+    let distributed = match dist {
+        Some(d) => {
+            d.check_replicas(model.params(), prog.step)?;
+            Some(d.summary(prog.step - steps_at_start, &step_comm, step_parts, step_seconds)?)
+        }
+        None => None,
+    };
+    if lead {
+        save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
+        on_event(Event::Saved(&cfg.out));
+        if let Some(p) = &cfg.plot {
+            crate::plot::write_curves(p, &[(cfg.model.model.to_string(), history.as_slice())])?;
+        }
     }
     Ok(TrainSummary {
         model: cfg.model.model.to_string(),
@@ -484,5 +618,6 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)
         seconds: start.elapsed().as_secs_f64(),
         bad_lines: bad,
         history,
+        distributed,
     })
 }

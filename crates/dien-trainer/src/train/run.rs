@@ -55,6 +55,7 @@ impl TrainConfig {
             ("resume", json!(self.resume)),
             ("metrics_log", json!(self.metrics_log.as_ref().map(|p| p.display().to_string()))),
             ("plot", json!(self.plot.as_ref().map(|p| p.display().to_string()))),
+            ("log_every", json!(self.log_every)),
         ];
         entries.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.to_string(), v)).collect()
     }

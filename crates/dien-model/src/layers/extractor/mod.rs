@@ -24,8 +24,10 @@ use dien_engine::cell::{GruGrads, SeqInput};
 use rayon::prelude::*;
 
 use self::aux_train::AuxPacked;
+use crate::error::ModelError;
 use crate::fast::workspace::Workspace;
 use crate::fast::{CHUNK, ch_len};
+use crate::sync::StatSync;
 
 /// Extractor states `h1 [B, T, H]` and last states of the history rows.
 pub(crate) fn forward(c: &GruCell, ws: &mut Workspace, lengths: &[usize], b: usize, t: usize, mode: CellMode) {
@@ -62,6 +64,10 @@ pub(crate) fn zero_gru(g: &mut GruGrads<f32>) {
 /// `scale_by` is given (it is a leaf): the gradient of `scale_by · L_aux` is
 /// added to `d_h1`, `d_e_hist` and `d_e_neg`, parameter gradients stay in
 /// the chunks. 0 when no sample has two valid steps.
+///
+/// With `sync` (training mode) the normaliser `N` is the number of terms
+/// of every replica's samples, summed through it, and the result is this
+/// replica's part of the loss (the whole loss for one process).
 pub(crate) fn aux_loss(
     pk: &AuxPacked,
     ws: &mut Workspace,
@@ -71,10 +77,19 @@ pub(crate) fn aux_loss(
     h: usize,
     e: usize,
     scale_by: Option<f32>,
-) -> f64 {
-    let n_terms: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
-    if n_terms == 0 || t == 0 {
-        return 0.0;
+    sync: Option<&mut (dyn StatSync + '_)>,
+) -> Result<f64, ModelError> {
+    let local: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
+    let n_terms = match sync {
+        Some(sync) => {
+            let mut n = [local as f64];
+            sync.sum(&mut n)?;
+            n[0] as usize
+        }
+        None => local,
+    };
+    if local == 0 || n_terms == 0 || t == 0 {
+        return Ok(0.0);
     }
     let scale = scale_by.map(|w| w / n_terms as f32);
     let nc = b.div_ceil(CHUNK);
@@ -104,5 +119,5 @@ pub(crate) fn aux_loss(
                 dn,
             );
         });
-    ws.aux_loss[..nc].iter().sum::<f64>() / n_terms as f64
+    Ok(ws.aux_loss[..nc].iter().sum::<f64>() / n_terms as f64)
 }

@@ -29,7 +29,7 @@ fn fast_head_matches_the_reference() {
         let mut ws = HeadWs::default();
         ws.prepare(dh, rows);
         ws.x[..rows * dh].copy_from_slice(&x);
-        ws.forward(&pk, &p, mode);
+        ws.forward(&pk, &p, mode, &mut crate::NoSync).unwrap();
         let (cache, logits) = head_forward(&p64, wide(&x), rows, mode, &mut Vec::new());
         assert_close(&format!("{mode:?}: logits"), &ws.logits[..rows], &logits, 1e-4);
         let (loss, dz) = target_loss(&logits, &labels);
@@ -39,7 +39,7 @@ fn fast_head_matches_the_reference() {
             continue;
         }
         let mut g = HeadGrads::new(dh);
-        ws.backward(&pk, &p, mode, &labels, &mut g);
+        ws.backward(&pk, &p, mode, &labels, &mut g, &mut crate::NoSync).unwrap();
         let mut grads = ParamStore::<f64>::zeros(&cfg);
         let dx = head_backward(&p64, &cache, &dz, &mut grads);
         assert_close("d_x", &ws.dx[..rows * dh], &dx, 1e-4);

@@ -7,10 +7,12 @@
 
 use dien_engine::gemm::tile::Accumulate;
 
+use crate::error::ModelError;
 use crate::fast::dense::{Dense, softplus, weight_grad};
 use crate::fast::grow;
 use crate::mode::Mode;
 use crate::params::ParamStore;
+use crate::sync::{NoSync, StatSync};
 use dien_engine::simd::{dot, sigmoid};
 
 pub(crate) const H1: usize = 200;
@@ -20,22 +22,58 @@ const DICE_EPS: f32 = 1e-8;
 /// Weight of the new batch statistic in the running averages.
 pub(crate) const MOMENTUM: f32 = 0.01;
 
-/// Mean and biased variance of each column of `x [rows, cols]`, in f64.
-fn column_stats(x: &[f32], rows: usize, cols: usize, mean: &mut [f32], var: &mut [f32]) {
-    for j in 0..cols {
-        let mut s = 0.0f64;
-        for r in 0..rows {
-            s += x[r * cols + j] as f64;
+/// Scratch of the synchronised statistics (f64 sums and means), kept
+/// between steps so that a step allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SyncScratch {
+    sums: Vec<f64>,
+    means: Vec<f64>,
+}
+
+/// Mean and biased variance of each column of `x [rows, cols]`, in f64,
+/// over the rows of every replica: the column sums and this replica's row
+/// count are summed over the replicas, then the sums of squared deviations
+/// from the global mean (two passes, so that the variance has no
+/// cancellation). Each column is summed in row order, as a single pass over
+/// the rows would. Returns the number of rows of all replicas together.
+fn column_stats(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+    sc: &mut SyncScratch,
+    sync: &mut dyn StatSync,
+) -> Result<usize, ModelError> {
+    let sums = &mut sc.sums;
+    sums.clear();
+    sums.resize(cols + 1, 0.0);
+    for r in 0..rows {
+        for (s, &v) in sums.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
+            *s += v as f64;
         }
-        let m = s / rows as f64;
-        let mut v = 0.0f64;
-        for r in 0..rows {
-            let d = x[r * cols + j] as f64 - m;
-            v += d * d;
-        }
-        mean[j] = m as f32;
-        var[j] = (v / rows as f64) as f32;
     }
+    sums[cols] = rows as f64;
+    sync.sum(sums)?;
+    let n = sums[cols];
+    if n < 1.0 {
+        return Err(ModelError::Batch("no rows to compute batch statistics over (empty batch)".into()));
+    }
+    sc.means.clear();
+    sc.means.extend(sums[..cols].iter().map(|&s| s / n));
+    sums[..cols].fill(0.0);
+    for r in 0..rows {
+        for ((s, &v), &m) in sums.iter_mut().zip(&x[r * cols..(r + 1) * cols]).zip(&sc.means) {
+            let d = v as f64 - m;
+            *s += d * d;
+        }
+    }
+    sync.sum(&mut sums[..cols])?;
+    for j in 0..cols {
+        mean[j] = sc.means[j] as f32;
+        var[j] = (sums[j] / n) as f32;
+    }
+    Ok(n as usize)
 }
 
 /// Normalisation statistics used by one forward pass.
@@ -52,25 +90,53 @@ impl NormStats {
         Self { mean: vec![0.0; n], var: vec![0.0; n], inv_std: vec![0.0; n] }
     }
 
-    fn compute(&mut self, mode: Mode, x: &[f32], rows: usize, run_mean: &[f32], run_var: &[f32], eps: f32) {
+    /// The batch statistics of `x` (training, over every replica's rows;
+    /// returns their number) or the running ones (evaluation; returns
+    /// `rows`).
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &mut self,
+        mode: Mode,
+        x: &[f32],
+        rows: usize,
+        run_mean: &[f32],
+        run_var: &[f32],
+        eps: f32,
+        sc: &mut SyncScratch,
+        sync: &mut dyn StatSync,
+    ) -> Result<usize, ModelError> {
         let cols = self.mean.len();
-        match mode {
-            Mode::Train => column_stats(x, rows, cols, &mut self.mean, &mut self.var),
+        let n = match mode {
+            Mode::Train => column_stats(x, rows, cols, &mut self.mean, &mut self.var, sc, sync)?,
             Mode::Eval => {
                 self.mean.copy_from_slice(run_mean);
                 self.var.copy_from_slice(run_var);
+                rows
             }
-        }
+        };
         for (s, &v) in self.inv_std.iter_mut().zip(&self.var) {
             *s = 1.0 / (v + eps).sqrt();
         }
+        Ok(n)
     }
 }
 
 /// Backward of `x̂ = (x − μ)·s` where μ, σ² are the batch statistics:
-/// `dx += s·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))` per column (training); in
+/// `dx += s·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))` per column (training, the
+/// means over the `total` rows of every replica, their sums exchanged); in
 /// evaluation the statistics are constants and `dx += s·dx̂`.
-fn norm_backward_acc(mode: Mode, xhat: &[f32], dxhat: &[f32], inv_std: &[f32], rows: usize, dx: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn norm_backward_acc(
+    mode: Mode,
+    xhat: &[f32],
+    dxhat: &[f32],
+    inv_std: &[f32],
+    rows: usize,
+    total: usize,
+    dx: &mut [f32],
+    sc: &mut SyncScratch,
+    sync: &mut dyn StatSync,
+) -> Result<(), ModelError> {
     let cols = inv_std.len();
     match mode {
         Mode::Eval => {
@@ -81,14 +147,23 @@ fn norm_backward_acc(mode: Mode, xhat: &[f32], dxhat: &[f32], inv_std: &[f32], r
             }
         }
         Mode::Train => {
-            for j in 0..cols {
-                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-                for r in 0..rows {
-                    let g = dxhat[r * cols + j] as f64;
-                    sg += g;
-                    sgx += g * xhat[r * cols + j] as f64;
+            // [Σ dx̂ | Σ dx̂ ∘ x̂] per column, each summed in row order.
+            let sums = &mut sc.sums;
+            sums.clear();
+            sums.resize(2 * cols, 0.0);
+            let (sg, sgx) = sums.split_at_mut(cols);
+            for r in 0..rows {
+                let (g, xh) = (&dxhat[r * cols..(r + 1) * cols], &xhat[r * cols..(r + 1) * cols]);
+                for j in 0..cols {
+                    let gj = g[j] as f64;
+                    sg[j] += gj;
+                    sgx[j] += gj * xh[j] as f64;
                 }
-                let (mg, mgx) = ((sg / rows as f64) as f32, (sgx / rows as f64) as f32);
+            }
+            sync.sum(sums)?;
+            let n = total as f64;
+            for j in 0..cols {
+                let (mg, mgx) = ((sums[j] / n) as f32, (sums[cols + j] / n) as f32);
                 for r in 0..rows {
                     let i = r * cols + j;
                     dx[i] += inv_std[j] * (dxhat[i] - mg - xhat[i] * mgx);
@@ -96,6 +171,7 @@ fn norm_backward_acc(mode: Mode, xhat: &[f32], dxhat: &[f32], inv_std: &[f32], r
             }
         }
     }
+    Ok(())
 }
 
 /// Packed head weights.
@@ -120,6 +196,10 @@ impl HeadPacked {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeadWs {
     rows: usize,
+    /// Rows of the batch over every replica (`rows` for one process): the
+    /// normaliser of the batch statistics and of the mean target loss.
+    total_rows: usize,
+    sync: SyncScratch,
     /// Head input `[B, D]` (filled by the model).
     pub x: Vec<f32>,
     xhat: Vec<f32>,
@@ -167,10 +247,13 @@ fn dice_backward(
     st: &NormStats,
     alpha: &[f32],
     rows: usize,
+    total: usize,
     g: &mut [f32],
     gh: &mut [f32],
     dalpha: &mut [f32],
-) {
+    sc: &mut SyncScratch,
+    sync: &mut dyn StatSync,
+) -> Result<(), ModelError> {
     let cols = alpha.len();
     let n = rows * cols;
     for r in 0..rows {
@@ -184,7 +267,7 @@ fn dice_backward(
             g[i] *= a + rho * (1.0 - a);
         }
     }
-    norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, &mut g[..n]);
+    norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, total, &mut g[..n], sc, sync)
 }
 
 /// Head parameter gradients (tensor names of docs/MODEL.md#tensors).
@@ -268,6 +351,7 @@ impl HeadGrads {
 impl HeadWs {
     pub fn prepare(&mut self, d: usize, rows: usize) {
         self.rows = rows;
+        self.total_rows = rows;
         for (v, n) in [
             (&mut self.x, rows * d),
             (&mut self.xhat, rows * d),
@@ -294,11 +378,28 @@ impl HeadWs {
         }
     }
 
-    /// Forward from `self.x` to `self.logits`.
-    pub fn forward(&mut self, pk: &HeadPacked, p: &ParamStore<f32>, mode: Mode) {
+    /// Forward from `self.x` to `self.logits`. In training the batch
+    /// statistics are those of every replica's rows together (`sync`).
+    pub fn forward(
+        &mut self,
+        pk: &HeadPacked,
+        p: &ParamStore<f32>,
+        mode: Mode,
+        sync: &mut dyn StatSync,
+    ) -> Result<(), ModelError> {
         let (d, rows) = (pk.d, self.rows);
         let n = rows * d;
-        self.bn.compute(mode, &self.x[..n], rows, p.get("head.bn.running_mean"), p.get("head.bn.running_var"), BN_EPS);
+        let sc = &mut self.sync;
+        self.total_rows = self.bn.compute(
+            mode,
+            &self.x[..n],
+            rows,
+            p.get("head.bn.running_mean"),
+            p.get("head.bn.running_var"),
+            BN_EPS,
+            sc,
+            sync,
+        )?;
         let (gamma, beta) = (p.get("head.bn.gamma"), p.get("head.bn.beta"));
         for r in 0..rows {
             for j in 0..d {
@@ -310,19 +411,24 @@ impl HeadWs {
         }
         pk.fc1.forward(rows, &self.y0, d, p.get("head.fc1.b"), &mut self.z1, H1);
         let z1 = &self.z1[..rows * H1];
-        self.dice1.compute(mode, z1, rows, p.get("head.dice1.running_mean"), p.get("head.dice1.running_var"), DICE_EPS);
+        let (m1, v1) = (p.get("head.dice1.running_mean"), p.get("head.dice1.running_var"));
+        self.dice1.compute(mode, z1, rows, m1, v1, DICE_EPS, sc, sync)?;
         dice_forward(z1, &mut self.z1hat, &mut self.y1, &self.dice1, p.get("head.dice1.alpha"), rows);
         pk.fc2.forward(rows, &self.y1, H1, p.get("head.fc2.b"), &mut self.z2, H2);
         let z2 = &self.z2[..rows * H2];
-        self.dice2.compute(mode, z2, rows, p.get("head.dice2.running_mean"), p.get("head.dice2.running_var"), DICE_EPS);
+        let (m2, v2) = (p.get("head.dice2.running_mean"), p.get("head.dice2.running_var"));
+        self.dice2.compute(mode, z2, rows, m2, v2, DICE_EPS, sc, sync)?;
         dice_forward(z2, &mut self.z2hat, &mut self.y2, &self.dice2, p.get("head.dice2.alpha"), rows);
         let (w3, b3) = (p.get("head.fc3.w"), p.get("head.fc3.b")[0]);
         for r in 0..rows {
             self.logits[r] = dot(&self.y2[r * H2..(r + 1) * H2], w3) + b3;
         }
+        Ok(())
     }
 
-    /// Mean target loss over the batch (docs/MODEL.md#losses), computed in f64.
+    /// This replica's part of the mean target loss over the batch
+    /// (docs/MODEL.md#losses): its samples' losses over the rows of every
+    /// replica (the whole mean for one process), computed in f64.
     pub fn target_loss(&self, labels: &[f32]) -> f64 {
         let rows = self.rows;
         let s: f64 = (0..rows)
@@ -331,13 +437,22 @@ impl HeadWs {
                 (if labels[r] == 1.0 { softplus(-z) } else { softplus(z) }) as f64
             })
             .sum();
-        s / rows as f64
+        s / self.total_rows as f64
     }
 
-    /// Backward of the mean target loss: fills `self.dx` and accumulates `g`.
-    pub fn backward(&mut self, pk: &HeadPacked, p: &ParamStore<f32>, mode: Mode, labels: &[f32], g: &mut HeadGrads) {
-        let (d, rows) = (pk.d, self.rows);
-        let inv_b = 1.0 / rows as f32;
+    /// Backward of the mean target loss (over every replica's rows):
+    /// fills `self.dx` and accumulates `g`.
+    pub fn backward(
+        &mut self,
+        pk: &HeadPacked,
+        p: &ParamStore<f32>,
+        mode: Mode,
+        labels: &[f32],
+        g: &mut HeadGrads,
+        sync: &mut dyn StatSync,
+    ) -> Result<(), ModelError> {
+        let (d, rows, total) = (pk.d, self.rows, self.total_rows);
+        let inv_b = 1.0 / total as f32;
         for r in 0..rows {
             let z = self.logits[r];
             self.g[r] = inv_b * if labels[r] == 1.0 { -sigmoid(-z) } else { sigmoid(z) };
@@ -358,10 +473,13 @@ impl HeadWs {
             &self.dice2,
             p.get("head.dice2.alpha"),
             rows,
+            total,
             &mut self.g2,
             &mut self.gh,
             &mut g.dice2_alpha,
-        );
+            &mut self.sync,
+            sync,
+        )?;
         weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b);
         pk.fc2.backward_input(rows, &self.g2, H2, &mut self.g1, H1, Accumulate::No);
         dice_backward(
@@ -371,10 +489,13 @@ impl HeadWs {
             &self.dice1,
             p.get("head.dice1.alpha"),
             rows,
+            total,
             &mut self.g1,
             &mut self.gh,
             &mut g.dice1_alpha,
-        );
+            &mut self.sync,
+            sync,
+        )?;
         weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
         // dL/dy0 into gh, then through BatchNorm.
         pk.fc1.backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
@@ -388,25 +509,39 @@ impl HeadWs {
             }
         }
         self.dx[..rows * d].fill(0.0);
-        norm_backward_acc(mode, &self.xhat, &self.gh, &self.bn.inv_std, rows, &mut self.dx);
+        norm_backward_acc(mode, &self.xhat, &self.gh, &self.bn.inv_std, rows, total, &mut self.dx, &mut self.sync, sync)
     }
 }
 
-/// Exact mean and biased variance of each column (two passes, f64).
-fn exact_stats(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+/// Exact mean and biased variance of each column (two passes, f64) over
+/// the rows of every replica; also returns the number of those rows.
+fn exact_stats(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    sync: &mut dyn StatSync,
+) -> Result<(Vec<f32>, Vec<f32>, usize), ModelError> {
     let (mut mean, mut var) = (vec![0.0; cols], vec![0.0; cols]);
-    column_stats(x, rows, cols, &mut mean, &mut var);
-    (mean, var)
+    let n = column_stats(x, rows, cols, &mut mean, &mut var, &mut SyncScratch::default(), sync)?;
+    Ok((mean, var, n))
 }
 
 /// Recalibration (docs/MODEL.md#recalibration): sets the running statistics of BatchNorm, then
 /// Dice 1, then Dice 2, to the exact mean and biased variance of each
 /// layer's input over `x [n, D]` (head inputs of a sample of the training
-/// set), the network in evaluation mode so each layer sees the already
-/// recalibrated layers before it.
-pub(crate) fn recalibrate(pk: &HeadPacked, p: &mut ParamStore<f32>, x: &[f32], n: usize) {
+/// set; with several replicas, this replica's part of the sample, the
+/// statistics taken over every part through `sync`), the network in
+/// evaluation mode so each layer sees the already recalibrated layers
+/// before it.
+pub(crate) fn recalibrate(
+    pk: &HeadPacked,
+    p: &mut ParamStore<f32>,
+    x: &[f32],
+    n: usize,
+    sync: &mut dyn StatSync,
+) -> Result<(), ModelError> {
     let d = pk.d;
-    let (mean, var) = exact_stats(x, n, d);
+    let (mean, var, _) = exact_stats(x, n, d, sync)?;
     p.get_mut("head.bn.running_mean").copy_from_slice(&mean);
     p.get_mut("head.bn.running_var").copy_from_slice(&var);
     let mut ws = HeadWs::default();
@@ -419,7 +554,8 @@ pub(crate) fn recalibrate(pk: &HeadPacked, p: &mut ParamStore<f32>, x: &[f32], n
             let m = BLOCK.min(n - r0);
             ws.prepare(d, m);
             ws.x[..m * d].copy_from_slice(&x[r0 * d..(r0 + m) * d]);
-            ws.forward(pk, p, Mode::Eval);
+            // Evaluation mode: running statistics, nothing to exchange.
+            ws.forward(pk, p, Mode::Eval, &mut NoSync)?;
             if stage == 0 {
                 z1[r0 * H1..(r0 + m) * H1].copy_from_slice(&ws.z1[..m * H1]);
             } else {
@@ -427,8 +563,9 @@ pub(crate) fn recalibrate(pk: &HeadPacked, p: &mut ParamStore<f32>, x: &[f32], n
             }
         }
         let (name, z, w) = if stage == 0 { ("head.dice1", &z1, H1) } else { ("head.dice2", &z2, H2) };
-        let (mean, var) = exact_stats(z, n, w);
+        let (mean, var, _) = exact_stats(z, n, w, sync)?;
         p.get_mut(&format!("{name}.running_mean")).copy_from_slice(&mean);
         p.get_mut(&format!("{name}.running_var")).copy_from_slice(&var);
     }
+    Ok(())
 }
