@@ -14,7 +14,8 @@ use crate::optim::{OptimConfig, Optimizer};
 /// Times `steps` steps of `cfg` (after three warm-up steps) on one
 /// generated batch of `batch` samples with histories of `seqlen`, on a pool
 /// of `threads` threads: forward, backward, optimiser step and running
-/// statistics when `train`, else a forward pass in evaluation mode. Returns
+/// statistics when `train`, else a forward pass in evaluation mode on the
+/// batch without negatives (as evaluation and prediction run it). Returns
 /// the seconds of each timed step.
 pub fn time_steps(
     cfg: &ModelConfig,
@@ -24,7 +25,12 @@ pub fn time_steps(
     steps: usize,
     train: bool,
 ) -> Result<Vec<f64>, TrainError> {
-    let b = synthetic_batch(cfg, batch, seqlen, 1);
+    let mut b = synthetic_batch(cfg, batch, seqlen, 1);
+    if !train {
+        // Inference (evaluation, prediction) has no negatives: the
+        // auxiliary head is a training loss only.
+        (b.neg_mid, b.neg_cat) = (None, None);
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
