@@ -272,7 +272,7 @@ impl ModelConfig {
                 self.n_cat,
                 self.d,
                 self.hidden,
-                MAX_PARAMS * 4 >> 30
+                (MAX_PARAMS * 4) >> 30
             )));
         }
         if !self.alpha_aux.is_finite() || self.alpha_aux < 0.0 {

@@ -3,6 +3,8 @@
 //!
 //! - [`line`](mod@line): one sample line, the streaming line reader, malformed-line
 //!   bookkeeping.
+//! - [`pickle`](mod@pickle): the reader of vocabulary pickles, bounded by
+//!   the size of the file.
 //! - [`vocab`]: reading the reference vocabularies (pickle, JSON) or
 //!   building them from the training file, as the model crate's [`Vocabs`].
 //! - [`iteminfo`]: `item-info` (item → category) and `reviews-info` (the
@@ -18,6 +20,7 @@
 pub mod batcher;
 pub mod iteminfo;
 pub mod line;
+pub mod pickle;
 pub mod sampler;
 pub mod vocab;
 pub mod writer;
