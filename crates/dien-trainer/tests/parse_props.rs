@@ -479,3 +479,24 @@ fn deeply_nested_event_objects_are_refused_quickly() {
         assert!(err.contains("<events>:1"), "{err}");
     }
 }
+
+#[test]
+fn a_vocabulary_index_beyond_any_table_is_refused_before_allocating() {
+    // A 20-byte `mid_voc.json` whose one index is 2^32 - 1 would size the
+    // item tables of item-info and reviews-info (13 bytes a row: 56 GB).
+    let dir = tmp_dir("huge-index");
+    for (name, text) in [
+        ("uid_voc.json", r#"{"u1": 0}"#),
+        ("mid_voc.json", r#"{"m1": 4294967295}"#),
+        ("cat_voc.json", r#"{"c1": 1}"#),
+        ("item-info", "m1\tc1\n"),
+        ("reviews-info", "u1\tm1\t5.0\t1\n"),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let err = bounded(Duration::from_secs(1), 1 << 20, || dien_trainer::data::DataSet::open(&dir, None, false))
+        .map(|_| "opened")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mid") && err.contains("4294967295") && err.contains("rows"), "{err}");
+}
