@@ -346,6 +346,35 @@ impl Batch {
         )
     }
 
+    /// The batch in the JSON batch format of docs/MODEL.md#batch-file: each
+    /// history cut to its true length, negatives only when present.
+    /// [`from_json_str`](Self::from_json_str) reads it back to an equal batch
+    /// when `T` is the longest history (as for every batch built from samples
+    /// or read from JSON).
+    ///
+    /// Fails when the fields disagree with `B`, `T` and the lengths (a batch
+    /// assembled by hand).
+    pub fn to_json_string(&self) -> Result<String, ModelError> {
+        self.check_layout()?;
+        let (t, lengths) = (self.steps, &self.lengths);
+        let rows = |v: &[u32]| -> serde_json::Value {
+            serde_json::json!((0..self.batch).map(|s| &v[s * t..s * t + lengths[s]]).collect::<Vec<_>>())
+        };
+        let mut out = serde_json::json!({
+            "uid": self.uid,
+            "mid": self.mid,
+            "cat": self.cat,
+            "hist_mid": rows(&self.hist_mid),
+            "hist_cat": rows(&self.hist_cat),
+            "label": self.label,
+        });
+        if let (Some(nm), Some(nc)) = (&self.neg_mid, &self.neg_cat) {
+            out["neg_mid"] = rows(nm);
+            out["neg_cat"] = rows(nc);
+        }
+        Ok(out.to_string())
+    }
+
     /// Reads a JSON batch file (docs/MODEL.md#batch-file) of at most
     /// [`MAX_FILE_BYTES`].
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
@@ -399,24 +428,7 @@ impl Batch {
     /// Checks every index against the table sizes; the error names the field
     /// and sample of the first offending index.
     pub fn validate(&self, n_uid: usize, n_mid: usize, n_cat: usize) -> Result<(), ModelError> {
-        let bt = self.batch * self.steps;
-        let sizes = [
-            ("uid", self.uid.len(), self.batch),
-            ("mid", self.mid.len(), self.batch),
-            ("cat", self.cat.len(), self.batch),
-            ("label", self.label.len(), self.batch),
-            ("lengths", self.lengths.len(), self.batch),
-            ("hist_mid", self.hist_mid.len(), bt),
-            ("hist_cat", self.hist_cat.len(), bt),
-        ];
-        for (name, got, want) in sizes {
-            if got != want {
-                return Err(ModelError::Batch(format!("field `{name}` has {got} entries, expected {want}")));
-            }
-        }
-        for (s, &l) in self.lengths.iter().enumerate() {
-            check_length(s, l, self.steps)?;
-        }
+        self.check_layout()?;
         let check_flat = |name: &str, v: &[u32], n: usize, per_sample: usize| -> Result<(), ModelError> {
             for (i, &x) in v.iter().enumerate() {
                 let (s, t) = if per_sample == 1 { (i, 0) } else { (i / per_sample, i % per_sample) };
@@ -437,18 +449,44 @@ impl Batch {
         check_flat("cat", &self.cat, n_cat, 1)?;
         check_flat("hist_mid", &self.hist_mid, n_mid, self.steps.max(1))?;
         check_flat("hist_cat", &self.hist_cat, n_cat, self.steps.max(1))?;
-        match (&self.neg_mid, &self.neg_cat) {
-            (Some(nm), Some(nc)) => {
-                if nm.len() != bt || nc.len() != bt {
-                    return Err(ModelError::Batch(format!("negatives must have {bt} entries")));
-                }
-                check_flat("neg_mid", nm, n_mid, self.steps.max(1))?;
-                check_flat("neg_cat", nc, n_cat, self.steps.max(1))?;
-            }
-            (None, None) => {}
-            _ => check_negatives_paired(self.neg_mid.is_some(), self.neg_cat.is_some())?,
+        if let (Some(nm), Some(nc)) = (&self.neg_mid, &self.neg_cat) {
+            check_flat("neg_mid", nm, n_mid, self.steps.max(1))?;
+            check_flat("neg_cat", nc, n_cat, self.steps.max(1))?;
         }
         Ok(())
+    }
+
+    /// Checks that every field has the size `B` and `T` give it and that no
+    /// length exceeds `T`.
+    fn check_layout(&self) -> Result<(), ModelError> {
+        let bt = self
+            .batch
+            .checked_mul(self.steps)
+            .ok_or_else(|| ModelError::Batch(format!("{} samples × {} steps overflow", self.batch, self.steps)))?;
+        let sizes = [
+            ("uid", self.uid.len(), self.batch),
+            ("mid", self.mid.len(), self.batch),
+            ("cat", self.cat.len(), self.batch),
+            ("label", self.label.len(), self.batch),
+            ("lengths", self.lengths.len(), self.batch),
+            ("hist_mid", self.hist_mid.len(), bt),
+            ("hist_cat", self.hist_cat.len(), bt),
+        ];
+        for (name, got, want) in sizes {
+            if got != want {
+                return Err(ModelError::Batch(format!("field `{name}` has {got} entries, expected {want}")));
+            }
+        }
+        for (s, &l) in self.lengths.iter().enumerate() {
+            check_length(s, l, self.steps)?;
+        }
+        match (&self.neg_mid, &self.neg_cat) {
+            (Some(nm), Some(nc)) if nm.len() != bt || nc.len() != bt => {
+                Err(ModelError::Batch(format!("negatives must have {bt} entries")))
+            }
+            (Some(_), Some(_)) | (None, None) => Ok(()),
+            _ => check_negatives_paired(self.neg_mid.is_some(), self.neg_cat.is_some()),
+        }
     }
 }
 

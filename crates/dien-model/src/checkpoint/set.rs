@@ -50,6 +50,17 @@ pub fn entry(role: &str, path: &Path, bytes: &[u8]) -> Result<(String, String), 
     Ok((format!("{SET_KEY_PREFIX}{role}"), format!("{name} {}", bytes_checksum(bytes))))
 }
 
+/// Splits the value of a `set.<role>` entry into the part's file name and its
+/// recorded checksum, refusing a name that is not a plain file name beside
+/// the checkpoint (no separator, not `.` or `..`); the error says what is wrong.
+pub fn parse_entry(value: &str) -> Result<(&str, &str), &'static str> {
+    let (name, sum) = value.split_once(' ').ok_or("expected `<file name> <checksum>`")?;
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+        return Err("not a file name beside the checkpoint");
+    }
+    Ok((name, sum))
+}
+
 /// Writes a part atomically, or leaves the file alone when it already holds
 /// exactly `bytes` (parts that do not change between saves, such as the
 /// vocabularies of a run, are then never rewritten).
@@ -80,12 +91,8 @@ pub fn read_part(
         let bytes = fs::read(&legacy).map_err(|e| ModelError::Io(legacy.display().to_string(), e))?;
         return Ok(Some((legacy, bytes)));
     };
-    let bad_entry =
-        |msg: &str| ModelError::Checkpoint(ckpt.display().to_string(), format!("metadata key `{key}`: {msg}"));
-    let (name, sum) = value.split_once(' ').ok_or_else(|| bad_entry("expected `<file name> <checksum>`"))?;
-    if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
-        return Err(bad_entry("not a file name beside the checkpoint"));
-    }
+    let (name, sum) = parse_entry(value)
+        .map_err(|msg| ModelError::Checkpoint(ckpt.display().to_string(), format!("metadata key `{key}`: {msg}")))?;
     let path = ckpt.with_file_name(name);
     let bytes = fs::read(&path)
         .map_err(|e| ModelError::Io(format!("{} (the {role} of checkpoint {})", path.display(), ckpt.display()), e))?;

@@ -6,7 +6,7 @@
 //! after removing the line ending holds no sample and is ignored.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 pub use dien_model::vocab::TableSizes;
@@ -224,27 +224,35 @@ pub fn strip_line_end(mut line: &[u8]) -> &[u8] {
 /// `/dev/zero`) is refused instead of read into memory.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 
-/// Reads a file line by line as bytes, counting lines and bytes, without holding more
-/// than one line in memory.
-pub struct LineReader {
+/// Reads a file (or any byte source) line by line as bytes, counting lines
+/// and bytes, without holding more than one line in memory.
+pub struct LineReader<R = File> {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<R>,
     buf: Vec<u8>,
     line: u64,
     bytes: u64,
 }
 
-impl LineReader {
+impl LineReader<File> {
     /// Opens `path`.
     pub fn open(path: &Path) -> Result<Self, TrainError> {
         let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 16, file),
+        Ok(Self::from_reader(path, file))
+    }
+}
+
+impl<R: Read> LineReader<R> {
+    /// Reads the lines of `source` (bytes in memory, a pipe, …) exactly as
+    /// [`open`](LineReader::open) reads a file; `path` names it in errors.
+    pub fn from_reader(path: impl Into<PathBuf>, source: R) -> Self {
+        Self {
+            path: path.into(),
+            reader: BufReader::with_capacity(1 << 16, source),
             buf: Vec::new(),
             line: 0,
             bytes: 0,
-        })
+        }
     }
 
     /// The file being read.

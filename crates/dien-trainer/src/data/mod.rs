@@ -3,6 +3,8 @@
 //!
 //! - [`line`](mod@line): one sample line, the streaming line reader, malformed-line
 //!   bookkeeping.
+//! - [`pickle`](mod@pickle): the reader of vocabulary pickles, bounded by
+//!   the size of the file.
 //! - [`vocab`]: reading the reference vocabularies (pickle, JSON) or
 //!   building them from the training file, as the model crate's [`Vocabs`].
 //! - [`iteminfo`]: `item-info` (item → category) and `reviews-info` (the
@@ -18,6 +20,7 @@
 pub mod batcher;
 pub mod iteminfo;
 pub mod line;
+pub mod pickle;
 pub mod sampler;
 pub mod vocab;
 pub mod writer;
@@ -65,10 +68,36 @@ pub struct DataSetReport {
     pub bad_lines: BadLines,
 }
 
+/// The most rows a vocabulary's table may have: every model stores at least
+/// one float a row, and at most [`MAX_PARAMS`](dien_model::config::MAX_PARAMS)
+/// floats.
+pub const MAX_TABLE_ROWS: usize = dien_model::config::MAX_PARAMS;
+
+/// Refuses vocabularies whose largest index makes a table larger than any
+/// model can have, before anything is sized by it (a one-line vocabulary
+/// file with the index 4294967295 would otherwise size the item tables of
+/// `item-info` and `reviews-info` at tens of gigabytes).
+pub fn check_table_sizes(vocabs: &Vocabs) -> Result<(), TrainError> {
+    for (name, v) in [("uid", &vocabs.uid), ("mid", &vocabs.mid), ("cat", &vocabs.cat)] {
+        if v.size > MAX_TABLE_ROWS {
+            let (id, idx) =
+                v.map.iter().max_by_key(|&(k, &i)| (i, k)).map(|(k, &i)| (k.as_str(), i)).unwrap_or(("", 0));
+            return Err(TrainError::Config(format!(
+                "vocabulary `{name}` maps `{id}` to index {idx}: a table of {} rows is more than any model can have \
+                 ({MAX_TABLE_ROWS}); is an index far larger than the number of entries ({})?",
+                v.size,
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl DataSet {
     /// Opens a data directory: takes `vocabs` if given (e.g. a checkpoint's
     /// sidecar), else loads or builds them (see [`load_or_build_vocabs`]);
-    /// then reads `item-info` and `reviews-info` when both exist.
+    /// checks their table sizes ([`check_table_sizes`]); then reads
+    /// `item-info` and `reviews-info` when both exist.
     pub fn open(dir: &Path, vocabs: Option<Vocabs>, skip_bad_lines: bool) -> Result<(Self, DataSetReport), TrainError> {
         let mut report = DataSetReport::default();
         let vocabs = match vocabs {
@@ -80,18 +109,14 @@ impl DataSet {
                 v
             }
         };
-        // Tables are sized by the largest index: check before allocating any.
-        let sizes = vocabs.table_sizes();
-        for (i, (name, rows)) in [("uid", sizes.uid), ("mid", sizes.mid), ("cat", sizes.cat)].into_iter().enumerate() {
-            if rows > dien_model::config::MAX_PARAMS {
-                let source = report.vocab_sources.as_ref().map(|s| format!(" ({})", s[i])).unwrap_or_default();
-                return Err(TrainError::Config(format!(
-                    "the {name} vocabulary{source}: its largest index gives a table of {rows} rows, more than a \
-                     model may have ({}); are its indices far larger than its number of entries?",
-                    dien_model::config::MAX_PARAMS
-                )));
+        // Tables are sized by the largest index: check before allocating any,
+        // naming the files the vocabularies came from.
+        check_table_sizes(&vocabs).map_err(|e| match (&report.vocab_sources, e) {
+            (Some(src), TrainError::Config(m)) => {
+                TrainError::Config(format!("{m} (vocabularies: uid {}; mid {}; cat {})", src[0], src[1], src[2]))
             }
-        }
+            (_, e) => e,
+        })?;
         let (item_info, reviews) = (dir.join(ITEM_INFO_FILE), dir.join(REVIEWS_INFO_FILE));
         let sampler = if item_info.is_file() && reviews.is_file() {
             let (cats, bad) = ItemCategories::load(&item_info, &vocabs, skip_bad_lines)?;

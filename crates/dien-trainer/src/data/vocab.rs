@@ -12,37 +12,28 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use dien_model::vocab::{Vocab, Vocabs};
-use serde_pickle::{DeOptions, HashableValue, Value};
 
 use crate::data::line::{BadLines, LineReader, split_fields};
 use crate::error::TrainError;
 
 /// Reads a Python pickle of a dict from string (or bytes, decoded as UTF-8)
-/// to non-negative int.
+/// to non-negative int (see [`pickle`](crate::data::pickle) for what is
+/// accepted).
 pub fn load_pickle(path: &Path) -> Result<Vocab, TrainError> {
-    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let value = serde_pickle::value_from_reader(BufReader::new(file), DeOptions::new())
-        .map_err(|e| vocab_err(path, format!("not a readable pickle: {e}")))?;
-    let Value::Dict(dict) = value else {
-        return Err(vocab_err(path, "the pickle does not hold a dict"));
-    };
-    let mut map = HashMap::with_capacity(dict.len());
-    for (k, v) in dict {
-        let key = match k {
-            HashableValue::String(s) => s,
-            HashableValue::Bytes(b) => {
-                String::from_utf8(b).map_err(|e| vocab_err(path, format!("key {:?} is not UTF-8", e.as_bytes())))?
-            }
-            other => return Err(vocab_err(path, format!("key {other:?} is not a string"))),
-        };
-        let idx = match v {
-            Value::I64(i) => i,
-            other => return Err(vocab_err(path, format!("value of `{key}` is {other:?}, not a small integer"))),
-        };
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    parse_pickle_bytes(&bytes, path)
+}
+
+/// [`load_pickle`] of a pickle held in memory; `path` names it in errors.
+pub fn parse_pickle_bytes(bytes: &[u8], path: &Path) -> Result<Vocab, TrainError> {
+    let entries = crate::data::pickle::read_dict(bytes).map_err(|msg| vocab_err(path, msg))?;
+    let mut map = HashMap::with_capacity(entries.len());
+    for (key, value) in entries {
+        let idx = value.map_err(|what| vocab_err(path, format!("value of `{key}` is {what}, not a small integer")))?;
         let idx = checked_index(path, &key, idx)?;
         map.insert(key, idx);
     }
@@ -53,7 +44,17 @@ pub fn load_pickle(path: &Path) -> Result<Vocab, TrainError> {
 /// vocabulary, e.g. `mid_voc.json`).
 pub fn load_json_dict(path: &Path) -> Result<Vocab, TrainError> {
     let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let raw: HashMap<String, i64> = serde_json::from_reader(BufReader::new(file))
+    json_dict_from_reader(BufReader::new(file), path)
+}
+
+/// [`load_json_dict`] of JSON held in memory; `path` names it in errors.
+pub fn parse_json_dict_bytes(bytes: &[u8], path: &Path) -> Result<Vocab, TrainError> {
+    json_dict_from_reader(bytes, path)
+}
+
+/// The one JSON parser of [`load_json_dict`] and [`parse_json_dict_bytes`].
+fn json_dict_from_reader(reader: impl Read, path: &Path) -> Result<Vocab, TrainError> {
+    let raw: HashMap<String, i64> = serde_json::from_reader(reader)
         .map_err(|e| vocab_err(path, format!("not a JSON object of string → integer: {e}")))?;
     let mut map = HashMap::with_capacity(raw.len());
     for (k, i) in raw {

@@ -215,11 +215,16 @@ impl PrepareConfig {
 
     /// The behaviours kept (`None`: all).
     fn kept_behaviors(&self) -> Option<Vec<String>> {
-        match (&self.behaviors, self.format) {
-            (BehaviorFilter::Only(list), _) => Some(list.clone()),
-            (BehaviorFilter::FormatDefault, EventFormat::Taobao) => Some(vec!["pv".to_owned()]),
-            _ => None,
-        }
+        kept_behaviors(&self.behaviors, self.format)
+    }
+}
+
+/// The behaviours `filter` keeps in `format` (`None`: all).
+fn kept_behaviors(filter: &BehaviorFilter, format: EventFormat) -> Option<Vec<String>> {
+    match (filter, format) {
+        (BehaviorFilter::Only(list), _) => Some(list.clone()),
+        (BehaviorFilter::FormatDefault, EventFormat::Taobao) => Some(vec!["pv".to_owned()]),
+        _ => None,
     }
 }
 
@@ -323,4 +328,83 @@ pub fn prepare(cfg: &PrepareConfig) -> Result<PrepareSummary, TrainError> {
     write::write_samples(cfg, &scratch, &items, &kept, stream, &mut summary)?;
     scratch.commit()?;
     Ok(summary)
+}
+
+/// One event as the readers of [`prepare`] take it from the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedEvent {
+    /// The user id.
+    pub user: String,
+    /// The item id.
+    pub item: String,
+    /// The item's category: the first one the log gives the item, or the
+    /// item file's; `default_cat` when unknown.
+    pub category: String,
+    /// The timestamp as written (trimmed).
+    pub time_text: String,
+    /// The timestamp as a number.
+    pub time: f64,
+    /// The rating written to `reviews-info`.
+    pub rating: String,
+}
+
+/// What the readers of [`prepare`] take from an event log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedLog {
+    /// The kept events, in input order.
+    pub events: Vec<ParsedEvent>,
+    /// Lines of the event log (header and empty lines included).
+    pub input_lines: u64,
+    /// Events whose behaviour the filter does not keep.
+    pub dropped_behavior: u64,
+    /// Events whose category differs from the first one seen for their item.
+    pub category_conflicts: u64,
+    /// Malformed lines skipped (`skip_bad_lines`), in the log and the item file.
+    pub bad_lines: BadLines,
+}
+
+/// Reads an event log held in memory, and the item file of the formats that
+/// take categories from one (Amazon metadata, MovieLens `movies.csv`), with
+/// the readers of [`prepare`], writing nothing: the events, the counts, or
+/// the error naming the line and field (the files are named `<events>` and
+/// `<items>` in errors). A log without events is an error, as for `prepare`.
+pub fn parse_event_log(
+    format: EventFormat,
+    events: &[u8],
+    item_file: Option<&[u8]>,
+    behaviors: &BehaviorFilter,
+    skip_bad_lines: bool,
+) -> Result<ParsedLog, TrainError> {
+    use crate::data::line::LineReader;
+
+    let mut items = catalogue::Items::default();
+    let mut summary = PrepareSummary::default();
+    if let Some(bytes) = item_file {
+        let bad = read::scan_catalogue(LineReader::from_reader("<items>", bytes), format, skip_bad_lines, &mut items)?;
+        summary.bad_lines.merge(&bad);
+    }
+    let src = read::EventSource { format, keep: kept_behaviors(behaviors, format), skip_bad_lines };
+    let mut kept = Vec::new();
+    read::scan_events(LineReader::from_reader("<events>", events), &src, &mut items, &mut summary, |e| {
+        kept.push(e);
+        Ok(())
+    })?;
+    let events = kept
+        .into_iter()
+        .map(|e| ParsedEvent {
+            user: e.user().to_owned(),
+            item: items.name(e.item).to_owned(),
+            category: items.item_cat_name(e.item).to_owned(),
+            time_text: e.time_text().to_owned(),
+            time: e.time,
+            rating: e.rating().to_owned(),
+        })
+        .collect();
+    Ok(ParsedLog {
+        events,
+        input_lines: summary.input_lines,
+        dropped_behavior: summary.dropped_lines.behavior,
+        category_conflicts: summary.category_conflicts,
+        bad_lines: summary.bad_lines,
+    })
 }

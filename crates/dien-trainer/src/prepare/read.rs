@@ -5,6 +5,7 @@
 //! with `skip_bad_lines`, skipped and counted. Empty lines are ignored.
 
 use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
@@ -95,8 +96,18 @@ pub(super) fn read_catalogue(
     skip: bool,
     items: &mut Items,
 ) -> Result<BadLines, TrainError> {
+    scan_catalogue(LineReader::open(path)?, format, skip, items)
+}
+
+/// [`read_catalogue`] of any line source (the file, or bytes in memory).
+pub(super) fn scan_catalogue<R: Read>(
+    mut reader: LineReader<R>,
+    format: EventFormat,
+    skip: bool,
+    items: &mut Items,
+) -> Result<BadLines, TrainError> {
     items.use_catalogue();
-    let mut reader = LineReader::open(path)?;
+    let path = &reader.path().to_path_buf();
     let mut bad = BadLines::default();
     // MovieLens: the positions of movieId and genres, from the header.
     let mut movies: Option<MovieColumns> = None;
@@ -139,13 +150,33 @@ pub(super) fn read_events(
     sorter: &mut Sorter,
     summary: &mut PrepareSummary,
 ) -> Result<(), TrainError> {
-    let path = cfg.events.as_path();
-    let keep = cfg.kept_behaviors();
-    let mut reader = LineReader::open(path)?;
-    let mut parser = if LineFormat::has_header(cfg.format) {
+    let reader = LineReader::open(&cfg.events)?;
+    let events = EventSource { format: cfg.format, keep: cfg.kept_behaviors(), skip_bad_lines: cfg.skip_bad_lines };
+    scan_events(reader, &events, items, summary, |e| sorter.push(e))
+}
+
+/// How to read an event log: its format, the behaviours kept (`None`: all),
+/// whether malformed lines are skipped.
+pub(super) struct EventSource {
+    pub(super) format: EventFormat,
+    pub(super) keep: Option<Vec<String>>,
+    pub(super) skip_bad_lines: bool,
+}
+
+/// [`read_events`] of any line source, handing each kept event to `push`.
+pub(super) fn scan_events<R: Read>(
+    mut reader: LineReader<R>,
+    src: &EventSource,
+    items: &mut Items,
+    summary: &mut PrepareSummary,
+    mut push: impl FnMut(Event) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let path = &reader.path().to_path_buf();
+    let keep = &src.keep;
+    let mut parser = if LineFormat::has_header(src.format) {
         None
     } else {
-        Some(LineFormat::new(cfg.format, None).map_err(|f| f.at(path, 0))?)
+        Some(LineFormat::new(src.format, None).map_err(|f| f.at(path, 0))?)
     };
     let mut seq = 0u64;
     let mut n = 0u64;
@@ -155,14 +186,14 @@ pub(super) fn read_events(
             Ok(l) if l.trim().is_empty() => continue,
             Ok(l) => l,
             Err(f) => {
-                bad_line(f.at(path, n), cfg.skip_bad_lines, &mut summary.bad_lines)?;
+                bad_line(f.at(path, n), src.skip_bad_lines, &mut summary.bad_lines)?;
                 continue;
             }
         };
         let p = match &parser {
             Some(p) => p,
             None => {
-                let p = LineFormat::new(cfg.format, Some(line)).map_err(|f| f.at(path, n))?;
+                let p = LineFormat::new(src.format, Some(line)).map_err(|f| f.at(path, n))?;
                 if keep.is_some() && !p.has_behavior() {
                     let msg = "--behavior filters on a `behavior` column, which the header does not name";
                     return Err(fault("header", msg).at(path, n));
@@ -174,7 +205,7 @@ pub(super) fn read_events(
         let ev = match p.parse(line) {
             Ok(ev) => ev,
             Err(f) => {
-                bad_line(f.at(path, n), cfg.skip_bad_lines, &mut summary.bad_lines)?;
+                bad_line(f.at(path, n), src.skip_bad_lines, &mut summary.bad_lines)?;
                 continue;
             }
         };
@@ -187,7 +218,7 @@ pub(super) fn read_events(
         }
         let (item, conflict) = items.event(&ev.item, ev.category.as_deref());
         summary.category_conflicts += u64::from(conflict);
-        sorter.push(Event::new(&ev.user, &ev.time_text, &ev.rating, ev.time, seq, item))?;
+        push(Event::new(&ev.user, &ev.time_text, &ev.rating, ev.time, seq, item))?;
         seq += 1;
     }
     summary.input_lines = reader.lines_consumed();
