@@ -28,6 +28,7 @@
 //! `mpi` feature) or threads of one process ([`threads::ThreadGroup`], for
 //! tests and for running replicas without MPI).
 
+mod fault;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod scaling;
@@ -41,6 +42,8 @@ use dien_model::{ModelError, ParamStore, StatSync};
 use serde::Serialize;
 
 use crate::error::TrainError;
+
+pub(crate) use self::fault::{Fault, injected_fault};
 
 /// A communication failure: the rank it happened on, the operation and
 /// what the transport said.
@@ -614,45 +617,6 @@ impl StatSync for Replicas<'_> {
     fn sum(&mut self, values: &mut [f64]) -> Result<(), ModelError> {
         self.sum_f64(values).map_err(|e| ModelError::Sync(e.to_string()))
     }
-}
-
-/// A fault injected into one rank by the `DIEN_RANK_FAULT` hook of debug
-/// builds (`<rank>:<step>:<error|abort|perturb>`), for the tests of
-/// docs/DISTRIBUTED.md#failures.
-// Release builds construct only what they read: the hook is in debug builds.
-#[cfg_attr(not(debug_assertions), allow(dead_code))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// The rank returns an error before the step.
-    Error,
-    /// The rank's process dies (abort signal) before the step.
-    Abort,
-    /// The rank changes one parameter after the step, so that the
-    /// replicas diverge.
-    Perturb,
-}
-
-/// The fault due on `rank` at `step` (1-based), if any.
-#[cfg(debug_assertions)]
-pub(crate) fn injected_fault(rank: usize, step: u64) -> Option<Fault> {
-    let spec = std::env::var("DIEN_RANK_FAULT").ok()?;
-    let mut f = spec.splitn(3, ':');
-    let (r, s, what) = (f.next()?.parse::<usize>().ok()?, f.next()?.parse::<u64>().ok()?, f.next()?);
-    if r != rank || s != step {
-        return None;
-    }
-    match what {
-        "error" => Some(Fault::Error),
-        "abort" => Some(Fault::Abort),
-        "perturb" => Some(Fault::Perturb),
-        _ => None,
-    }
-}
-
-/// Release builds have no fault hook.
-#[cfg(not(debug_assertions))]
-pub(crate) fn injected_fault(_rank: usize, _step: u64) -> Option<Fault> {
-    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! What a training run needs ([`TrainConfig`]): its settings, their checks,
+//! and the files the run writes.
+
+use std::path::PathBuf;
+
+use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
+use dien_model::vocab::Vocabs;
+use dien_model::{ModelConfig, ModelKind};
+
+use super::best_path;
+use crate::data::{BatcherConfig, Shard};
+use crate::error::TrainError;
+use crate::optim::OptimConfig;
+use crate::paths::Role;
+
+/// Everything a training run needs.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Data directory in the layout of docs/MODEL.md#data-layout.
+    pub data_dir: PathBuf,
+    /// Checkpoint to write (sidecars go beside it).
+    pub out: PathBuf,
+    /// The model to train: its kind, architecture, longest kept history and
+    /// auxiliary-loss weight (the defaults of [`ModelConfig::new`]). Its
+    /// table sizes are ignored: a fresh run takes them from the
+    /// vocabularies, a resumed one from the checkpoint.
+    pub model: ModelConfig,
+    /// Epochs (the learning rate halves after each).
+    pub epochs: usize,
+    /// Samples per batch (128).
+    pub batch_size: usize,
+    /// Seed of initialisation, negative sampling and recalibration samples.
+    pub seed: u64,
+    /// Threads of the compute pool (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Optimiser settings.
+    pub optim: OptimConfig,
+    /// Evaluate on the test file every this many iterations (and at the end).
+    pub eval_every: Option<u64>,
+    /// Save a checkpoint every this many iterations (and at the end).
+    pub save_every: Option<u64>,
+    /// Recalibrate BatchNorm/Dice statistics before every evaluation and at
+    /// the end (docs/MODEL.md#recalibration); false keeps the moving averages, for comparison.
+    pub recalibrate: bool,
+    /// Training samples used for recalibration (at least 20,000 by docs/MODEL.md#recalibration
+    /// when the set is larger; all of them when it is smaller).
+    pub recal_samples: usize,
+    /// Skip malformed lines instead of failing.
+    pub skip_bad_lines: bool,
+    /// Stop after this many iterations in total (for tests and quick runs).
+    pub max_steps: Option<u64>,
+    /// Continue from the checkpoint at `out` and its sidecars.
+    pub resume: bool,
+    /// Draw a progress bar on standard error.
+    pub progress: bool,
+    /// Write one JSON object per evaluation and per logging interval here.
+    pub metrics_log: Option<PathBuf>,
+    /// Write an SVG plot of the training and test curves here.
+    pub plot: Option<PathBuf>,
+    /// Iterations between training-loss records in the metrics log.
+    pub log_every: u64,
+    /// In a distributed run, compare a hash of the parameters across the
+    /// ranks every this many iterations (and before the first and after
+    /// the last); 0: only before the first and after the last.
+    pub replica_check_every: u64,
+}
+
+impl TrainConfig {
+    /// The defaults of docs/MODEL.md#training for `model` on `data_dir`, writing `out`.
+    pub fn new(data_dir: impl Into<PathBuf>, out: impl Into<PathBuf>, model: ModelKind) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            out: out.into(),
+            model: ModelConfig::new(model, 0, 0, 0),
+            epochs: 1,
+            batch_size: 128,
+            seed: crate::DEFAULT_SEED,
+            threads: None,
+            optim: OptimConfig::default(),
+            eval_every: None,
+            save_every: None,
+            recalibrate: true,
+            recal_samples: 20_000,
+            skip_bad_lines: false,
+            max_steps: None,
+            resume: false,
+            progress: false,
+            metrics_log: None,
+            plot: None,
+            log_every: 50,
+            replica_check_every: 100,
+        }
+    }
+
+    /// The files a run writes (but the optimiser state, whose name is
+    /// derived from its content).
+    pub(super) fn outputs(&self) -> Vec<Role> {
+        let best = best_path(&self.out);
+        let mut v = vec![
+            Role::new("the checkpoint", &self.out),
+            Role::new("its vocabularies", sidecar_path(&self.out, VOCAB_SUFFIX)),
+            Role::new("the best checkpoint", &best),
+            Role::new("its vocabularies", sidecar_path(&best, VOCAB_SUFFIX)),
+        ];
+        v.extend(self.metrics_log.iter().map(|p| Role::new("the metrics log", p)));
+        v.extend(self.plot.iter().map(|p| Role::new("the plot", p)));
+        v
+    }
+
+    /// Refuses settings that would train nothing or make no sense.
+    pub(super) fn check(&self) -> Result<(), TrainError> {
+        let bad = |what: &str| Err(TrainError::Config(format!("{what} must be at least 1")));
+        if self.epochs == 0 {
+            return bad("epochs");
+        }
+        if self.batch_size == 0 {
+            return bad("batch size");
+        }
+        if self.max_steps == Some(0) {
+            return bad("max_steps (when given)");
+        }
+        if self.threads == Some(0) {
+            return bad("threads (when given)");
+        }
+        if self.log_every == 0 {
+            return bad("log_every");
+        }
+        Ok(())
+    }
+
+    /// The model configuration with the table sizes of `vocabs`, checked.
+    pub(super) fn model_config(&self, vocabs: &Vocabs) -> Result<ModelConfig, TrainError> {
+        let sizes = vocabs.table_sizes();
+        let mut c = self.model.clone();
+        (c.n_uid, c.n_mid, c.n_cat) = (sizes.uid, sizes.mid, sizes.cat);
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub(super) fn batcher(&self, negatives: bool, shard: Option<Shard>) -> BatcherConfig {
+        BatcherConfig {
+            batch_size: self.batch_size,
+            max_len: self.model.max_len,
+            negatives,
+            seed: self.seed,
+            skip_bad_lines: self.skip_bad_lines,
+            shard,
+            ..BatcherConfig::default()
+        }
+    }
+}
