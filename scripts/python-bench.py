@@ -61,18 +61,25 @@ def score_overhead(args, rng) -> None:
     uid = 3
     call = lambda: p.score(hist, hcat, cand, ccat, uid=uid)  # noqa: E731
     call()
-    py = per_call(call, args.repeats, args.number)
-    rust = float(np.median(p.rust_timings(hist, hcat, cand, ccat, uid=uid, repeats=args.repeats * args.number)))
+    # Blocks of `number` calls, Python and Rust alternating, so that both
+    # see the same phases of a shared machine; the overhead is the median of
+    # the paired differences of block means.
+    py_blocks, rust_blocks = [], []
+    for _ in range(args.repeats):
+        py_blocks.append(timeit.timeit(call, number=args.number) / args.number)
+        rust_blocks.append(float(p.rust_timings(hist, hcat, cand, ccat, uid=uid, repeats=args.number).mean()))
+    py, rust = statistics.median(py_blocks), statistics.median(rust_blocks)
+    overhead = statistics.median(a - b for a, b in zip(py_blocks, rust_blocks))
     print(f"(a) score, K = 1, T = {t}, one thread")
-    print(f"    Python Predictor.score     {py * 1e6:9.2f} µs per call (timeit median)")
-    print(f"    Rust, same request         {rust * 1e6:9.2f} µs per call (Predictor.rust_timings median)")
+    print(f"    Python Predictor.score     {py * 1e6:9.2f} µs per call (median of block means)")
+    print(f"    Rust, same request         {rust * 1e6:9.2f} µs per call (Predictor.rust_timings, same statistic)")
     if args.dien:
         b = dien_bench(
             args.dien, "--mode", "score", "--candidates", "1", "--threads", "1", "--seqlen", str(t),
             "--steps", str(args.steps),
         )
         print(f"    dien bench --mode score    {b['p50_us']:9.2f} µs p50")
-    print(f"    overhead of the binding    {(py - rust) * 1e6:9.2f} µs per call, ratio {py / rust:.3f}")
+    print(f"    overhead of the binding    {overhead * 1e6:9.2f} µs per call (median of paired blocks)")
 
 
 def infer_throughput(args, rng) -> None:
@@ -90,19 +97,31 @@ def infer_throughput(args, rng) -> None:
     batch = dien.Batch(**arrays)
     for _ in range(3):
         model.forward(batch)
-    fwd = per_call(lambda: model.forward(batch), args.repeats, 1)
-    both = per_call(lambda: model.forward(dien.Batch(**arrays)), args.repeats, 1)
-    print(f"(b) inference, B = {b}, T = {t}, {threads} thread(s)")
-    print(f"    Python Model.forward            {b / fwd:12.0f} samples/s")
-    print(f"    Python Batch(...) + forward     {b / both:12.0f} samples/s")
-    if args.dien:
-        r = dien_bench(
-            args.dien, "--mode", "infer", "--batch", str(b), "--seqlen", str(t), "--threads", str(threads),
-            "--steps", str(args.steps),
+    # Rounds alternate the three measurements (A B C A B C ...) so that a
+    # slow phase of a shared machine hits all of them; medians over rounds.
+    fwd, both, rust, bench = [], [], [], []
+    for _ in range(args.rounds):
+        fwd.append(b / per_call(lambda: model.forward(batch), args.repeats, 1))
+        both.append(b / per_call(lambda: model.forward(dien.Batch(**arrays)), args.repeats, 1))
+        rust.append(b / float(np.median(model.rust_timings(batch, repeats=args.repeats))))
+        if args.dien:
+            r = dien_bench(
+                args.dien, "--mode", "infer", "--batch", str(b), "--seqlen", str(t), "--threads", str(threads),
+                "--steps", str(args.steps),
+            )
+            bench.append(r["samples_per_s"])
+    med = statistics.median
+    print(f"(b) inference, B = {b}, T = {t}, {threads} thread(s), medians of {args.rounds} alternating rounds")
+    print(f"    Python Model.forward            {med(fwd):12.0f} samples/s")
+    print(f"    Python Batch(...) + forward     {med(both):12.0f} samples/s")
+    print(f"    Rust, same batch and process    {med(rust):12.0f} samples/s (Model.rust_timings)")
+    if bench:
+        print(f"    dien bench --mode infer         {med(bench):12.0f} samples/s")
+        ratios = [f / r for f, r in zip(fwd, bench)]
+        print(
+            f"    ratio Python / Rust: forward {med(fwd) / med(bench):.3f}, with Batch {med(both) / med(bench):.3f}"
+            f"; per round: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}..{max(ratios):.3f}"
         )
-        rust = r["samples_per_s"]
-        print(f"    dien bench --mode infer         {rust:12.0f} samples/s")
-        print(f"    ratio Python / Rust: forward {(b / fwd) / rust:.3f}, with Batch {(b / both) / rust:.3f}")
 
 
 def main() -> None:
@@ -116,10 +135,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50, help="timing rounds")
     ap.add_argument("--number", type=int, default=200, help="calls per round in (a)")
     ap.add_argument("--steps", type=int, default=50, help="timed steps of dien bench")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of (b)")
     ap.add_argument("--quick", action="store_true", help="tiny settings: check that the script runs")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.seqlen, args.repeats, args.number, args.steps, args.threads = 8, 10, 3, 5, 2, 1
+        args.rounds = 1
     if args.dien is None:
         print("no dien binary (build it: cargo build --release -p dien-trainer); Rust-side timings only")
     print(f"dien {dien.__version__} [{dien.simd_target()}], Python {sys.version.split()[0]}")

@@ -17,6 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use dien_model::fast::Model;
 use dien_model::serve::Predictor;
@@ -263,6 +264,41 @@ impl PyModel {
             Values::F64(v) => PyArray1::from_vec(py, v).into_any(),
         };
         Ok((logits, losses.to_dict(py)?))
+    }
+
+    /// Times the Rust call behind `forward` (float32) on `batch`:
+    /// `repeats` passes on the model's threads with the GIL released, the
+    /// pool entered once as `dien bench --mode infer` does. Returns the
+    /// seconds of each pass (float64 array); the difference to timing
+    /// `forward` from Python is the cost of the Python layer
+    /// (`scripts/python-bench.py`).
+    #[pyo3(signature = (batch, mode="eval", repeats=50))]
+    fn rust_timings<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyBatch>,
+        mode: &str,
+        repeats: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let m = self::mode(mode)?;
+        let b = &batch.get().inner;
+        let times = py.detach(|| {
+            guarded(|| {
+                let mut st = self.lock();
+                let model = &mut st.model;
+                self.install(|| {
+                    let mut t = Vec::with_capacity(repeats);
+                    for _ in 0..repeats {
+                        let start = Instant::now();
+                        std::hint::black_box(model.forward(b, m)?);
+                        t.push(start.elapsed().as_secs_f64());
+                    }
+                    Ok(t)
+                })
+                .map_err(model_error)
+            })
+        })?;
+        Ok(PyArray1::from_vec(py, times))
     }
 
     /// One training-mode forward and backward pass: `(losses, grads)`,

@@ -250,8 +250,25 @@ def test_out_of_range_and_empty_batches_are_value_errors():
         m.forward(empty)
     with pytest.raises(ValueError, match=r"mode `test`: expected \"eval\" or \"train\""):
         m.forward(tiny_batch(), mode="test")
+    with pytest.raises(ValueError, match="empty"):
+        m.rust_timings(empty)
+    with pytest.raises(ValueError, match=r"sample 1: `uid` index 7 out of range"):
+        m.rust_timings(b, repeats=2)
     with pytest.raises(ValueError, match="precision `f16`"):
         m.loss_and_grads(tiny_batch(), precision="f16")
+
+
+def test_rust_timings_time_the_forward_and_change_nothing():
+    m = dien.Model(TINY, seed=5)
+    b = tiny_batch()
+    before = m.parameters()
+    logits, _ = m.forward(b, mode="train")
+    for mode in ("eval", "train"):
+        t = m.rust_timings(b, mode=mode, repeats=4)
+        assert t.dtype == np.float64 and t.shape == (4,) and np.all(t > 0)
+    np.testing.assert_array_equal(bits(m.forward(b, mode="train")[0]), bits(logits))
+    for name, v in m.parameters().items():
+        np.testing.assert_array_equal(v, before[name], err_msg=name)
 
 
 def test_model_configs_are_checked():

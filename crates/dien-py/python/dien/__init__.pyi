@@ -173,6 +173,10 @@ class Model:
         self, batch: Batch, mode: Literal["eval", "train"] = "eval", precision: Precision = "f32"
     ) -> Tuple[npt.NDArray[np.floating], Dict[str, float]]:
         """``(logits [B], {"loss", "loss_target", "loss_aux"})``; changes nothing in the model."""
+    def rust_timings(
+        self, batch: Batch, mode: Literal["eval", "train"] = "eval", repeats: int = 50
+    ) -> npt.NDArray[np.float64]:
+        """Seconds of each of ``repeats`` Rust float32 forward passes behind :meth:`forward` (for benchmarks)."""
     def loss_and_grads(
         self, batch: Batch, precision: Precision = "f32"
     ) -> Tuple[Dict[str, float], Dict[str, npt.NDArray[np.floating]]]:
