@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
 use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_TEST_FRAC, EventFormat};
+use dien_trainer::train::Recipe;
 
 /// Clap parsers for the model's named enums: the accepted values, listed in
 /// `--help`, come from each enum's own `ALL` list, so a new variant or form
@@ -27,6 +28,7 @@ named_values!(
     aux_values => AuxForm,
     format_values => EventFormat,
     optim_values => OptimKind,
+    recipe_values => Recipe,
 );
 
 /// The most threads a command accepts: eight per core (more only
@@ -311,6 +313,14 @@ pub(crate) struct TrainArgs {
     /// Clip the global gradient norm to this value.
     #[arg(long)]
     pub(crate) clip_norm: Option<f32>,
+    /// Learning-rate multiplier of the auxiliary head's tensors.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) aux_lr_scale: f32,
+    /// Named settings: `reference` (the defaults) or `aux-boost` (an
+    /// auxiliary loss that learns: --alpha-aux 10 and --aux-lr-scale 10;
+    /// docs/RESULTS.md).
+    #[arg(long, default_value = "reference", value_parser = recipe_values())]
+    pub(crate) recipe: Recipe,
     /// Evaluate every N iterations (and at the end).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) eval_every: Option<u64>,

@@ -308,10 +308,44 @@ fn learning_rate_schedule() {
 }
 
 #[test]
+fn aux_lr_scale_scales_the_auxiliary_head_only() {
+    // Two optimisers on the same gradients, one with the auxiliary head's
+    // rate scaled: `aux.*` tensors move `scale` times as far on the first
+    // SGD step, every other tensor exactly as far.
+    for kind in [OptimKind::Sgd, OptimKind::Adam] {
+        let mut a = tiny_model(9);
+        let mut b = tiny_model(9);
+        let g = grads(&mut a, 21);
+        let base = OptimConfig { kind, ..OptimConfig::sgd(0.01) };
+        let mut oa = Optimizer::new(base.clone(), a.params()).unwrap();
+        let mut ob = Optimizer::new(OptimConfig { aux_lr_scale: 4.0, ..base }, b.params()).unwrap();
+        let before = a.params().clone();
+        oa.step(a.params_mut(), &g).unwrap();
+        ob.step(b.params_mut(), &g).unwrap();
+        let mut aux_seen = 0;
+        for (spec, pa) in a.params().iter() {
+            let (p0, pb) = (before.get(&spec.name), b.params().get(&spec.name));
+            if spec.name.starts_with("aux.") {
+                aux_seen += 1;
+                for ((&x0, &xa), &xb) in p0.iter().zip(pa).zip(pb) {
+                    let (da, db) = (f64::from(xa) - f64::from(x0), f64::from(xb) - f64::from(x0));
+                    assert!((db - 4.0 * da).abs() <= 1e-6 * (1.0 + da.abs()), "{kind:?} {}: {da} {db}", spec.name);
+                }
+                assert!(pa.iter().zip(p0).any(|(x, y)| x != y), "{}: no move", spec.name);
+            } else {
+                assert_eq!(bits(pa), bits(pb), "{kind:?} {}", spec.name);
+            }
+        }
+        assert!(aux_seen >= 6, "the test model has an auxiliary head");
+        assert_eq!(ob.state_metadata()["optim.aux_lr_scale"], "4");
+    }
+}
+
+#[test]
 fn config_defaults_and_validation() {
     let c = OptimConfig::default();
     assert_eq!((c.kind, c.lr, c.beta1, c.beta2, c.eps), (OptimKind::Adam, 0.001, 0.9, 0.999, 1e-8));
-    assert!(c.lazy_embeddings && c.clip_norm.is_none());
+    assert!(c.lazy_embeddings && c.clip_norm.is_none() && c.aux_lr_scale == 1.0);
     assert_eq!("sgd".parse::<OptimKind>().unwrap(), OptimKind::Sgd);
     assert_eq!(OptimKind::Adam.to_string(), "adam");
     assert!("adagrad".parse::<OptimKind>().is_err());
@@ -323,6 +357,8 @@ fn config_defaults_and_validation() {
         ("eps", OptimConfig { eps: 0.0, ..c.clone() }),
         ("clip_norm", OptimConfig { clip_norm: Some(0.0), ..c.clone() }),
         ("clip_norm", OptimConfig { clip_norm: Some(f32::INFINITY), ..c.clone() }),
+        ("aux_lr_scale", OptimConfig { aux_lr_scale: 0.0, ..c.clone() }),
+        ("aux_lr_scale", OptimConfig { aux_lr_scale: f32::NAN, ..c.clone() }),
     ];
     let params = ParamStore::<f32>::zeros(&tiny_cfg());
     for (field, cfg) in bad {

@@ -25,6 +25,7 @@ fn config(a: &TrainArgs) -> TrainConfig {
         lr: a.lr,
         lazy_embeddings: !a.dense_embedding_updates,
         clip_norm: a.clip_norm,
+        aux_lr_scale: a.aux_lr_scale,
         ..OptimConfig::default()
     };
     cfg.eval_every = a.eval_every;
@@ -39,6 +40,7 @@ fn config(a: &TrainArgs) -> TrainConfig {
     cfg.plot = Some(a.plot.clone().unwrap_or_else(|| checkpoint::sidecar_path(&a.out, "curves.svg")));
     cfg.log_every = a.log_every;
     cfg.replica_check_every = a.replica_check_every;
+    cfg.recipe = a.recipe;
     cfg
 }
 

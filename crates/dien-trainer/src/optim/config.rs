@@ -66,6 +66,11 @@ pub struct OptimConfig {
     pub lazy_embeddings: bool,
     /// Global gradient L2-norm limit (> 0), or no clipping.
     pub clip_norm: Option<f32>,
+    /// Multiplier of the learning rate for the auxiliary head's tensors
+    /// (`aux.*`); 1 trains them like every other tensor. A value above 1
+    /// lets the auxiliary head keep up with an embedding space shaped by the
+    /// click loss (the `aux-boost` recipe, docs/RESULTS.md).
+    pub aux_lr_scale: f32,
 }
 
 impl Default for OptimConfig {
@@ -87,6 +92,7 @@ impl OptimConfig {
             eps: 1e-8,
             lazy_embeddings: true,
             clip_norm: None,
+            aux_lr_scale: 1.0,
         }
     }
 
@@ -110,6 +116,9 @@ impl OptimConfig {
             if !(self.eps.is_finite() && self.eps > 0.0) {
                 return bad("eps", self.eps, "must be finite and > 0");
             }
+        }
+        if !(self.aux_lr_scale.is_finite() && self.aux_lr_scale > 0.0) {
+            return bad("aux_lr_scale", self.aux_lr_scale, "must be finite and > 0");
         }
         if let Some(c) = self.clip_norm
             && !(c.is_finite() && c > 0.0)

@@ -41,7 +41,8 @@
 //! [`TrainError::NonFiniteGradient`] and leaves parameters and state
 //! untouched. With `clip_norm = Some(c)` and a global L2 norm `n > c`, every
 //! gradient element is multiplied by the f32 `scale = (c / n) as f32` before
-//! the update rule.
+//! the update rule. The auxiliary head's tensors (`aux.*`) take the
+//! learning rate times `aux_lr_scale` (1 by default).
 //!
 //! # State
 //!
@@ -95,6 +96,9 @@ struct Slot {
     v: Vec<f32>,
     /// Call stamp of the last gradient seen, to reject a tensor given twice.
     seen: u64,
+    /// A tensor of the auxiliary head (its learning rate is scaled by
+    /// [`OptimConfig::aux_lr_scale`]).
+    aux: bool,
 }
 
 impl Slot {
@@ -166,6 +170,7 @@ impl Optimizer {
                 m: vec![0.0; n],
                 v: vec![0.0; n],
                 seen: 0,
+                aux: spec.name.starts_with("aux."),
             });
         }
         Ok(Self { lr: cfg.lr, cfg, step: 0, slots, by_param, emb_slot, calls: 0, last_norm: 0.0 })

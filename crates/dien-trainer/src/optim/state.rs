@@ -44,7 +44,7 @@ impl Optimizer {
     /// caller may add its own: `optim.format_version`, `optim.kind`,
     /// `optim.step`, `optim.lr` (current; shortest round-trip decimal),
     /// `optim.beta1`, `optim.beta2`, `optim.eps`, `optim.lazy_embeddings` and
-    /// `optim.clip_norm` (`none` or the limit).
+    /// `optim.clip_norm` (`none` or the limit) and `optim.aux_lr_scale`.
     pub fn state_metadata(&self) -> BTreeMap<String, String> {
         let c = &self.cfg;
         [
@@ -57,6 +57,7 @@ impl Optimizer {
             (META_EPS, c.eps.to_string()),
             ("optim.lazy_embeddings", c.lazy_embeddings.to_string()),
             ("optim.clip_norm", c.clip_norm.map_or_else(|| "none".to_string(), |x| x.to_string())),
+            ("optim.aux_lr_scale", c.aux_lr_scale.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -107,7 +108,7 @@ impl Optimizer {
     /// [`checkpoint::load_tensors`] returns them): step count, learning rate
     /// and moments. Metadata keys outside `optim.` are ignored. The kind,
     /// `beta1`, `beta2` and `eps` must equal this optimiser's (a resumed run
-    /// continues the same rule); `lazy_embeddings` and `clip_norm` come from
+    /// continues the same rule); `lazy_embeddings`, `clip_norm` and `aux_lr_scale` come from
     /// this optimiser's configuration. Every tensor must be present with its shape, finite,
     /// and `adam.v.*` non-negative; unknown tensors are rejected. On error
     /// nothing is changed.

@@ -153,8 +153,10 @@ impl Optimizer {
         match self.cfg.kind {
             OptimKind::Adam => {
                 let k = AdamStep::new(&self.cfg, lr, self.step);
+                let k_aux = AdamStep::new(&self.cfg, lr * self.cfg.aux_lr_scale, self.step);
                 for (key, g) in dense() {
                     let slot = &mut self.slots[self.by_param[index(params, key)].expect("checked")];
+                    let k = if slot.aux { &k_aux } else { &k };
                     k.update(params.data_mut(slot.param), &mut slot.m, &mut slot.v, g, scale);
                 }
                 for (t, rows) in emb.iter().enumerate() {
@@ -171,6 +173,7 @@ impl Optimizer {
             OptimKind::Sgd => {
                 for (key, g) in dense() {
                     let slot = &self.slots[self.by_param[index(params, key)].expect("checked")];
+                    let lr = if slot.aux { lr * self.cfg.aux_lr_scale } else { lr };
                     sgd_update(params.data_mut(slot.param), g, lr, scale);
                 }
                 for (t, rows) in emb.iter().enumerate() {

@@ -7,7 +7,7 @@ use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
 use dien_model::vocab::Vocabs;
 use dien_model::{ModelConfig, ModelKind};
 
-use super::best_path;
+use super::{Recipe, best_path};
 use crate::data::{BatcherConfig, Shard};
 use crate::error::TrainError;
 use crate::optim::OptimConfig;
@@ -63,6 +63,9 @@ pub struct TrainConfig {
     /// ranks every this many iterations (and before the first and after
     /// the last); 0: only before the first and after the last.
     pub replica_check_every: u64,
+    /// A named set of settings applied when training starts
+    /// ([`Recipe::apply`]); recorded in the run record.
+    pub recipe: Recipe,
 }
 
 impl TrainConfig {
@@ -89,6 +92,7 @@ impl TrainConfig {
             plot: None,
             log_every: 50,
             replica_check_every: 100,
+            recipe: Recipe::Reference,
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod config;
 mod eval;
+mod recipe;
 mod resume;
 mod run;
 mod state;
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 pub use self::config::TrainConfig;
 pub use self::eval::{count_lines, evaluate, evaluate_shared, recalibrate, recalibrate_sampled, recalibrate_shared};
+pub use self::recipe::Recipe;
 pub use self::run::{CODE_VERSION, RUN_METADATA_KEY};
 use self::state::{Progress, Resumed, RunMeta, load_for_resume, save_all, save_best};
 pub use self::state::{best_path, load_checkpoint};
@@ -140,6 +142,9 @@ fn train_in_pool(
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<TrainSummary, TrainError> {
     let start = Instant::now();
+    let mut with_recipe = cfg.clone();
+    cfg.recipe.apply(&mut with_recipe)?;
+    let cfg = &with_recipe;
     cfg.check()?;
     let (rank, ranks) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
     // Rank 0 writes every file.

@@ -26,11 +26,21 @@ pub(crate) struct Reconciled {
 }
 
 /// The settings that define a run: a resumed run must keep them.
-const FIXED: [&str; 7] = ["batch", "seed", "optimizer", "dense_embedding_updates", "data", "model", "max_len"];
+const FIXED: [&str; 8] =
+    ["batch", "seed", "optimizer", "dense_embedding_updates", "data", "model", "max_len", "recipe"];
 
 /// The settings a resumed run may change.
-const CHANGEABLE: [&str; 8] =
-    ["lr", "epochs", "eval_every", "save_every", "max_steps", "clip_norm", "no_recalibrate", "recal_samples"];
+const CHANGEABLE: [&str; 9] = [
+    "lr",
+    "epochs",
+    "eval_every",
+    "save_every",
+    "max_steps",
+    "clip_norm",
+    "no_recalibrate",
+    "recal_samples",
+    "aux_lr_scale",
+];
 
 /// Compares `cfg` with the checkpoint `r` resumes from; refuses any
 /// conflict, naming every one.

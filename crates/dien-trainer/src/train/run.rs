@@ -45,6 +45,8 @@ impl TrainConfig {
             ("optimizer", json!(o.kind.name())),
             ("lr", json!(shortest(o.lr))),
             ("dense_embedding_updates", json!(!o.lazy_embeddings)),
+            ("aux_lr_scale", json!(shortest(o.aux_lr_scale))),
+            ("recipe", json!(self.recipe.name())),
             ("clip_norm", json!(o.clip_norm.map(shortest))),
             ("eval_every", json!(self.eval_every)),
             ("save_every", json!(self.save_every)),
