@@ -317,8 +317,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub(crate) aux_lr_scale: f32,
     /// Named settings: `reference` (the defaults) or `aux-boost` (an
-    /// auxiliary loss that learns: --alpha-aux 10 and --aux-lr-scale 10;
-    /// docs/RESULTS.md).
+    /// auxiliary loss that learns: --alpha-aux 10, --aux-lr-scale 10,
+    /// --variant augru-ref; train it for more epochs, docs/RESULTS.md).
     #[arg(long, default_value = "reference", value_parser = recipe_values())]
     pub(crate) recipe: Recipe,
     /// Evaluate every N iterations (and at the end).

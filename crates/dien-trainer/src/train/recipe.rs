@@ -6,12 +6,17 @@
 //! chance (2 ln 2) on the Amazon data, because the embeddings and the
 //! extractor are shaped by the click loss and the auxiliary head, trained at
 //! the same rate, never catches up. The recipe weights the auxiliary loss 10×
-//! (`alpha_aux = 10`) and trains the auxiliary head's tensors at 10× the
-//! learning rate (`aux_lr_scale = 10`); docs/RESULTS.md has what was tried
-//! and what it gives.
+//! (`alpha_aux = 10`), trains the auxiliary head's tensors at 10× the
+//! learning rate (`aux_lr_scale = 10`) and uses the reference code's AUGRU
+//! form (`variant = augru-ref`). It learns more slowly than the defaults and
+//! keeps improving for several epochs, so it goes with more epochs and
+//! selection by validation; docs/RESULTS.md has what was tried and what it
+//! gives.
 
 use std::fmt;
 use std::str::FromStr;
+
+use dien_model::Variant;
 
 use super::TrainConfig;
 use crate::error::TrainError;
@@ -22,13 +27,16 @@ pub enum Recipe {
     /// The documented defaults, unchanged.
     #[default]
     Reference,
-    /// `alpha_aux = 10` and `aux_lr_scale = 10`: an auxiliary loss that
-    /// learns.
+    /// `alpha_aux = 10`, `aux_lr_scale = 10` and `variant = augru-ref`: an
+    /// auxiliary loss that learns.
     AuxBoost,
 }
 
-/// `(setting, default, value under aux-boost)` for the settings a recipe sets.
+/// `(setting, default, value under aux-boost)` of its numeric settings.
 const AUX_BOOST: [(&str, f32, f32); 2] = [("alpha_aux", 1.0, 10.0), ("aux_lr_scale", 1.0, 10.0)];
+
+/// The interest-evolving variant of aux-boost (the default is `augru`).
+const AUX_BOOST_VARIANT: Variant = Variant::AugruRef;
 
 impl Recipe {
     /// Every recipe, in the order of `--help`.
@@ -50,6 +58,13 @@ impl Recipe {
         if self == Self::Reference {
             return Ok(());
         }
+        let conflict = |flag: &str, had: String, value: String| {
+            Err(TrainError::Config(format!(
+                "--{flag} {had} conflicts with --recipe {}, which sets it to {value}: leave it out, or train without \
+                 the recipe",
+                self.name()
+            )))
+        };
         for (key, default, value) in AUX_BOOST {
             let slot = match key {
                 "alpha_aux" => &mut cfg.model.alpha_aux,
@@ -58,14 +73,14 @@ impl Recipe {
             if *slot == default || *slot == value {
                 *slot = value;
             } else {
-                return Err(TrainError::Config(format!(
-                    "--{} {} conflicts with --recipe {}, which sets it to {value}: leave it out, or train without \
-                     the recipe",
-                    key.replace('_', "-"),
-                    *slot,
-                    self.name()
-                )));
+                return conflict(&key.replace('_', "-"), slot.to_string(), value.to_string());
             }
+        }
+        let variant = &mut cfg.model.variant;
+        if *variant == Variant::default() || *variant == AUX_BOOST_VARIANT {
+            *variant = AUX_BOOST_VARIANT;
+        } else {
+            return conflict("variant", variant.name().to_string(), AUX_BOOST_VARIANT.name().to_string());
         }
         Ok(())
     }
@@ -112,7 +127,7 @@ mod tests {
         Recipe::Reference.apply(&mut c).unwrap();
         assert_eq!((c.model.alpha_aux, c.optim.aux_lr_scale), (1.0, 1.0));
         Recipe::AuxBoost.apply(&mut c).unwrap();
-        assert_eq!((c.model.alpha_aux, c.optim.aux_lr_scale), (10.0, 10.0));
+        assert_eq!((c.model.alpha_aux, c.optim.aux_lr_scale, c.model.variant), (10.0, 10.0, Variant::AugruRef));
         // Applied again (a resumed run's recorded settings): unchanged.
         Recipe::AuxBoost.apply(&mut c).unwrap();
         assert_eq!((c.model.alpha_aux, c.optim.aux_lr_scale), (10.0, 10.0));
@@ -128,5 +143,9 @@ mod tests {
         c.optim.aux_lr_scale = 2.0;
         let e = Recipe::AuxBoost.apply(&mut c).unwrap_err().to_string();
         assert!(e.contains("--aux-lr-scale 2"), "{e}");
+        let mut c = cfg();
+        c.model.variant = Variant::Agru;
+        let e = Recipe::AuxBoost.apply(&mut c).unwrap_err().to_string();
+        assert!(e.contains("--variant agru conflicts with --recipe aux-boost, which sets it to augru-ref"), "{e}");
     }
 }
