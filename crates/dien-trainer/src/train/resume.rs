@@ -1,8 +1,9 @@
 //! Honest resume: a resumed run continues the run its checkpoint recorded.
 //! Settings that would make it a different run (the architecture, the
-//! longest history, the batch size, the data, the seed, the optimiser) are
-//! refused when they differ from the checkpoint's; settings that may change
-//! between sittings (learning rate, epochs, evaluation and save cadence,
+//! longest history, the batch size, the data, the seed, the optimiser, the
+//! validation split and what chooses the best model) are refused when they
+//! differ from the checkpoint's; settings that may change between sittings
+//! (learning rate, epochs, evaluation and save cadence, early stopping,
 //! step limit, clipping, recalibration) are applied and reported.
 
 use std::path::Path;
@@ -26,11 +27,45 @@ pub(crate) struct Reconciled {
 }
 
 /// The settings that define a run: a resumed run must keep them.
-const FIXED: [&str; 7] = ["batch", "seed", "optimizer", "dense_embedding_updates", "data", "model", "max_len"];
+const FIXED: [&str; 9] = [
+    "batch",
+    "seed",
+    "optimizer",
+    "dense_embedding_updates",
+    "data",
+    "model",
+    "max_len",
+    "valid_frac",
+    "select",
+];
 
 /// The settings a resumed run may change.
-const CHANGEABLE: [&str; 8] =
-    ["lr", "epochs", "eval_every", "save_every", "max_steps", "clip_norm", "no_recalibrate", "recal_samples"];
+const CHANGEABLE: [&str; 10] = [
+    "lr",
+    "epochs",
+    "eval_every",
+    "no_epoch_eval",
+    "early_stop",
+    "save_every",
+    "max_steps",
+    "clip_norm",
+    "no_recalibrate",
+    "recal_samples",
+];
+
+/// Completes the settings of a run recorded before validation splits
+/// existed (no `valid_frac`) with what that run did: it trained on every
+/// user, kept the best test AUC and evaluated at no epoch's end. A resumed
+/// run compares itself with (and `train --resume` continues) these.
+pub fn fill_legacy_settings(recorded: &mut serde_json::Map<String, Value>) {
+    if recorded.contains_key("valid_frac") {
+        return;
+    }
+    for (key, value) in [("valid_frac", Value::from(0.0)), ("select", Value::from("test")), ("no_epoch_eval", Value::from(true))]
+    {
+        recorded.entry(key).or_insert(value);
+    }
+}
 
 /// Compares `cfg` with the checkpoint `r` resumes from; refuses any
 /// conflict, naming every one.
@@ -60,7 +95,8 @@ pub(crate) fn reconcile(cfg: &TrainConfig, r: &Resumed) -> Result<Reconciled, Tr
     let mut changes = Vec::new();
     let mut lr = None;
     // Checkpoints written before run records carry only the architecture.
-    if let Some(recorded) = recorded_settings(r)? {
+    if let Some(mut recorded) = recorded_settings(r)? {
+        fill_legacy_settings(&mut recorded);
         let now = cfg.settings();
         let get = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Null);
         for key in FIXED {
