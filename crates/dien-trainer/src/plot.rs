@@ -141,9 +141,7 @@ fn draw_panel(
             match s.mark {
                 Mark::None => {}
                 Mark::Dot => {
-                    let drawn = chart.draw_series(
-                        pts.iter().map(|&pt| Circle::new(pt, 4, c.filled())),
-                    )?;
+                    let drawn = chart.draw_series(pts.iter().map(|&pt| Circle::new(pt, 4, c.filled())))?;
                     if let Some(l) = legend.take() {
                         drawn.label(l).legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
                     }

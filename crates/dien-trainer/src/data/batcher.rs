@@ -43,8 +43,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataSet;
-use crate::data::split::UserFilter;
 use crate::data::line::{BadLines, LineReader, MappedHead, TableSizes, map_fields, split_fields_with};
+use crate::data::split::UserFilter;
 use crate::error::TrainError;
 
 /// Options of a [`Batcher`].

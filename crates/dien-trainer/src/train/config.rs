@@ -188,12 +188,7 @@ impl TrainConfig {
 
     /// The batcher of the training lines (those of the users the split
     /// keeps for training).
-    pub(super) fn batcher(
-        &self,
-        negatives: bool,
-        shard: Option<Shard>,
-        users: Option<UserFilter>,
-    ) -> BatcherConfig {
+    pub(super) fn batcher(&self, negatives: bool, shard: Option<Shard>, users: Option<UserFilter>) -> BatcherConfig {
         BatcherConfig {
             batch_size: self.batch_size,
             max_len: self.model.max_len,

@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dien_model::fast::Model;
 use dien_model::ModelError;
+use dien_model::fast::Model;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -403,7 +403,8 @@ fn train_in_pool(
             let last = at_limit || (epoch_end && prog.epoch + 1 >= cfg.epochs as u64);
             if cfg.eval_every.is_some_and(|k| prog.step.is_multiple_of(k)) || (epoch_end && cfg.eval_each_epoch) || last
             {
-                let o = sel.evaluate(&mut model, &prog, opt.lr(), dist.as_deref_mut(), last, true, &mut log, on_event)?;
+                let o =
+                    sel.evaluate(&mut model, &prog, opt.lr(), dist.as_deref_mut(), last, true, &mut log, on_event)?;
                 stopped_early = o.stop;
                 evaluated = Some((prog.step, o));
             }

@@ -27,17 +27,8 @@ pub(crate) struct Reconciled {
 }
 
 /// The settings that define a run: a resumed run must keep them.
-const FIXED: [&str; 9] = [
-    "batch",
-    "seed",
-    "optimizer",
-    "dense_embedding_updates",
-    "data",
-    "model",
-    "max_len",
-    "valid_frac",
-    "select",
-];
+const FIXED: [&str; 9] =
+    ["batch", "seed", "optimizer", "dense_embedding_updates", "data", "model", "max_len", "valid_frac", "select"];
 
 /// The settings a resumed run may change.
 const CHANGEABLE: [&str; 10] = [
@@ -61,7 +52,8 @@ pub fn fill_legacy_settings(recorded: &mut serde_json::Map<String, Value>) {
     if recorded.contains_key("valid_frac") {
         return;
     }
-    for (key, value) in [("valid_frac", Value::from(0.0)), ("select", Value::from("test")), ("no_epoch_eval", Value::from(true))]
+    for (key, value) in
+        [("valid_frac", Value::from(0.0)), ("select", Value::from("test")), ("no_epoch_eval", Value::from(true))]
     {
         recorded.entry(key).or_insert(value);
     }

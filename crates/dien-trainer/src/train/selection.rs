@@ -144,15 +144,9 @@ impl<'a> Selection<'a> {
         }
         let (batch, skip) = (cfg.batch_size, cfg.skip_bad_lines);
         let valid = match self.valid_users {
-            Some(users) => Some(evaluate_with(
-                model,
-                data,
-                self.src.train_file,
-                batch,
-                skip,
-                Some(users),
-                dist.as_deref_mut(),
-            )?),
+            Some(users) => {
+                Some(evaluate_with(model, data, self.src.train_file, batch, skip, Some(users), dist.as_deref_mut())?)
+            }
             None => None,
         };
         let mut test = None;
@@ -166,12 +160,8 @@ impl<'a> Selection<'a> {
         if let Some(auc) = score
             && self.best.is_none_or(|b| auc > b.auc)
         {
-            let best = Best {
-                auc,
-                step: prog.step,
-                epoch: Some(prog.epoch),
-                valid_auc: valid.as_ref().and_then(|m| m.auc),
-            };
+            let best =
+                Best { auc, step: prog.step, epoch: Some(prog.epoch), valid_auc: valid.as_ref().and_then(|m| m.auc) };
             if self.src.lead {
                 save_best(&cfg.out, model, &data.vocabs, self.src.run_meta, &best, cfg.select)?;
             }
@@ -206,11 +196,7 @@ impl<'a> Selection<'a> {
         if stop && let Some(b) = self.best {
             on_event(Event::Info(format!(
                 "stopping early at step {}: {} evaluations without a better {} AUC than {:.6} (step {})",
-                prog.step,
-                self.since_best,
-                cfg.select,
-                b.auc,
-                b.step
+                prog.step, self.since_best, cfg.select, b.auc, b.step
             )));
         }
         Ok(Outcome { valid, test, stop })

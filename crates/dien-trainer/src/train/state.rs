@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dien_model::{ModelConfig, ParamStore};
 use dien_model::checkpoint::{self, Decoded, OPTIM_SUFFIX, VOCAB_SUFFIX, set, sidecar_path};
 use dien_model::fast::Model;
 use dien_model::vocab::Vocabs;
+use dien_model::{ModelConfig, ParamStore};
 
 use super::config::Select;
 use crate::data::DataPosition;
@@ -79,7 +79,8 @@ impl Progress {
         let invalid = |k: &str| {
             TrainError::Config(format!("{}: missing or invalid metadata `{k}` (cannot resume)", path.display()))
         };
-        let get = |k: &str| -> Result<u64, TrainError> { m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| invalid(k)) };
+        let get =
+            |k: &str| -> Result<u64, TrainError> { m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| invalid(k)) };
         let optional = |k: &str| -> Result<Option<u64>, TrainError> { m.get(k).map(|_| get(k)).transpose() };
         let auc = |k: &str| -> Result<Option<f64>, TrainError> {
             m.get(k).map(|v| v.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| invalid(k))).transpose()
