@@ -1,6 +1,7 @@
 """Quickstart of the dien Python package: generate a synthetic data set,
-train DIEN on it, evaluate, score one request by string ids, and plot the
-training curve (when matplotlib is installed).
+train DIEN on it (choosing the best checkpoint on held-out training users),
+evaluate, score one request by string ids, and plot the training curve
+(when matplotlib is installed).
 
     pip install ./crates/dien-py          # from the root of the repository
     python examples/python/quickstart.py  # about a minute on two cores
@@ -43,19 +44,23 @@ def run(out: Path, users: int, plot: bool) -> None:
     summary = dien.generate(data, seed=1, users=users, items=1000, categories=20, min_history=5, max_history=30)
     print(f"generated {summary['train_samples']} training and {summary['test_samples']} test samples")
 
-    # 2. Train DIEN; on_step receives every log record as a dict.
+    # 2. Train DIEN on 90% of the training users; the other 10% are the
+    # validation set that chooses the best checkpoint. on_step receives
+    # every log record as a dict.
     records = []
 
     def on_step(r):
         records.append(r)
         if r["kind"] == "eval":
-            print(f"  step {r['step']:>4}  test auc {r['test']['auc']:.4f}")
+            print(f"  step {r['step']:>4}  validation auc {r['valid']['auc']:.4f}")
 
     ckpt = out / "dien.safetensors"
     result = dien.train(
         data, "dien", out=ckpt, epochs=1, seed=1, on_step=on_step, batch=64, max_len=30, log_every=5, eval_every=20
     )
     print(f"test auc {result['auc']:.4f}  gauc {result['gauc']:.4f}  logloss {result['logloss']:.4f}")
+    best = result["best"]
+    print(f"best checkpoint (step {best['step']}): test auc {best['test']['auc']:.4f}")
     print("evaluate:", {k: round(v, 4) for k, v in dien.evaluate(ckpt, data).items() if isinstance(v, float)})
 
     # 3. Score one user's candidates by string id (the checkpoint's vocabularies).
@@ -84,8 +89,8 @@ def run(out: Path, users: int, plot: bool) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].plot([r["step"] for r in train], [r["train_loss"] for r in train])
     ax[0].set(xlabel="step", ylabel="training loss")
-    ax[1].plot([r["step"] for r in evals], [r["test"]["auc"] for r in evals], marker="o")
-    ax[1].set(xlabel="step", ylabel="test AUC")
+    ax[1].plot([r["step"] for r in evals], [r["valid"]["auc"] for r in evals], marker="o")
+    ax[1].set(xlabel="step", ylabel="validation AUC")
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=100)
     print(f"wrote {out / 'curve.png'}")

@@ -18,7 +18,7 @@ use dien_model::checkpoint::sidecar_path;
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::generate::GenerateConfig;
 use dien_trainer::optim::{OptimConfig, OptimKind};
-use dien_trainer::train::TrainConfig;
+use dien_trainer::train::{Select, TrainConfig};
 use serde_json::{Map, Value, json};
 
 /// The largest batch `dien.train` and `dien.evaluate` accept (as the
@@ -220,6 +220,10 @@ pub const TRAIN_KEYS: &[&str] = &[
     "dense_embedding_updates",
     "clip_norm",
     "eval_every",
+    "no_epoch_eval",
+    "valid_frac",
+    "select",
+    "early_stop",
     "save_every",
     "no_recalibrate",
     "recal_samples",
@@ -290,6 +294,20 @@ pub fn train_config(data: &Path, model: &str, out: &Path, map: &Map<String, Valu
     o.validate().map_err(|e| format!("train: {e}"))?;
     c.optim = o;
     c.eval_every = s.u64("eval_every")?;
+    c.eval_each_epoch = !s.bool("no_epoch_eval")?.unwrap_or(false);
+    if let Some(f) = s.f64("valid_frac")? {
+        if !(0.0..1.0).contains(&f) {
+            return Err(format!(
+                "train: `valid_frac` = {f}: the fraction of training users held out for validation must be at least 0 \
+                 and below 1 (0 holds out no user)"
+            ));
+        }
+        c.valid_frac = f;
+    }
+    if let Some(v) = s.parse::<Select>("select")? {
+        c.select = v;
+    }
+    c.early_stop = s.positive("early_stop")?.map(|v| v as u64);
     c.save_every = s.u64("save_every")?;
     c.recalibrate = !s.bool("no_recalibrate")?.unwrap_or(false);
     if let Some(v) = s.usize("recal_samples")? {
@@ -394,6 +412,15 @@ mod tests {
         assert_eq!((c.epochs, c.batch_size, c.threads, c.model.max_len), (2, 32, Some(1), 20));
         assert_eq!((c.model.d, c.model.hidden, c.model.alpha_aux, c.optim.lr), (4, 8, 0.5, 0.01));
         assert_eq!((c.plot, c.max_steps, c.recalibrate), (None, Some(3), false));
+        assert_eq!((c.valid_frac, c.select, c.early_stop, c.eval_each_epoch), (0.1, Select::Valid, None, true));
+        let c = train_config(
+            Path::new("data"),
+            "din",
+            out,
+            &map(json!({"valid_frac": 0.0, "select": "test", "early_stop": 3, "no_epoch_eval": true})),
+        )
+        .unwrap();
+        assert_eq!((c.valid_frac, c.select, c.early_stop, c.eval_each_epoch), (0.0, Select::Test, Some(3), false));
         // As `dien train`: alpha_aux is the weight of dien's auxiliary loss only.
         let c = train_config(Path::new("d"), "dien-noaux", out, &map(json!({"alpha_aux": 0.5}))).unwrap();
         assert_eq!(c.model.alpha_aux, 0.0);
@@ -402,6 +429,7 @@ mod tests {
             (json!({"threads": 0}), "train: threads = 0: must be at least 1 (leave it out to use every core)"),
             (json!({"lr": "fast"}), "train: `lr` must be a number, got \"fast\""),
             (json!({"batch": 1 << 20}), "train: `batch` = 1048576 is more than 65536"),
+            (json!({"early_stop": 0}), "train: `early_stop` must be at least 1"),
         ] {
             assert_eq!(train_config(Path::new("d"), "dien", out, &map(bad)).unwrap_err(), want);
         }
@@ -413,6 +441,10 @@ mod tests {
         assert!(e.contains("aux = dot needs H == E"), "{e}");
         let e = train_config(Path::new("d"), "dien", out, &map(json!({"optimizer": "adagrad"}))).unwrap_err();
         assert!(e.contains("optimizer `adagrad`"), "{e}");
+        let e = train_config(Path::new("d"), "dien", out, &map(json!({"valid_frac": 1.0}))).unwrap_err();
+        assert!(e.starts_with("train: `valid_frac` = 1: ") && e.contains("below 1"), "{e}");
+        let e = train_config(Path::new("d"), "dien", out, &map(json!({"select": "best"}))).unwrap_err();
+        assert!(e.contains("select `best`: expected `valid` or `test`"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ use dien_trainer::TrainError;
 use dien_trainer::data::DataSet;
 use dien_trainer::generate::generate as generate_data;
 use dien_trainer::metrics::EvalMetrics;
-use dien_trainer::train::{Event, TrainSummary, evaluate as evaluate_file, load_checkpoint, train as train_run};
+use dien_trainer::train::{
+    Event, TrainSummary, best_path, evaluate as evaluate_file, load_checkpoint, train as train_run,
+};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -47,6 +49,11 @@ fn metrics_entries(m: &EvalMetrics) -> Vec<(&'static str, Value)> {
         ("accuracy", json!(m.accuracy)),
         ("samples", json!(m.samples)),
     ]
+}
+
+/// The metrics as a JSON object (`None`: null).
+fn metrics_value(m: Option<&EvalMetrics>) -> Value {
+    m.map_or(Value::Null, |m| Value::Object(metrics_entries(m).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
 }
 
 /// `settings` (a dict or `None`) with the named arguments added.
@@ -82,7 +89,11 @@ fn batch_size(b: usize) -> PyResult<usize> {
 /// `data_dir` is a data directory (docs/MODEL.md#data-layout), `model` one
 /// of `"dien"`, `"dien-noaux"`, `"din"`, `"base"`, `out` the checkpoint to
 /// write (its vocabularies, optimiser state, best model, metrics log and
-/// plot go beside it). Every other setting of `dien train` is a keyword
+/// plot go beside it). `valid_frac` (0.1) is the fraction of the training
+/// users held out for validation, `select` (`"valid"`, or `"test"` as the
+/// reference code) what chooses the best model, `early_stop` the
+/// evaluations in a row without a new best after which training stops
+/// (never by default). Every other setting of `dien train` is a keyword
 /// argument named like its flag with underscores (`batch=64`, `max_len=50`,
 /// `lr=0.002`, `max_steps=10`, `eval_every=100`, `variant="agru"`, …; see
 /// docs/PYTHON.md), plus `log_every` (iterations per training record, 50)
@@ -91,12 +102,19 @@ fn batch_size(b: usize) -> PyResult<usize> {
 ///
 /// `on_step(record)` is called with each log record as a dict (`kind`
 /// `"train"` every `log_every` iterations with the mean losses, `"eval"`
-/// with the test metrics under `test`). Returns a dict: `auc`, `gauc`,
-/// `logloss`, `accuracy`, `samples` (of the final evaluation), `model`,
-/// `steps`, `train_samples`, `best_auc`, `seconds`, `checkpoint`,
-/// `bad_lines` and `messages` (what `dien train` prints on standard error).
+/// with the validation metrics under `valid` and, where the test file was
+/// scored, the test metrics under `test`). Returns a dict: `auc`, `gauc`,
+/// `logloss`, `accuracy`, `samples` (the final model's test metrics),
+/// `valid` (its validation metrics), `select`, `best_auc`, `best` (the best
+/// model: `step`, `epoch`, `valid_auc`, `test` metrics, `checkpoint`),
+/// `split` (lines and users on each side), `stopped_early`, `model`,
+/// `steps`, `train_samples`, `seconds`, `checkpoint`, `bad_lines` and
+/// `messages` (what `dien train` prints on standard error).
 #[pyfunction]
-#[pyo3(signature = (data_dir, model="dien", *, out, epochs=None, seed=None, threads=None, on_step=None, **settings))]
+#[pyo3(signature = (
+    data_dir, model="dien", *, out, epochs=None, seed=None, threads=None, valid_frac=None, select=None,
+    early_stop=None, on_step=None, **settings
+))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -106,13 +124,23 @@ pub fn train<'py>(
     epochs: Option<&Bound<'py, PyAny>>,
     seed: Option<&Bound<'py, PyAny>>,
     threads: Option<&Bound<'py, PyAny>>,
+    valid_frac: Option<&Bound<'py, PyAny>>,
+    select: Option<&Bound<'py, PyAny>>,
+    early_stop: Option<&Bound<'py, PyAny>>,
     on_step: Option<Bound<'py, PyAny>>,
     settings: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let named: Vec<(&str, &Bound<'py, PyAny>)> = [("epochs", epochs), ("seed", seed), ("threads", threads)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let named: Vec<(&str, &Bound<'py, PyAny>)> = [
+        ("epochs", epochs),
+        ("seed", seed),
+        ("threads", threads),
+        ("valid_frac", valid_frac),
+        ("select", select),
+        ("early_stop", early_stop),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
     let map = settings_map(settings, &named)?;
     let cfg = train_config(&data_dir, model, &out, &map).map_err(value_error)?;
     if let Some(f) = &on_step
@@ -199,12 +227,26 @@ pub fn train<'py>(
         return Err(e);
     }
     let s = result.map_err(train_error)?;
+    let best = s.best.as_ref().map_or(Value::Null, |b| {
+        json!({
+            "step": b.step,
+            "epoch": b.epoch,
+            "valid_auc": b.valid_auc,
+            "test": metrics_value(Some(&b.test)),
+            "checkpoint": best_path(&out).display().to_string(),
+        })
+    });
     let mut entries = metrics_entries(&s.last);
     entries.extend([
         ("model", json!(s.model)),
         ("steps", json!(s.steps)),
         ("train_samples", json!(s.samples)),
+        ("valid", metrics_value(s.valid.as_ref())),
+        ("select", json!(cfg.select)),
         ("best_auc", json!(s.best_auc)),
+        ("best", best),
+        ("split", json!(s.split)),
+        ("stopped_early", json!(s.stopped_early)),
         ("seconds", json!(s.seconds)),
         ("checkpoint", json!(out.display().to_string())),
         ("bad_lines", json!(s.bad_lines)),

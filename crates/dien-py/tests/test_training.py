@@ -29,6 +29,47 @@ def test_train_returns_finite_metrics_and_calls_on_step(trained):
     assert [r["step"] for r in train] == list(range(2, 2 * len(train) + 1, 2))
     last_eval = [r for r in records if r["kind"] == "eval"][-1]
     assert last_eval["test"]["auc"] == result["auc"]
+    assert last_eval["valid"]["auc"] == result["valid"]["auc"]
+    # Validation users were held out; the best checkpoint was chosen on them.
+    assert result["select"] == "valid" and result["split"]["valid_frac"] == 0.1
+    assert result["split"]["valid_users"] > 0 and result["split"]["train_users"] > 0
+    assert result["best"]["valid_auc"] == result["best_auc"]
+
+
+def test_train_selects_the_best_model_on_validation_users(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    records = []
+    result = dien.train(data_dir, "din", out=out, epochs=2, seed=3, threads=1, valid_frac=0.25, select="valid",
+                        early_stop=50, on_step=records.append, batch=32, dim=4, hidden=8, eval_every=4, lr=0.01)
+    evals = [r for r in records if r["kind"] == "eval"]
+    aucs = [r["valid"]["auc"] for r in evals]
+    best = result["best"]
+    first_max = evals[aucs.index(max(aucs))]
+    assert (best["step"], best["valid_auc"], best["epoch"]) == (first_max["step"], max(aucs), first_max["epoch"])
+    # The test file is scored only for the final model and the best one.
+    assert [r["step"] for r in evals if r["test"] is not None] == [result["steps"]]
+    m = dien.evaluate(best["checkpoint"], data_dir, batch=32, threads=1)
+    assert m == best["test"]
+    assert result["split"]["valid_frac"] == 0.25 and not result["stopped_early"]
+
+    # By test AUC, as the reference code, with or without a validation split.
+    r = dien.train(data_dir, "din", out=tmp_path / "t.safetensors", threads=1, valid_frac=0.0, select="test",
+                   batch=32, dim=4, hidden=8, eval_every=8)
+    assert r["valid"] is None and r["split"]["valid_lines"] == 0 and r["best"]["valid_auc"] is None
+    assert r["best_auc"] == r["best"]["test"]["auc"]
+
+
+def test_validation_settings_are_checked(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=r"`valid_frac` = 1: .*below 1"):
+        dien.train(data_dir, out=out, valid_frac=1.0)
+    with pytest.raises(ValueError, match="select `best`: expected `valid` or `test`"):
+        dien.train(data_dir, out=out, select="best")
+    with pytest.raises(ValueError, match="`early_stop` must be at least 1"):
+        dien.train(data_dir, out=out, early_stop=0)
+    with pytest.raises(ValueError, match="--select valid .* --valid-frac 0"):
+        dien.train(data_dir, "din", out=out, valid_frac=0, threads=1, dim=2, hidden=4)
+    assert not out.exists()
 
 
 def test_evaluate_scores_the_checkpoint(trained, data_dir):

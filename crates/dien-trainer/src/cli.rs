@@ -8,6 +8,7 @@ use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
 use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_TEST_FRAC, EventFormat};
 use dien_trainer::train::Recipe;
+use dien_trainer::train::Select;
 
 /// Clap parsers for the model's named enums: the accepted values, listed in
 /// `--help`, come from each enum's own `ALL` list, so a new variant or form
@@ -29,6 +30,7 @@ named_values!(
     format_values => EventFormat,
     optim_values => OptimKind,
     recipe_values => Recipe,
+    select_values => Select,
 );
 
 /// The most threads a command accepts: eight per core (more only
@@ -53,6 +55,16 @@ fn threads_value(s: &str) -> std::result::Result<usize, String> {
 fn unit_interval(s: &str) -> std::result::Result<f64, String> {
     let x: f64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
     if x > 0.0 && x < 1.0 { Ok(x) } else { Err(format!("{x} is not between 0 and 1")) }
+}
+
+/// `--valid-frac`: at least 0 and below 1.
+fn valid_frac_value(s: &str) -> std::result::Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if (0.0..1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{x} is not a fraction of the users: it must be at least 0 and below 1 (0 holds out no user)"))
+    }
 }
 
 /// The largest batch a command accepts.
@@ -121,8 +133,10 @@ pub(crate) enum Cmd {
     /// earlier events its history, with one popularity-drawn negative beside
     /// it (docs/DATA.md, "From an event log: dien prepare").
     Prepare(PrepareArgs),
-    /// Train a model on DIR/local_train_splitByUser, evaluating on
-    /// DIR/local_test_splitByUser; the last line is a JSON object.
+    /// Train a model on DIR/local_train_splitByUser, less the users held out
+    /// for validation (--valid-frac), choosing the best model on them and
+    /// reporting test metrics from DIR/local_test_splitByUser; the last
+    /// line is a JSON object.
     Train(TrainArgs),
     /// Evaluate a checkpoint on a data file or on DIR/local_test_splitByUser;
     /// the last line is a JSON object with auc, gauc, logloss, accuracy and
@@ -321,9 +335,30 @@ pub(crate) struct TrainArgs {
     /// --variant augru-ref; train it for more epochs, docs/RESULTS.md).
     #[arg(long, default_value = "reference", value_parser = recipe_values())]
     pub(crate) recipe: Recipe,
-    /// Evaluate every N iterations (and at the end).
+    /// Evaluate every N iterations, as well as at the end of every epoch
+    /// and of the run: on the validation users, and on the test file when
+    /// --select test needs it (else only at the end).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) eval_every: Option<u64>,
+    /// Do not evaluate at the end of every epoch (only every --eval-every
+    /// iterations and at the end).
+    #[arg(long)]
+    pub(crate) no_epoch_eval: bool,
+    /// Fraction of the training users held out for validation (chosen by a
+    /// seeded hash of the user id: every line of a user on the same side);
+    /// 0 trains on every user.
+    #[arg(long, default_value_t = dien_trainer::data::DEFAULT_VALID_FRAC, value_name = "F", value_parser = valid_frac_value)]
+    pub(crate) valid_frac: f64,
+    /// What chooses the best model (<out>.best.safetensors): `valid`, the
+    /// best validation AUC; `test`, the best test AUC, as the reference
+    /// code does (the test set then picks the model, so its test metrics
+    /// are optimistic).
+    #[arg(long, default_value = "valid", value_parser = select_values())]
+    pub(crate) select: Select,
+    /// Stop after N evaluations in a row without a new best AUC of the
+    /// --select metric (default: never stop early).
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub(crate) early_stop: Option<u64>,
     /// Save a checkpoint every N iterations (and at the end).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub(crate) save_every: Option<u64>,

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 
 use clap::CommandFactory;
-use dien_trainer::train::RUN_METADATA_KEY;
+use dien_trainer::train::{RUN_METADATA_KEY, fill_legacy_settings};
 use serde_json::Value;
 
 use crate::cli::Cli;
@@ -59,7 +59,8 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 }
 
 /// The settings recorded in checkpoint `ckpt` (its run record) as flags,
-/// but `out` and `resume`, which the command line gives. Nothing when the
+/// but `out` and `resume`, which the command line gives; a run recorded
+/// before validation splits continues without one. Nothing when the
 /// checkpoint cannot be read or has no record: the training run itself then
 /// reports what is wrong.
 fn recorded(ckpt: &Path) -> Vec<OsString> {
@@ -68,6 +69,7 @@ fn recorded(ckpt: &Path) -> Vec<OsString> {
         return Vec::new();
     };
     let Some(Value::Object(mut settings)) = m.remove("config") else { return Vec::new() };
+    fill_legacy_settings(&mut settings);
     settings.remove("out");
     settings.remove("resume");
     flags(settings).unwrap_or_default()

@@ -1,8 +1,10 @@
 //! SVG plots of training runs against the iteration, one colour per run,
 //! in three panels of comparable quantities: the target loss (training
-//! running mean as a line, test logloss as dots: both the log loss of the
-//! click label), the auxiliary loss of the models that have one, and the
-//! test AUC.
+//! running mean as a line, validation logloss as dots, test logloss as
+//! crosses: all the log loss of the click label), the auxiliary loss of the
+//! models that have one, and the AUC (validation as a line with dots, test
+//! as a line with crosses: a curve when the test file is scored at every
+//! evaluation, else the final point).
 
 use std::path::Path;
 
@@ -21,13 +23,27 @@ const PALETTE: [&RGBColor; 6] = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
 /// The value a series takes from a record, if it has one.
 type Value = fn(&LogRecord) -> Option<f64>;
 
-/// One panel: a line (and, when `dots`, a dotted series) per run.
+/// How a series is marked at its points.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    None,
+    Dot,
+    Cross,
+}
+
+/// One series of a panel: its value of a record, its legend suffix, and
+/// whether its points are joined by a line and how they are marked.
+struct Series<'a> {
+    value: Value,
+    suffix: &'a str,
+    line: bool,
+    mark: Mark,
+}
+
+/// One panel: its series, drawn for every run.
 struct Panel<'a> {
     caption: &'a str,
-    /// The line's value of a record and its legend suffix.
-    line: (Value, &'a str),
-    /// The dots' value of a record and their legend suffix.
-    dots: Option<(Value, &'a str)>,
+    series: Vec<Series<'a>>,
     /// Margin added around the data's range, as a fraction of the values
     /// (`false`) or as an absolute AUC margin clamped to [0, 1] (`true`).
     unit_range: bool,
@@ -39,18 +55,28 @@ pub fn write_curves(path: &Path, runs: &[(String, &[LogRecord])]) -> Result<(), 
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let areas = root.split_evenly((1, 3));
     let max_step = runs.iter().flat_map(|(_, h)| h.iter().map(|r| r.step)).max().unwrap_or(1).max(1) as f64;
+    let s = |value: Value, suffix, line, mark| Series { value, suffix, line, mark };
     let panels = [
         Panel {
             caption: "target loss",
-            line: (|r| r.train_loss_target, "train"),
-            dots: Some((|r| r.test.as_ref()?.logloss, "test")),
+            series: vec![
+                s(|r| r.train_loss_target, "train", true, Mark::None),
+                s(|r| r.valid.as_ref()?.logloss, "valid", false, Mark::Dot),
+                s(|r| r.test.as_ref()?.logloss, "test", false, Mark::Cross),
+            ],
             unit_range: false,
         },
-        Panel { caption: "auxiliary loss (train)", line: (|r| r.train_loss_aux, ""), dots: None, unit_range: false },
         Panel {
-            caption: "test AUC",
-            line: (|r| r.test.as_ref()?.auc, ""),
-            dots: Some((|r| r.test.as_ref()?.auc, "")),
+            caption: "auxiliary loss (train)",
+            series: vec![s(|r| r.train_loss_aux, "", true, Mark::None)],
+            unit_range: false,
+        },
+        Panel {
+            caption: "AUC",
+            series: vec![
+                s(|r| r.valid.as_ref()?.auc, "valid", true, Mark::Dot),
+                s(|r| r.test.as_ref()?.auc, "test", true, Mark::Cross),
+            ],
             unit_range: true,
         },
     ];
@@ -69,18 +95,12 @@ fn draw_panel(
     runs: &[(String, &[LogRecord])],
     max_step: f64,
 ) -> DrawResult {
-    let series = |f: Value, h: &[LogRecord]| -> Vec<(f64, f64)> {
+    let points = |f: Value, h: &[LogRecord]| -> Vec<(f64, f64)> {
         h.iter().filter_map(|r| Some((r.step as f64, f(r)?))).filter(|(_, v)| v.is_finite()).collect()
     };
     let values: Vec<f64> = runs
         .iter()
-        .flat_map(|(_, h)| {
-            let mut v: Vec<f64> = series(p.line.0, h).into_iter().map(|(_, y)| y).collect();
-            if let Some((f, _)) = p.dots {
-                v.extend(series(f, h).into_iter().map(|(_, y)| y));
-            }
-            v
-        })
+        .flat_map(|(_, h)| p.series.iter().flat_map(|s| points(s.value, h)).map(|(_, y)| y).collect::<Vec<_>>())
         .collect();
     let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let (lo, hi) = match (lo.is_finite(), p.unit_range) {
@@ -102,20 +122,36 @@ fn draw_panel(
         |name: &str, suffix: &str| if suffix.is_empty() { name.to_string() } else { format!("{name} {suffix}") };
     for (i, (name, h)) in runs.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
-        let line = series(p.line.0, h);
-        if !line.is_empty() {
-            chart
-                .draw_series(LineSeries::new(line, c))?
-                .label(label(name, p.line.1))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
-        }
-        if let Some((f, suffix)) = p.dots {
-            let dots = chart.draw_series(PointSeries::of_element(series(f, h), 4, c, &|pt, s, st| {
-                Circle::new(pt, s, st.filled())
-            }))?;
-            // Dots of the line's own values need no second legend entry.
-            if !suffix.is_empty() {
-                dots.label(label(name, suffix)).legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+        for s in &p.series {
+            let pts = points(s.value, h);
+            if pts.is_empty() {
+                continue;
+            }
+            let name = label(name, s.suffix);
+            // One legend entry per series, on its marks when it has them.
+            let mut legend = Some(name);
+            if s.line {
+                let drawn = chart.draw_series(LineSeries::new(pts.clone(), c))?;
+                if s.mark == Mark::None
+                    && let Some(l) = legend.take()
+                {
+                    drawn.label(l).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+                }
+            }
+            match s.mark {
+                Mark::None => {}
+                Mark::Dot => {
+                    let drawn = chart.draw_series(pts.iter().map(|&pt| Circle::new(pt, 4, c.filled())))?;
+                    if let Some(l) = legend.take() {
+                        drawn.label(l).legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+                    }
+                }
+                Mark::Cross => {
+                    let drawn = chart.draw_series(pts.iter().map(|&pt| Cross::new(pt, 5, c.stroke_width(2))))?;
+                    if let Some(l) = legend.take() {
+                        drawn.label(l).legend(move |(x, y)| Cross::new((x + 8, y), 5, c.stroke_width(2)));
+                    }
+                }
             }
         }
     }

@@ -118,9 +118,11 @@ fn run_record_config_file_and_single_final_evaluation() {
         let stored: Value = serde_json::from_str(&meta["run"]).unwrap();
         assert_eq!(&stored, record, "{}", path.display());
     }
-    // The plot shows comparable losses, the auxiliary one apart.
+    // The plot shows comparable losses, the auxiliary one apart, and the
+    // validation and test AUC.
     let svg = std::fs::read_to_string(dir.join("m.curves.svg")).unwrap();
-    assert!(svg.contains("target loss") && svg.contains("auxiliary loss") && svg.contains("test AUC"));
+    assert!(svg.contains("target loss") && svg.contains("auxiliary loss") && svg.contains("AUC"));
+    assert!(svg.contains("dien valid") && svg.contains("dien test"));
 
     // The record repeats the run: same settings, same checkpoint bytes.
     let again = dir.join("again.json");

@@ -16,7 +16,7 @@
 //! of a global batch of 12: the loss of every step within 1e-5 relative of
 //! the single process's, the final parameters within 1e-4 relative (all
 //! tensors together, but `att.fc3.b`, whose gradient is zero in exact
-//! arithmetic), the test AUC within 1e-4.
+//! arithmetic), the validation and test AUC within 1e-4.
 
 #![cfg(feature = "mpi")]
 
@@ -226,6 +226,12 @@ fn two_and_three_ranks_train_the_model_of_one_process() {
         eprintln!("{what}: test AUC {auc} against {want_auc}");
         assert!((auc - want_auc).abs() <= 1e-4, "{what}: test AUC {auc} vs {want_auc}");
         assert_eq!(s["train_samples"], one["train_samples"]);
+        // The same validation split on every rank, scored together, and the
+        // same best model.
+        assert_eq!(s["split"], one["split"], "{what}");
+        let (v, want_v) = (s["valid"]["auc"].as_f64().unwrap(), one["valid"]["auc"].as_f64().unwrap());
+        assert!((v - want_v).abs() <= 1e-4, "{what}: validation AUC {v} vs {want_v}");
+        assert_eq!(s["best"]["step"], one["best"]["step"], "{what}");
         // The summary counts the exchanges: rank 0 printed it once.
         let d = &s["distributed"];
         assert_eq!(d["ranks"].as_u64(), Some(n as u64), "{s}");
@@ -308,9 +314,10 @@ fn short_batches_epochs_and_an_empty_share() {
     // 632 training lines: the last group of each epoch (20 batches of 6)
     // holds 32 lines, whose last batch has 2 samples, so that rank 0's
     // share of it is empty with 3 ranks; two epochs (the learning rate
-    // halves between them).
+    // halves between them). No validation split, which would take lines
+    // out of every group.
     let data = generate(&dir, 351);
-    let run = ["--batch", "6", "--epochs", "2"];
+    let run = ["--batch", "6", "--epochs", "2", "--valid-frac", "0", "--select", "test"];
     let one = ok(train(None, &data, &dir.join("one/m.safetensors"), &run, &[]));
     let s = ok(train(Some(3), &data, &dir.join("np3/m.safetensors"), &run, &[]));
     assert_eq!((s["steps"].as_u64(), s["train_samples"].as_u64()), (one["steps"].as_u64(), Some(2 * 632)));

@@ -5,7 +5,7 @@
 //!
 //! Tolerances (docs/DISTRIBUTED.md#equivalence): losses per step within
 //! 1e-5 relative, parameters within 1e-4 relative (all tensors together,
-//! but `att.fc3.b`), test AUC within 1e-4.
+//! but `att.fc3.b`), validation and test AUC within 1e-4.
 
 use std::path::{Path, PathBuf};
 
@@ -75,8 +75,9 @@ fn step_losses(s: &TrainSummary) -> Vec<f64> {
 fn ranks_as_threads_train_the_single_process_model() {
     let dir = tmp("equal");
     let data = dir.join("data");
-    // 270 training lines: groups of 20 batches of 12 leave a last group of
-    // 30 lines, whose last batch has 6 samples.
+    // 270 training lines, about 240 of them trained on (the others are the
+    // validation users'): groups of 20 batches of 12 lines hold fewer
+    // training samples than 240, so every group ends in a short batch.
     generate(&data, &GenerateConfig { users: 150, seed: 3, max_len: 20, ..GenerateConfig::default() }).unwrap();
     let mut one_cfg = tiny(&data, &dir.join("one/m.safetensors"), 12);
     one_cfg.epochs = 2;
@@ -97,6 +98,24 @@ fn ranks_as_threads_train_the_single_process_model() {
             }
             let (auc, want_auc) = (s.last.auc.unwrap(), one.last.auc.unwrap());
             assert!((auc - want_auc).abs() <= 1e-4, "{n} ranks: AUC {auc} vs {want_auc}");
+            // The same validation split, scored together by the ranks, and
+            // the same evaluations choosing the same best model.
+            assert_eq!(s.split, one.split);
+            let valid = |s: &TrainSummary| s.valid.as_ref().and_then(|m| m.auc).unwrap();
+            assert!(
+                (valid(s) - valid(&one)).abs() <= 1e-4,
+                "{n} ranks: validation AUC {} vs {}",
+                valid(s),
+                valid(&one)
+            );
+            let evals = |s: &TrainSummary| -> Vec<u64> {
+                s.history.iter().filter(|r| r.kind == "eval").map(|r| r.step).collect()
+            };
+            assert_eq!(evals(s), evals(&one));
+            let (b, want_b) = (s.best.as_ref().unwrap(), one.best.as_ref().unwrap());
+            assert_eq!((b.step, b.epoch), (want_b.step, want_b.epoch));
+            let (bt, want_bt) = (b.test.auc.unwrap(), want_b.test.auc.unwrap());
+            assert!((bt - want_bt).abs() <= 1e-4, "{n} ranks: best model's test AUC {bt} vs {want_bt}");
             assert_eq!(s.samples, one.samples);
             // Every rank reports the same run.
             assert_eq!(step_losses(s), step_losses(&summaries[0]));

@@ -10,7 +10,7 @@ use dien_model::ModelKind;
 use dien_model::checkpoint::{self, set};
 use dien_model::serve::Predictor;
 use dien_trainer::generate::{GenerateConfig, generate};
-use dien_trainer::train::{Event, TrainConfig, load_checkpoint, train};
+use dien_trainer::train::{Event, Select, TrainConfig, load_checkpoint, train};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dien-resume-{}-{name}", std::process::id()));
@@ -37,13 +37,14 @@ fn config(data: &Path, out: &Path) -> TrainConfig {
     c
 }
 
-/// Trains, collecting the informational messages and evaluated AUCs.
+/// Trains, collecting the informational messages and the validation AUCs
+/// of the evaluations (what chooses the best model).
 fn run(c: &TrainConfig) -> Result<(Vec<String>, Vec<f64>), String> {
     let mut info = Vec::new();
     let mut aucs = Vec::new();
     train(c, &mut |e| match e {
         Event::Info(s) => info.push(s),
-        Event::Record(r) => aucs.extend(r.test.as_ref().and_then(|t| t.auc)),
+        Event::Record(r) => aucs.extend(r.valid.as_ref().and_then(|t| t.auc)),
         Event::Saved(_) => {}
     })
     .map_err(|e| e.to_string())?;
@@ -63,13 +64,15 @@ fn resume_refuses_another_run_and_applies_changeable_settings() {
     let published = std::fs::read(&out).unwrap();
 
     type Edit = fn(&mut TrainConfig);
-    let conflicts: [(Edit, &str); 6] = [
+    let conflicts: [(Edit, &str); 8] = [
         (|c| c.model.d = 6, "dim: the checkpoint has 4, this run asks for 6"),
         (|c| c.model.hidden = 12, "hidden"),
         (|c| c.model.max_len = 5, "max_len"),
         (|c| c.batch_size = 16, "batch: the checkpoint's run used 32, this run asks for 16"),
         (|c| c.seed = 9, "seed"),
         (|c| c.optim.lazy_embeddings = false, "dense_embedding_updates"),
+        (|c| c.valid_frac = 0.2, "valid_frac: the checkpoint's run used 0.1, this run asks for 0.2"),
+        (|c| c.select = Select::Test, "select: the checkpoint's run used valid, this run asks for test"),
     ];
     for (edit, says) in conflicts {
         let mut c = config(&data, &out);
@@ -91,8 +94,10 @@ fn resume_refuses_another_run_and_applies_changeable_settings() {
     assert!(info.iter().any(|m| m == "resume changes lr: 0.001 → 0.01"), "{info:?}");
     assert!(info.iter().any(|m| m == "resume changes max_steps: 4 → 6"), "{info:?}");
     let log = std::fs::read_to_string(dir.join("m.metrics.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
-    // One epoch is 270 lines: still the first epoch, so the new base rate.
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = records.iter().rev().find(|r| r["kind"] == "eval").unwrap();
+    // One epoch is about 240 training lines (the 270 less those of the
+    // validation users): still the first epoch, so the new base rate.
     assert!((last["lr"].as_f64().unwrap() - 0.01).abs() < 1e-9, "{last}");
     // The log holds the record of each sitting.
     assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"run\"")).count(), 2);

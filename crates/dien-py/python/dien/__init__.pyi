@@ -198,15 +198,27 @@ def train(
     epochs: Optional[int] = None,
     seed: Optional[int] = None,
     threads: Optional[int] = None,
+    valid_frac: Optional[float] = None,
+    select: Optional[Literal["valid", "test"]] = None,
+    early_stop: Optional[int] = None,
     on_step: Optional[Callable[[Dict[str, Any]], Any]] = None,
     **settings: Any,
 ) -> Dict[str, Any]:
     """Trains as ``dien train`` does; returns the final metrics and the run's summary.
 
+    ``valid_frac`` (0.1) of the training users are held out for validation;
+    ``select`` chooses the best checkpoint by validation AUC (``"valid"``, the
+    default) or by test AUC (``"test"``, the reference code's way);
+    ``early_stop`` stops after that many evaluations without a new best.
     ``settings`` are the other flags of ``dien train`` with underscores
-    (``batch``, ``max_len``, ``lr``, ``max_steps``, ``eval_every``, ``variant``,
-    ``dim``, ``hidden``, ``metrics_log``, ``plot``, ...) plus ``log_every`` and
-    ``progress``. ``on_step`` is called with each log record as a dict.
+    (``batch``, ``max_len``, ``lr``, ``max_steps``, ``eval_every``,
+    ``no_epoch_eval``, ``variant``, ``dim``, ``hidden``, ``metrics_log``,
+    ``plot``, ...) plus ``log_every`` and ``progress``. ``on_step`` is called
+    with each log record as a dict. The result holds the final model's test
+    metrics (``auc``, ``gauc``, ``logloss``, ``accuracy``, ``samples``), its
+    validation metrics (``valid``), the best model (``best``: ``step``,
+    ``epoch``, ``valid_auc``, ``test``, ``checkpoint``), ``best_auc``,
+    ``select``, the ``split`` and ``stopped_early``.
     """
 
 def evaluate(

@@ -53,17 +53,17 @@ fn metrics_json(m: &EvalMetrics) -> serde_json::Value {
 fn print_event(e: Event<'_>) {
     match e {
         Event::Record(r) if r.kind == "eval" => {
-            if let Some(t) = &r.test {
-                eprintln!(
-                    "step {:>6}  epoch {}  test auc {:.4}  gauc {:.4}  logloss {:.4}  ({:.0} samples/s)",
-                    r.step,
-                    r.epoch,
-                    t.auc.unwrap_or(f64::NAN),
-                    t.gauc.unwrap_or(f64::NAN),
-                    t.logloss.unwrap_or(f64::NAN),
-                    r.samples_per_s
-                );
-            }
+            let show = |name: &str, m: &EvalMetrics| {
+                format!(
+                    "  {name} auc {:.4}  gauc {:.4}  logloss {:.4}",
+                    m.auc.unwrap_or(f64::NAN),
+                    m.gauc.unwrap_or(f64::NAN),
+                    m.logloss.unwrap_or(f64::NAN)
+                )
+            };
+            let valid = r.valid.as_ref().map(|m| show("valid", m)).unwrap_or_default();
+            let test = r.test.as_ref().map(|m| show("test", m)).unwrap_or_default();
+            eprintln!("step {:>6}  epoch {}{valid}{test}  ({:.0} samples/s)", r.step, r.epoch, r.samples_per_s);
         }
         Event::Info(s) => eprintln!("{s}"),
         _ => {}

@@ -4,7 +4,7 @@ use anyhow::Result;
 use dien_model::ModelConfig;
 use dien_model::checkpoint;
 use dien_trainer::optim::OptimConfig;
-use dien_trainer::train::{TrainConfig, TrainSummary, train};
+use dien_trainer::train::{TrainConfig, TrainSummary, best_path, train};
 use serde_json::json;
 
 use super::{metrics_json, print_event};
@@ -29,6 +29,10 @@ fn config(a: &TrainArgs) -> TrainConfig {
         ..OptimConfig::default()
     };
     cfg.eval_every = a.eval_every;
+    cfg.eval_each_epoch = !a.no_epoch_eval;
+    cfg.valid_frac = a.valid_frac;
+    cfg.select = a.select;
+    cfg.early_stop = a.early_stop;
     cfg.save_every = a.save_every;
     cfg.recalibrate = !a.no_recalibrate;
     cfg.recal_samples = a.recal_samples;
@@ -54,13 +58,23 @@ pub(crate) fn run(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The last line of `dien train`.
+/// The last line of `dien train`: the final model's test metrics at the
+/// top level, as `dien eval` prints them, then the run.
 fn print_summary(a: &TrainArgs, s: &TrainSummary) {
     let mut out = metrics_json(&s.last);
     out["model"] = json!(s.model);
     out["steps"] = json!(s.steps);
     out["train_samples"] = json!(s.samples);
+    out["valid"] = json!(s.valid.as_ref().map(metrics_json));
+    out["select"] = json!(a.select);
     out["best_auc"] = json!(s.best_auc);
+    out["best"] = json!(s.best.as_ref().map(|b| {
+        let mut m = json!({"step": b.step, "epoch": b.epoch, "valid_auc": b.valid_auc, "test": metrics_json(&b.test)});
+        m["checkpoint"] = json!(best_path(&a.out).display().to_string());
+        m
+    }));
+    out["split"] = json!(s.split);
+    out["stopped_early"] = json!(s.stopped_early);
     out["bad_lines"] = json!(s.bad_lines.count);
     out["bad_line_examples"] = json!(s.bad_lines.first);
     out["seconds"] = json!(s.seconds);

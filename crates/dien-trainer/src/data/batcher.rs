@@ -15,6 +15,10 @@
 //! - The negatives of batch `k` of group `g` in epoch `e` come from a
 //!   `ChaCha8Rng` seeded by [`batch_seed`]`(seed, e, g, k)`, so they do not
 //!   depend on threads, on read-ahead, or on where a run was resumed.
+//! - With a [`UserFilter`] only the lines of the users on one side of a
+//!   validation split are kept: the others are read and counted as lines
+//!   of their group but never become samples, so a group's batches hold
+//!   fewer samples (its last one short) and nothing else changes.
 //!
 //! A [`DataPosition`] (group start line + batches of that group already
 //! produced) identifies the next batch; [`Batcher::open_at`] resumes there
@@ -40,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataSet;
 use crate::data::line::{BadLines, LineReader, MappedHead, TableSizes, map_fields, split_fields_with};
+use crate::data::split::UserFilter;
 use crate::error::TrainError;
 
 /// Options of a [`Batcher`].
@@ -69,6 +74,11 @@ pub struct BatcherConfig {
     pub label_optional: bool,
     /// Build only this part of every batch (`None`: whole batches).
     pub shard: Option<Shard>,
+    /// Keep only the lines of the users on one side of a validation split
+    /// (`None`: every line). The lines left out still count as lines of
+    /// their group, so group boundaries, positions and negatives stay those
+    /// of the file.
+    pub users: Option<UserFilter>,
 }
 
 /// One of `ranks` equal parts of every batch: a batch of `b` samples (in
@@ -105,6 +115,7 @@ impl Default for BatcherConfig {
             tables: None,
             label_optional: false,
             shard: None,
+            users: None,
         }
     }
 }
@@ -150,7 +161,7 @@ pub struct LoadedBatch {
 }
 
 /// SplitMix64 finaliser: a bijective mix of 64 bits.
-fn splitmix64(mut z: u64) -> u64 {
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -339,12 +350,17 @@ impl Batcher {
             if line.is_empty() {
                 continue;
             }
+            let users = self.cfg.users;
             let parsed = split_fields_with(line, self.cfg.label_optional).and_then(|f| {
+                if users.is_some_and(|u| !u.keeps(f.uid)) {
+                    return Ok(None);
+                }
                 let head = map_fields(&f, vocabs, &self.tables, &mut g.hist_mid, &mut g.hist_cat)?;
-                Ok((head, f.hist_len(), f.uid))
+                Ok(Some((head, f.hist_len(), f.uid)))
             });
             match parsed {
-                Ok((head, len, uid)) => {
+                Ok(None) => {}
+                Ok(Some((head, len, uid))) => {
                     g.heads.push(head);
                     g.spans.push((g.hist_mid.len() - len, len));
                     g.lines.push(lno);

@@ -10,6 +10,7 @@
 //! - [`iteminfo`]: `item-info` (item → category) and `reviews-info` (the
 //!   sampling corpus).
 //! - [`sampler`]: popularity-weighted negative sampling.
+//! - [`split`]: the validation split of the training users.
 //! - [`batcher`]: grouping, sorting, truncation, negatives → `dien_model::Batch`,
 //!   in the foreground or on a background thread, resumable.
 //! - [`writer`]: writing the layout (sample lines, ranked vocabularies as
@@ -22,6 +23,7 @@ pub mod iteminfo;
 pub mod line;
 pub mod pickle;
 pub mod sampler;
+pub mod split;
 pub mod vocab;
 pub mod writer;
 
@@ -32,6 +34,7 @@ pub use dien_model::vocab::{Vocab, Vocabs};
 pub use iteminfo::{ItemCategories, ItemCounts};
 pub use line::{BadLines, LineReader, TableSizes};
 pub use sampler::NegativeSampler;
+pub use split::{DEFAULT_VALID_FRAC, Side, SplitCounts, UserFilter, UserSplit, count_split};
 pub use vocab::{VocabSource, build_vocabs, load_or_build_vocabs, load_vocab};
 
 use crate::error::TrainError;

@@ -1,14 +1,16 @@
 //! What a training run needs ([`TrainConfig`]): its settings, their checks,
 //! and the files the run writes.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
 use dien_model::vocab::Vocabs;
 use dien_model::{ModelConfig, ModelKind};
 
 use super::{Recipe, best_path};
-use crate::data::{BatcherConfig, Shard};
+use crate::data::{BatcherConfig, DEFAULT_VALID_FRAC, Shard, Side, UserFilter, UserSplit};
 use crate::error::TrainError;
 use crate::optim::OptimConfig;
 use crate::paths::Role;
@@ -35,8 +37,21 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
     /// Optimiser settings.
     pub optim: OptimConfig,
-    /// Evaluate on the test file every this many iterations (and at the end).
+    /// Evaluate every this many iterations (and at the end): on the
+    /// validation split, and on the test file where [`Select::Test`] needs
+    /// it (the test file is always evaluated at the end).
     pub eval_every: Option<u64>,
+    /// Also evaluate at the end of every epoch (true by default), so that
+    /// every epoch has its point on the validation curve.
+    pub eval_each_epoch: bool,
+    /// The fraction of the training file's users held out for validation,
+    /// in `[0, 1)` (0.1; 0 trains on every user). See [`crate::data::split`].
+    pub valid_frac: f64,
+    /// What chooses the best checkpoint (and drives early stopping).
+    pub select: Select,
+    /// Stop after this many evaluations in a row without a new best of the
+    /// selection metric (`None`: never).
+    pub early_stop: Option<u64>,
     /// Save a checkpoint every this many iterations (and at the end).
     pub save_every: Option<u64>,
     /// Recalibrate BatchNorm/Dice statistics before every evaluation and at
@@ -81,6 +96,10 @@ impl TrainConfig {
             threads: None,
             optim: OptimConfig::default(),
             eval_every: None,
+            eval_each_epoch: true,
+            valid_frac: DEFAULT_VALID_FRAC,
+            select: Select::Valid,
+            early_stop: None,
             save_every: None,
             recalibrate: true,
             recal_samples: 20_000,
@@ -129,7 +148,37 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every");
         }
+        if self.early_stop == Some(0) {
+            return bad("early_stop (when given)");
+        }
+        let split = self.split()?;
+        if self.select == Select::Valid && !split.is_active() {
+            return Err(TrainError::Config(
+                "--select valid chooses the best checkpoint by validation AUC, but --valid-frac 0 holds out no \
+                 validation users: give --valid-frac above 0, or --select test to choose by test AUC"
+                    .into(),
+            ));
+        }
+        if self.early_stop.is_some() && !self.eval_each_epoch && self.eval_every.is_none() {
+            return Err(TrainError::Config(
+                "--early-stop counts evaluations during training, but there are none: give --eval-every, or leave \
+                 out --no-epoch-eval"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The validation split of the training users (checked).
+    pub fn split(&self) -> Result<UserSplit, TrainError> {
+        UserSplit::new(self.valid_frac, self.seed)
+    }
+
+    /// The lines of `side` of the split (`None` without a split: every line
+    /// is a training line, and there is no validation set).
+    pub(super) fn users(&self, side: Side) -> Result<Option<UserFilter>, TrainError> {
+        let split = self.split()?;
+        Ok(split.is_active().then_some(UserFilter { split, side }))
     }
 
     /// The model configuration with the table sizes of `vocabs`, checked.
@@ -141,7 +190,9 @@ impl TrainConfig {
         Ok(c)
     }
 
-    pub(super) fn batcher(&self, negatives: bool, shard: Option<Shard>) -> BatcherConfig {
+    /// The batcher of the training lines (those of the users the split
+    /// keeps for training).
+    pub(super) fn batcher(&self, negatives: bool, shard: Option<Shard>, users: Option<UserFilter>) -> BatcherConfig {
         BatcherConfig {
             batch_size: self.batch_size,
             max_len: self.model.max_len,
@@ -149,7 +200,59 @@ impl TrainConfig {
             seed: self.seed,
             skip_bad_lines: self.skip_bad_lines,
             shard,
+            users,
             ..BatcherConfig::default()
         }
+    }
+}
+
+/// What chooses the best checkpoint of a run (`<out>.best.safetensors`)
+/// and drives early stopping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Select {
+    /// The best validation AUC: the test file plays no part in choosing.
+    #[default]
+    Valid,
+    /// The best test AUC, as the reference code chooses: the test file then
+    /// also picks the model, so the best model's test metrics are biased
+    /// upwards.
+    Test,
+}
+
+impl Select {
+    /// Both, in the order `--help` lists them.
+    pub const ALL: &'static [Select] = &[Select::Valid, Select::Test];
+
+    /// The name used on the command line and in the run record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Select {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Select {
+    type Err = TrainError;
+
+    /// Parses `valid` or `test`.
+    fn from_str(s: &str) -> Result<Self, TrainError> {
+        match s {
+            "valid" => Ok(Self::Valid),
+            "test" => Ok(Self::Test),
+            other => Err(TrainError::Config(format!("select `{other}`: expected `valid` or `test`"))),
+        }
+    }
+}
+
+impl serde::Serialize for Select {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use dien_model::StatSync;
 
-use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, Shard};
+use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, Shard, UserFilter};
 use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
 use crate::metrics::{EvalMetrics, MetricsAccumulator};
@@ -26,7 +26,21 @@ pub fn evaluate(
     batch_size: usize,
     skip_bad_lines: bool,
 ) -> Result<EvalMetrics, TrainError> {
-    evaluate_with(model, data, file, batch_size, skip_bad_lines, None)
+    evaluate_with(model, data, file, batch_size, skip_bad_lines, None, None)
+}
+
+/// [`evaluate`] on the lines of `file` that `users` keeps (`None`: every
+/// line): with the validation side of a run's split and its training file,
+/// the run's validation metrics.
+pub fn evaluate_users(
+    model: &mut Model,
+    data: &Arc<DataSet>,
+    file: &Path,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    users: Option<UserFilter>,
+) -> Result<EvalMetrics, TrainError> {
+    evaluate_with(model, data, file, batch_size, skip_bad_lines, users, None)
 }
 
 /// [`evaluate`] as one rank of a data-parallel run: every rank scores its
@@ -41,15 +55,18 @@ pub fn evaluate_shared(
     skip_bad_lines: bool,
     dist: &mut Replicas<'_>,
 ) -> Result<EvalMetrics, TrainError> {
-    evaluate_with(model, data, file, batch_size, skip_bad_lines, Some(dist))
+    evaluate_with(model, data, file, batch_size, skip_bad_lines, None, Some(dist))
 }
 
-fn evaluate_with(
+/// [`evaluate_users`], shared by the ranks of `dist` when given
+/// ([`evaluate_shared`]).
+pub(super) fn evaluate_with(
     model: &mut Model,
     data: &Arc<DataSet>,
     file: &Path,
     batch_size: usize,
     skip_bad_lines: bool,
+    users: Option<UserFilter>,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<EvalMetrics, TrainError> {
     let bcfg = BatcherConfig {
@@ -60,6 +77,7 @@ fn evaluate_with(
         skip_bad_lines,
         tables: Some(TableSizes::of_config(model.config())),
         shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
+        users,
         ..BatcherConfig::default()
     };
     let mut acc = MetricsAccumulator::new();
@@ -95,6 +113,29 @@ pub fn count_lines(path: &Path) -> Result<u64, TrainError> {
     Ok(r.lines_consumed())
 }
 
+/// Where recalibration draws its samples from: whole batches of a training
+/// file, each kept with the same seeded probability.
+#[derive(Clone, Copy, Debug)]
+pub struct RecalSource<'a> {
+    /// The training file.
+    pub train_file: &'a Path,
+    /// Its sample lines that `users` keeps (all of them without a filter),
+    /// as [`count_lines`] or [`crate::data::count_split`] gives them, so
+    /// that a run evaluating many times reads the file for it once.
+    pub lines: u64,
+    /// The lines drawn from (`None`: every line); a run with a validation
+    /// split recalibrates on its training users only.
+    pub users: Option<UserFilter>,
+    /// About how many samples to use (all of them when there are not more).
+    pub samples: usize,
+    /// Seed of the draw.
+    pub seed: u64,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Skip malformed lines instead of failing on them.
+    pub skip_bad_lines: bool,
+}
+
 /// Recalibrates BatchNorm and Dice statistics on a seeded random
 /// sample of whole training batches holding about `samples` samples (all of
 /// the training set when it is not larger), in evaluation mode. Returns the
@@ -107,26 +148,14 @@ pub fn recalibrate(
     seed: u64,
     batch_size: usize,
 ) -> Result<usize, TrainError> {
-    let total = count_lines(train_file)?;
-    recalibrate_sampled(model, data, train_file, total, samples, seed, batch_size, false)
+    let lines = count_lines(train_file)?;
+    let src = RecalSource { train_file, lines, users: None, samples, seed, batch_size, skip_bad_lines: false };
+    recalibrate_sampled(model, data, &src)
 }
 
-/// [`recalibrate`] with the number of lines of `train_file` already known
-/// (`train_lines`, as [`count_lines`] gives it), so that a run evaluating
-/// many times reads the file for it once; malformed lines are skipped when
-/// `skip_bad_lines`, else they are errors.
-#[allow(clippy::too_many_arguments)]
-pub fn recalibrate_sampled(
-    model: &mut Model,
-    data: &Arc<DataSet>,
-    train_file: &Path,
-    train_lines: u64,
-    samples: usize,
-    seed: u64,
-    batch_size: usize,
-    skip_bad_lines: bool,
-) -> Result<usize, TrainError> {
-    recalibrate_with(model, data, train_file, train_lines, samples, seed, batch_size, skip_bad_lines, None)
+/// [`recalibrate`] from `src`.
+pub fn recalibrate_sampled(model: &mut Model, data: &Arc<DataSet>, src: &RecalSource<'_>) -> Result<usize, TrainError> {
+    recalibrate_with(model, data, src, None)
 }
 
 /// [`recalibrate_sampled`] as one rank of a data-parallel run: every rank
@@ -134,50 +163,39 @@ pub fn recalibrate_sampled(
 /// each; the statistics are those of all shares together (exchanged), so
 /// every rank ends with the statistics one process computes. Returns the
 /// number of samples of all ranks.
-#[allow(clippy::too_many_arguments)]
 pub fn recalibrate_shared(
     model: &mut Model,
     data: &Arc<DataSet>,
-    train_file: &Path,
-    train_lines: u64,
-    samples: usize,
-    seed: u64,
-    batch_size: usize,
-    skip_bad_lines: bool,
+    src: &RecalSource<'_>,
     dist: &mut Replicas<'_>,
 ) -> Result<usize, TrainError> {
-    recalibrate_with(model, data, train_file, train_lines, samples, seed, batch_size, skip_bad_lines, Some(dist))
+    recalibrate_with(model, data, src, Some(dist))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn recalibrate_with(
     model: &mut Model,
     data: &Arc<DataSet>,
-    train_file: &Path,
-    train_lines: u64,
-    samples: usize,
-    seed: u64,
-    batch_size: usize,
-    skip_bad_lines: bool,
+    src: &RecalSource<'_>,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<usize, TrainError> {
-    let total = train_lines;
+    let (total, samples) = (src.lines, src.samples);
     // Batches are drawn independently with probability p; 10% headroom so the
     // sample is at least `samples` large in all but rare draws.
     let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
     let bcfg = BatcherConfig {
-        batch_size,
+        batch_size: src.batch_size,
         max_len: model.config().max_len,
         negatives: false,
-        skip_bad_lines,
+        skip_bad_lines: src.skip_bad_lines,
         tables: Some(TableSizes::of_config(model.config())),
         shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
+        users: src.users,
         ..BatcherConfig::default()
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7eca_11b7);
+    let mut rng = ChaCha8Rng::seed_from_u64(src.seed ^ 0x7eca_11b7);
     let mut xs = Vec::new();
     let mut n = 0;
-    for lb in Batcher::open(train_file, data.clone(), bcfg, 0)?.spawn(4) {
+    for lb in Batcher::open(src.train_file, data.clone(), bcfg, 0)?.spawn(4) {
         let lb = lb?;
         if p < 1.0 && rng.random::<f64>() >= p {
             continue;

@@ -12,20 +12,23 @@
 //!
 //! - `config`: what a run needs ([`TrainConfig`]) and its checks.
 //! - `eval`: evaluation and recalibration.
+//! - `selection`: the evaluations of a run, the best model they choose
+//!   (by validation AUC unless told otherwise) and early stopping.
+//! - `log`: the metrics log.
 //! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
 //! - `run`: the record of the run's configuration.
 
 mod config;
 mod eval;
+mod log;
 mod recipe;
 mod resume;
 mod run;
+mod selection;
 mod state;
 
-use std::cell::OnceCell;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,13 +38,20 @@ use dien_model::fast::Model;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-pub use self::config::TrainConfig;
-pub use self::eval::{count_lines, evaluate, evaluate_shared, recalibrate, recalibrate_sampled, recalibrate_shared};
+pub use self::config::{Select, TrainConfig};
+pub use self::eval::{
+    RecalSource, count_lines, evaluate, evaluate_shared, evaluate_users, recalibrate, recalibrate_sampled,
+    recalibrate_shared,
+};
+use self::log::MetricsLog;
 pub use self::recipe::Recipe;
+pub use self::resume::fill_legacy_settings;
 pub use self::run::{CODE_VERSION, RUN_METADATA_KEY};
-use self::state::{Progress, Resumed, RunMeta, load_for_resume, save_all, save_best};
+pub use self::selection::BestSummary;
+use self::selection::{Outcome, Selection, Sources};
+use self::state::{Progress, Resumed, RunMeta, load_best, load_for_resume, save_all};
 pub use self::state::{best_path, load_checkpoint};
-use crate::data::{BadLines, Batcher, DataPosition, DataSet, Shard};
+use crate::data::{BadLines, Batcher, DataPosition, DataSet, Shard, SplitCounts, count_split};
 use crate::dist::{Collective, CommCounters, DistSummary, Fault, Replicas, injected_fault};
 use crate::error::TrainError;
 use crate::metrics::EvalMetrics;
@@ -54,10 +64,21 @@ use crate::record::LogRecord;
 pub struct TrainSummary {
     /// Model name.
     pub model: String,
-    /// Test metrics after the last iteration.
+    /// Test metrics of the final model.
     pub last: EvalMetrics,
-    /// Best test AUC seen at an evaluation.
+    /// Validation metrics of the final model (`None` without a validation
+    /// split).
+    pub valid: Option<EvalMetrics>,
+    /// The AUC that chose the best model: its validation AUC, or its test
+    /// AUC with [`Select::Test`].
     pub best_auc: Option<f64>,
+    /// The best model (`<out>.best.safetensors`): when it was chosen, by
+    /// what, and its test metrics (`None` when no evaluation had an AUC).
+    pub best: Option<BestSummary>,
+    /// The validation split of the training file.
+    pub split: SplitCounts,
+    /// Early stopping ended the run.
+    pub stopped_early: bool,
     /// Iterations done in total.
     pub steps: u64,
     /// Training samples seen in total.
@@ -134,8 +155,6 @@ fn pool(cfg: &TrainConfig) -> Result<rayon::ThreadPool, TrainError> {
         .map_err(|e| TrainError::Config(format!("thread pool: {e}")))
 }
 
-// The evaluation closure spells out the event-callback types in full.
-#[allow(clippy::type_complexity)]
 fn train_in_pool(
     cfg: &TrainConfig,
     mut dist: Option<&mut Replicas<'_>>,
@@ -161,7 +180,7 @@ fn train_in_pool(
     // The data set (vocabularies, item-info, reviews-info) is read once: a
     // fresh run builds the model on its vocabularies, a resumed one reads
     // them from the checkpoint's sidecar.
-    let (mut model, mut opt, data, report, mut prog) = if cfg.resume {
+    let (mut model, mut opt, data, report, mut prog, best_params) = if cfg.resume {
         let resumed = load_for_resume(&cfg.out)?;
         let plan = resume::reconcile(cfg, &resumed)?;
         let Resumed { model, vocabs, state: (meta, tensors), progress: prog, .. } = resumed;
@@ -180,8 +199,12 @@ fn train_in_pool(
         for change in &plan.changes {
             on_event(Event::Info(format!("resume changes {change}")));
         }
+        let best_params = match prog.best {
+            Some(b) => Some(load_best(&cfg.out, &model, b.step, &mut |m| on_event(Event::Info(m)))?),
+            None => None,
+        };
         let (data, report) = DataSet::open(&cfg.data_dir, Some(vocabs), cfg.skip_bad_lines)?;
-        (model, opt, data, report, prog)
+        (model, opt, data, report, prog, best_params)
     } else {
         let (data, report) = DataSet::open(&cfg.data_dir, None, cfg.skip_bad_lines)?;
         if let Some(src) = &report.vocab_sources {
@@ -190,7 +213,7 @@ fn train_in_pool(
         let mc = cfg.model_config(&data.vocabs)?;
         let model = Model::init(mc, cfg.seed)?;
         let opt = Optimizer::new(cfg.optim.clone(), model.params())?;
-        (model, opt, data, report, Progress::default())
+        (model, opt, data, report, Progress::default(), None)
     };
     if report.bad_lines.count > 0 {
         on_event(Event::Info(format!("reading the data set: {}", report.bad_lines)));
@@ -203,6 +226,11 @@ fn train_in_pool(
             report.no_sampler.unwrap_or_default()
         )));
     }
+    let split = count_split(&train_file, &cfg.split()?, cfg.skip_bad_lines)?;
+    split.check(&train_file)?;
+    if split.valid_frac > 0.0 {
+        on_event(Event::Info(format!("validation split: {split}")));
+    }
     let data = Arc::new(data);
     // Every rank starts from the same parameters (the same seed, or the
     // same checkpoint).
@@ -214,31 +242,18 @@ fn train_in_pool(
             fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
     }
-    // The log starts (or, on resume, goes on) with the run record.
-    let mut log_file = match &cfg.metrics_log {
-        Some(p) if lead => {
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .append(cfg.resume)
-                .write(true)
-                .truncate(!cfg.resume)
-                .open(p)
-                .map_err(|e| TrainError::io(p, e))?;
-            writeln!(f, "{record}").map_err(|e| TrainError::io(p, e))?;
-            Some(f)
-        }
-        _ => None,
-    };
-    let mut history = Vec::new();
-    let mut emit = |rec: LogRecord, on_event: &mut (dyn FnMut(Event<'_>) + Send)| -> Result<(), TrainError> {
-        if let (Some(f), Some(p)) = (&mut log_file, &cfg.metrics_log) {
-            let line = serde_json::to_string(&rec).expect("records serialise");
-            writeln!(f, "{line}").map_err(|e| TrainError::io(p, e))?;
-        }
-        on_event(Event::Record(&rec));
-        history.push(rec);
-        Ok(())
-    };
+    // The log starts (or, on resume, goes on) with the run record and the
+    // split.
+    let mut log = MetricsLog::open(cfg, lead, &record)?;
+    log.line(&serde_json::json!({
+        "kind": "split",
+        "seed": cfg.seed,
+        "valid_frac": split.valid_frac,
+        "train_lines": split.train_lines,
+        "train_users": split.train_users,
+        "valid_lines": split.valid_lines,
+        "valid_users": split.valid_users,
+    }))?;
 
     // The bar counts bytes of the training file: its size is known without
     // reading it.
@@ -259,70 +274,24 @@ fn train_in_pool(
     } else {
         ProgressBar::hidden()
     };
-    // Lines of the training file, counted at the first recalibration.
-    let train_lines: OnceCell<u64> = OnceCell::new();
 
-    // The best test AUC and its step: carried over by a resumed run, so
-    // that the best checkpoint is only ever replaced by a better model.
-    let mut best: Option<(f64, u64)> = prog.best;
+    // The best model and the early-stopping count are carried over by a
+    // resumed run, so that the best checkpoint is only ever replaced by a
+    // better model.
+    let sources = Sources {
+        cfg,
+        data: &data,
+        train_file: &train_file,
+        test_file: &test_file,
+        split: &split,
+        run_meta: &run_meta,
+        lead,
+        start,
+        samples_at_start: prog.samples,
+    };
+    let mut sel = Selection::new(sources, &prog, best_params)?;
     let mut window = (0.0f64, 0.0f64, 0.0f64, 0u64);
     let samples_at_start = prog.samples;
-    let eval_and_log =
-        |model: &mut Model,
-         prog: Progress,
-         opt: &Optimizer,
-         best: &mut Option<(f64, u64)>,
-         dist: Option<&mut Replicas<'_>>,
-         emit: &mut dyn FnMut(LogRecord, &mut (dyn FnMut(Event<'_>) + Send)) -> Result<(), TrainError>,
-         on_event: &mut (dyn FnMut(Event<'_>) + Send)|
-         -> Result<EvalMetrics, TrainError> {
-            let mut dist = dist;
-            if cfg.recalibrate {
-                let lines = match train_lines.get() {
-                    Some(&n) => n,
-                    None => {
-                        let n = count_lines(&train_file)?;
-                        *train_lines.get_or_init(|| n)
-                    }
-                };
-                let (samples, seed, batch, skip) = (cfg.recal_samples, cfg.seed, cfg.batch_size, cfg.skip_bad_lines);
-                match dist.as_deref_mut() {
-                    Some(d) => recalibrate_shared(model, &data, &train_file, lines, samples, seed, batch, skip, d)?,
-                    None => recalibrate_sampled(model, &data, &train_file, lines, samples, seed, batch, skip)?,
-                };
-            }
-            let m = match dist {
-                Some(d) => evaluate_shared(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines, d)?,
-                None => evaluate(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines)?,
-            };
-            if let Some(auc) = m.auc
-                && best.is_none_or(|(b, _)| auc > b)
-            {
-                *best = Some((auc, prog.step));
-                if lead {
-                    save_best(&cfg.out, model, &data.vocabs, &run_meta)?;
-                }
-            }
-            let el = start.elapsed().as_secs_f64();
-            emit(
-                LogRecord {
-                    kind: "eval",
-                    step: prog.step,
-                    epoch: prog.epoch,
-                    samples: prog.samples,
-                    train_loss: None,
-                    train_loss_target: None,
-                    train_loss_aux: None,
-                    test: Some(m.clone()),
-                    lr: opt.lr(),
-                    elapsed_s: el,
-                    samples_per_s: (prog.samples - samples_at_start) as f64 / el.max(1e-9),
-                },
-                on_event,
-            )?;
-            Ok(m)
-        };
-
     // Communication of the training steps (distributed runs): counters,
     // bytes by part, wall time of the steps, steps.
     let mut step_comm = CommCounters::default();
@@ -331,14 +300,23 @@ fn train_in_pool(
     let steps_at_start = prog.step;
     // Malformed training lines skipped: the largest count of one pass.
     let mut bad = BadLines::default();
-    // The step of the latest evaluation and its metrics: a run that stops
-    // right after one is not evaluated again.
-    let mut evaluated: Option<(u64, EvalMetrics)> = None;
-    'epochs: while (prog.epoch as usize) < cfg.epochs {
-        let mut stream =
-            Batcher::open_at(&train_file, data.clone(), cfg.batcher(has_aux, shard), prog.epoch, prog.pos)?.spawn(4);
+    // The step of the latest evaluation and what it measured: a run that
+    // stops right after one is not evaluated again.
+    let mut evaluated: Option<(u64, Outcome)> = None;
+    let mut stopped_early = sel.stopped();
+    if stopped_early {
+        on_event(Event::Info(format!(
+            "the run stopped early at step {} ({} evaluations without a new best); raise --early-stop to go on",
+            prog.step, sel.since_best
+        )));
+    }
+    'epochs: while (prog.epoch as usize) < cfg.epochs && !stopped_early {
+        let bcfg = cfg.batcher(has_aux, shard, sel.train_users());
+        let mut stream = Batcher::open_at(&train_file, data.clone(), bcfg, prog.epoch, prog.pos)?.spawn(4);
         let mut stop = false;
-        for lb in stream.by_ref() {
+        // Peeking tells the last batch of the epoch, whose step ends it.
+        let mut batches = stream.by_ref().peekable();
+        while let Some(lb) = batches.next() {
             let lb = lb?;
             let b = lb.global_batch as u64;
             let fault = injected_fault(rank, prog.step + 1);
@@ -406,7 +384,7 @@ fn train_in_pool(
                 let n = window.3 as f64;
                 bar.set_message(format!("{:.4}", window.0 / n));
                 let el = start.elapsed().as_secs_f64();
-                emit(
+                log.emit(
                     LogRecord {
                         kind: "train",
                         step: prog.step,
@@ -415,6 +393,7 @@ fn train_in_pool(
                         train_loss: Some(window.0 / n),
                         train_loss_target: Some(window.1 / n),
                         train_loss_aux: Some(window.2 / n),
+                        valid: None,
                         test: None,
                         lr: opt.lr(),
                         elapsed_s: el,
@@ -424,22 +403,29 @@ fn train_in_pool(
                 )?;
                 window = (0.0, 0.0, 0.0, 0);
             }
-            if cfg.eval_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                let m = eval_and_log(&mut model, prog, &opt, &mut best, dist.as_deref_mut(), &mut emit, on_event)?;
-                evaluated = Some((prog.step, m));
+            let at_limit = cfg.max_steps.is_some_and(|m| prog.step >= m);
+            let epoch_end = batches.peek().is_none();
+            let last = at_limit || (epoch_end && prog.epoch + 1 >= cfg.epochs as u64);
+            if cfg.eval_every.is_some_and(|k| prog.step.is_multiple_of(k)) || (epoch_end && cfg.eval_each_epoch) || last
+            {
+                let o =
+                    sel.evaluate(&mut model, &prog, opt.lr(), dist.as_deref_mut(), last, true, &mut log, on_event)?;
+                stopped_early = o.stop;
+                evaluated = Some((prog.step, o));
             }
             if cfg.save_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
-                prog.best = best;
+                (prog.best, prog.since_best) = (sel.best, sel.since_best);
                 if lead {
                     save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
                     on_event(Event::Saved(&cfg.out));
                 }
             }
-            if cfg.max_steps.is_some_and(|m| prog.step >= m) {
+            if at_limit || stopped_early {
                 stop = true;
                 break;
             }
         }
+        drop(batches);
         let skipped = stream.finish()?;
         if skipped.count > bad.count {
             bad = skipped;
@@ -459,10 +445,19 @@ fn train_in_pool(
         on_event(Event::Info(format!("training file: {bad}")));
     }
     let last = match evaluated {
-        Some((step, m)) if step == prog.step => m,
-        _ => eval_and_log(&mut model, prog, &opt, &mut best, dist.as_deref_mut(), &mut emit, on_event)?,
+        Some((step, o)) if step == prog.step && o.test.is_some() => o,
+        // A resumed run that trained nothing re-evaluates the model it
+        // loaded: that is no new evaluation for early stopping.
+        _ => {
+            let counted = prog.step != steps_at_start;
+            sel.evaluate(&mut model, &prog, opt.lr(), dist.as_deref_mut(), true, counted, &mut log, on_event)?
+        }
     };
-    prog.best = best;
+    let last_test = last.test.clone().ok_or_else(|| {
+        TrainError::Config(format!("the final evaluation (step {}) did not score the test file", prog.step))
+    })?;
+    let best = sel.finish(&model, prog.step, &last, dist.as_deref_mut(), &mut log, on_event)?;
+    (prog.best, prog.since_best) = (sel.best, sel.since_best);
     // The replicas are checked once more before the model is saved.
     let distributed = match dist {
         Some(d) => {
@@ -471,6 +466,7 @@ fn train_in_pool(
         }
         None => None,
     };
+    let history = std::mem::take(&mut log.history);
     if lead {
         save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
         on_event(Event::Saved(&cfg.out));
@@ -480,8 +476,12 @@ fn train_in_pool(
     }
     Ok(TrainSummary {
         model: cfg.model.model.to_string(),
-        last,
-        best_auc: best.map(|(auc, _)| auc),
+        last: last_test,
+        valid: last.valid,
+        best_auc: prog.best.map(|b| b.auc),
+        best,
+        split,
+        stopped_early,
         steps: prog.step,
         samples: prog.samples,
         seconds: start.elapsed().as_secs_f64(),

@@ -1,8 +1,9 @@
 //! Honest resume: a resumed run continues the run its checkpoint recorded.
 //! Settings that would make it a different run (the architecture, the
-//! longest history, the batch size, the data, the seed, the optimiser) are
-//! refused when they differ from the checkpoint's; settings that may change
-//! between sittings (learning rate, epochs, evaluation and save cadence,
+//! longest history, the batch size, the data, the seed, the optimiser, the
+//! validation split and what chooses the best model) are refused when they
+//! differ from the checkpoint's; settings that may change between sittings
+//! (learning rate, epochs, evaluation and save cadence, early stopping,
 //! step limit, clipping, recalibration) are applied and reported.
 
 use std::path::Path;
@@ -26,14 +27,26 @@ pub(crate) struct Reconciled {
 }
 
 /// The settings that define a run: a resumed run must keep them.
-const FIXED: [&str; 8] =
-    ["batch", "seed", "optimizer", "dense_embedding_updates", "data", "model", "max_len", "recipe"];
+const FIXED: [&str; 10] = [
+    "batch",
+    "seed",
+    "optimizer",
+    "dense_embedding_updates",
+    "data",
+    "model",
+    "max_len",
+    "valid_frac",
+    "select",
+    "recipe",
+];
 
 /// The settings a resumed run may change.
-const CHANGEABLE: [&str; 9] = [
+const CHANGEABLE: [&str; 11] = [
     "lr",
     "epochs",
     "eval_every",
+    "no_epoch_eval",
+    "early_stop",
     "save_every",
     "max_steps",
     "clip_norm",
@@ -41,6 +54,25 @@ const CHANGEABLE: [&str; 9] = [
     "recal_samples",
     "aux_lr_scale",
 ];
+
+/// Completes the settings of a run recorded before some settings existed
+/// with what that run did: one without `valid_frac` trained on every user,
+/// kept the best test AUC and evaluated at no epoch's end; one without
+/// `recipe` trained with the reference recipe and an unscaled auxiliary
+/// learning rate. A resumed run compares itself with (and `train --resume`
+/// continues) these.
+pub fn fill_legacy_settings(recorded: &mut serde_json::Map<String, Value>) {
+    if !recorded.contains_key("valid_frac") {
+        for (key, value) in
+            [("valid_frac", Value::from(0.0)), ("select", Value::from("test")), ("no_epoch_eval", Value::from(true))]
+        {
+            recorded.entry(key).or_insert(value);
+        }
+    }
+    for (key, value) in [("recipe", Value::from("reference")), ("aux_lr_scale", Value::from(1.0))] {
+        recorded.entry(key).or_insert(value);
+    }
+}
 
 /// Compares `cfg` with the checkpoint `r` resumes from; refuses any
 /// conflict, naming every one.
@@ -70,7 +102,8 @@ pub(crate) fn reconcile(cfg: &TrainConfig, r: &Resumed) -> Result<Reconciled, Tr
     let mut changes = Vec::new();
     let mut lr = None;
     // Checkpoints written before run records carry only the architecture.
-    if let Some(recorded) = recorded_settings(r)? {
+    if let Some(mut recorded) = recorded_settings(r)? {
+        fill_legacy_settings(&mut recorded);
         let now = cfg.settings();
         let get = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Null);
         for key in FIXED {

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dien_model::ModelConfig;
 use dien_model::checkpoint::{self, Decoded, OPTIM_SUFFIX, VOCAB_SUFFIX, set, sidecar_path};
 use dien_model::fast::Model;
 use dien_model::vocab::Vocabs;
+use dien_model::{ModelConfig, ParamStore};
 
+use super::config::Select;
 use crate::data::DataPosition;
 use crate::error::TrainError;
 use crate::optim::Optimizer;
@@ -17,6 +18,20 @@ use crate::optim::Optimizer;
 /// Metadata entries every checkpoint of a run carries beside its
 /// configuration (the run record).
 pub(crate) type RunMeta = BTreeMap<String, String>;
+
+/// The best model of a run so far (the model of `<out>.best.safetensors`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Best {
+    /// The AUC that chose it: validation AUC, or test AUC with
+    /// `Select::Test` (and in runs recorded before validation splits).
+    pub(crate) auc: f64,
+    /// The step it was evaluated at.
+    pub(crate) step: u64,
+    /// Its epoch (0-based; unknown for runs recorded before it was kept).
+    pub(crate) epoch: Option<u64>,
+    /// Its validation AUC, when the run has a validation split.
+    pub(crate) valid_auc: Option<f64>,
+}
 
 /// Training progress stored beside a checkpoint so that a run can resume.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -29,9 +44,10 @@ pub(crate) struct Progress {
     pub(crate) step: u64,
     /// Training samples seen.
     pub(crate) samples: u64,
-    /// The best test AUC so far and the step it was measured at (the model
-    /// of `<out>.best.safetensors`).
-    pub(crate) best: Option<(f64, u64)>,
+    /// The best model so far.
+    pub(crate) best: Option<Best>,
+    /// Evaluations in a row since the last new best (early stopping).
+    pub(crate) since_best: u64,
 }
 
 impl Progress {
@@ -43,36 +59,46 @@ impl Progress {
         m.insert("train.batch".into(), self.pos.batch.to_string());
         m.insert("train.step".into(), self.step.to_string());
         m.insert("train.samples".into(), self.samples.to_string());
-        if let Some((auc, step)) = self.best {
+        m.insert("train.since_best".into(), self.since_best.to_string());
+        if let Some(b) = self.best {
             // `Display` of an f64 is its shortest exact form: it reads back.
-            m.insert("train.best_auc".into(), auc.to_string());
-            m.insert("train.best_step".into(), step.to_string());
+            m.insert("train.best_auc".into(), b.auc.to_string());
+            m.insert("train.best_step".into(), b.step.to_string());
+            if let Some(e) = b.epoch {
+                m.insert("train.best_epoch".into(), e.to_string());
+            }
+            if let Some(v) = b.valid_auc {
+                m.insert("train.best_valid_auc".into(), v.to_string());
+            }
         }
         m
     }
-    /// Reads the entries written by [`to_meta`](Self::to_meta) from `path`'s metadata.
+    /// Reads the entries written by [`to_meta`](Self::to_meta) from `path`'s
+    /// metadata (those added later are optional, for older checkpoints).
     pub(crate) fn from_meta(m: &BTreeMap<String, String>, path: &Path) -> Result<Self, TrainError> {
-        let get = |k: &str| -> Result<u64, TrainError> {
-            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                TrainError::Config(format!("{}: missing or invalid metadata `{k}` (cannot resume)", path.display()))
-            })
+        let invalid = |k: &str| {
+            TrainError::Config(format!("{}: missing or invalid metadata `{k}` (cannot resume)", path.display()))
+        };
+        let get =
+            |k: &str| -> Result<u64, TrainError> { m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| invalid(k)) };
+        let optional = |k: &str| -> Result<Option<u64>, TrainError> { m.get(k).map(|_| get(k)).transpose() };
+        let auc = |k: &str| -> Result<Option<f64>, TrainError> {
+            m.get(k).map(|v| v.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| invalid(k))).transpose()
         };
         Ok(Self {
             epoch: get("train.epoch")?,
             pos: DataPosition { line: get("train.line")?, batch: get("train.batch")? },
             step: get("train.step")?,
             samples: get("train.samples")?,
-            best: match (m.get("train.best_auc"), m.get("train.best_step")) {
+            since_best: optional("train.since_best")?.unwrap_or(0),
+            best: match (auc("train.best_auc")?, m.get("train.best_step")) {
                 (None, None) => None,
-                (Some(auc), Some(_)) => {
-                    let auc: f64 = auc.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| {
-                        TrainError::Config(format!(
-                            "{}: invalid metadata `train.best_auc` (cannot resume)",
-                            path.display()
-                        ))
-                    })?;
-                    Some((auc, get("train.best_step")?))
-                }
+                (Some(a), Some(_)) => Some(Best {
+                    auc: a,
+                    step: get("train.best_step")?,
+                    epoch: optional("train.best_epoch")?,
+                    valid_auc: auc("train.best_valid_auc")?,
+                }),
                 _ => {
                     return Err(TrainError::Config(format!(
                         "{}: `train.best_auc` and `train.best_step` come together (cannot resume)",
@@ -91,15 +117,30 @@ pub fn best_path(out: &Path) -> PathBuf {
 
 /// Writes the best model beside `out` ([`best_path`]) as a set of its own:
 /// its vocabularies (`<best>.vocab.json`) first, then the checkpoint naming
-/// them, so that it can be evaluated and served on its own.
-pub(crate) fn save_best(out: &Path, model: &Model, vocabs: &Vocabs, run: &RunMeta) -> Result<(), TrainError> {
-    let best = best_path(out);
-    let vocab_path = sidecar_path(&best, VOCAB_SUFFIX);
+/// them, so that it can be evaluated and served on its own. Its metadata
+/// says when it was chosen and by what (`best.step`, `best.epoch`,
+/// `best.select`, `best.auc`).
+pub(crate) fn save_best(
+    out: &Path,
+    model: &Model,
+    vocabs: &Vocabs,
+    run: &RunMeta,
+    best: &Best,
+    select: Select,
+) -> Result<(), TrainError> {
+    let path = best_path(out);
+    let vocab_path = sidecar_path(&path, VOCAB_SUFFIX);
     let vocab_bytes = vocabs.to_json_bytes();
     set::write_part(&vocab_path, &vocab_bytes)?;
     let mut meta = run.clone();
     meta.extend([set::entry(set::VOCAB_ROLE, &vocab_path, &vocab_bytes)?]);
-    checkpoint::save_with(&best, model.config(), model.params(), &meta)?;
+    meta.insert("best.step".into(), best.step.to_string());
+    if let Some(e) = best.epoch {
+        meta.insert("best.epoch".into(), e.to_string());
+    }
+    meta.insert("best.select".into(), select.name().into());
+    meta.insert("best.auc".into(), best.auc.to_string());
+    checkpoint::save_with(&path, model.config(), model.params(), &meta)?;
     Ok(())
 }
 
@@ -228,4 +269,37 @@ pub(crate) fn load_for_resume(out: &Path) -> Result<Resumed, TrainError> {
     let state = checkpoint::tensors_from_file_bytes(&bytes, &file)?;
     let progress = Progress::from_meta(&state.0, &file)?;
     Ok(Resumed { model: Model::new(cfg, params)?, vocabs, meta, state, progress })
+}
+
+/// The parameters of the best model of a run resumed from `out`
+/// (`<out>.best.safetensors`, which the saved progress names as the model
+/// of `step`), checked to be a model of the run; `note` hears of a best
+/// model newer than the saved progress.
+pub(crate) fn load_best(
+    out: &Path,
+    model: &Model,
+    step: u64,
+    note: &mut dyn FnMut(String),
+) -> Result<ParamStore<f32>, TrainError> {
+    let path = best_path(out);
+    let (cfg, params, meta) = checkpoint::load_with_metadata(&path).map_err(|e| {
+        TrainError::Config(format!(
+            "cannot resume {}: the saved progress names a best model (step {step}), but {} cannot be read: {e}",
+            out.display(),
+            path.display()
+        ))
+    })?;
+    if cfg != *model.config() {
+        return Err(TrainError::Config(format!(
+            "cannot resume {}: the best model {} is not a model of this run",
+            out.display(),
+            path.display()
+        )));
+    }
+    // The best model can be newer than the saved progress (chosen after the
+    // last save): the resumed run chooses it again when it gets there.
+    if let Some(saved) = meta.get("best.step").filter(|s| **s != step.to_string()) {
+        note(format!("{} holds the model of step {saved}, the saved progress the best of step {step}", path.display()));
+    }
+    Ok(params)
 }

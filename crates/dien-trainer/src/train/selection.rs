@@ -1,0 +1,252 @@
+//! Model selection: the evaluations during a run (recalibration, then the
+//! validation split, then the test file where needed), the best model they
+//! choose (`<out>.best.safetensors`), early stopping, and the test metrics
+//! of the best model at the end.
+//!
+//! With [`Select::Valid`] the test file is scored only at the end, for the
+//! final model and for the best one: nothing of it reaches the choice. With
+//! [`Select::Test`] it is scored at every evaluation and picks the best
+//! model, as the reference code does.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dien_model::ParamStore;
+use dien_model::fast::Model;
+use serde::Serialize;
+use serde_json::json;
+
+use super::config::Select;
+use super::eval::{RecalSource, evaluate_with, recalibrate_sampled, recalibrate_shared};
+use super::log::MetricsLog;
+use super::state::{Best, Progress, RunMeta, save_best};
+use super::{Event, TrainConfig};
+use crate::data::{DataSet, Side, SplitCounts, UserFilter};
+use crate::dist::Replicas;
+use crate::error::TrainError;
+use crate::metrics::EvalMetrics;
+use crate::record::LogRecord;
+
+/// The best model of a run, as its summary reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BestSummary {
+    /// What chose it.
+    pub select: Select,
+    /// The step it was evaluated at.
+    pub step: u64,
+    /// Its epoch (0-based; `None` for a run recorded before epochs were
+    /// kept with the best model).
+    pub epoch: Option<u64>,
+    /// Its validation AUC (`None` without a validation split).
+    pub valid_auc: Option<f64>,
+    /// Its test metrics, measured once at the end of the run.
+    pub test: EvalMetrics,
+}
+
+/// What one evaluation measured.
+#[derive(Clone, Debug)]
+pub(super) struct Outcome {
+    /// Metrics on the validation split (`None` without one).
+    pub(super) valid: Option<EvalMetrics>,
+    /// Metrics on the test file, when it was scored.
+    pub(super) test: Option<EvalMetrics>,
+    /// Early stopping ends the run here.
+    pub(super) stop: bool,
+}
+
+/// The files and settings of a run that evaluations read.
+pub(super) struct Sources<'a> {
+    pub(super) cfg: &'a TrainConfig,
+    pub(super) data: &'a Arc<DataSet>,
+    pub(super) train_file: &'a Path,
+    pub(super) test_file: &'a Path,
+    pub(super) split: &'a SplitCounts,
+    pub(super) run_meta: &'a RunMeta,
+    /// This rank writes the files.
+    pub(super) lead: bool,
+    pub(super) start: Instant,
+    /// Training samples seen when this sitting began.
+    pub(super) samples_at_start: u64,
+}
+
+/// The state of model selection over a run.
+pub(super) struct Selection<'a> {
+    src: Sources<'a>,
+    train_users: Option<UserFilter>,
+    valid_users: Option<UserFilter>,
+    /// The best model so far.
+    pub(super) best: Option<Best>,
+    /// Evaluations in a row without a new best.
+    pub(super) since_best: u64,
+    /// The best model's parameters (every rank keeps them, so that the ranks
+    /// can score it together at the end).
+    best_params: Option<ParamStore<f32>>,
+}
+
+type OnEvent<'e> = dyn FnMut(Event<'_>) + Send + 'e;
+
+impl<'a> Selection<'a> {
+    /// Selection resuming from `prog` (a fresh run: nothing chosen yet),
+    /// with the best model's parameters when there is one.
+    pub(super) fn new(
+        src: Sources<'a>,
+        prog: &Progress,
+        best_params: Option<ParamStore<f32>>,
+    ) -> Result<Self, TrainError> {
+        let (train_users, valid_users) = (src.cfg.users(Side::Train)?, src.cfg.users(Side::Valid)?);
+        Ok(Self { src, train_users, valid_users, best: prog.best, since_best: prog.since_best, best_params })
+    }
+
+    /// The lines training reads (the training side of the split).
+    pub(super) fn train_users(&self) -> Option<UserFilter> {
+        self.train_users
+    }
+
+    /// Whether early stopping has already ended the run (a resumed run
+    /// whose saved progress reached the limit).
+    pub(super) fn stopped(&self) -> bool {
+        self.src.cfg.early_stop.is_some_and(|n| self.since_best >= n)
+    }
+
+    /// Evaluates `model` at `prog`: recalibrates it, scores the validation
+    /// split, and the test file when selecting by it or when this is the
+    /// run's `last` evaluation (or early stopping makes it so); keeps a new
+    /// best; logs the record. `counted`: whether it counts towards early
+    /// stopping (not when a resumed run re-evaluates the model it loaded).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn evaluate(
+        &mut self,
+        model: &mut Model,
+        prog: &Progress,
+        lr: f32,
+        mut dist: Option<&mut Replicas<'_>>,
+        last: bool,
+        counted: bool,
+        log: &mut MetricsLog<'_>,
+        on_event: &mut OnEvent<'_>,
+    ) -> Result<Outcome, TrainError> {
+        let (cfg, data) = (self.src.cfg, self.src.data);
+        if cfg.recalibrate {
+            let rs = RecalSource {
+                train_file: self.src.train_file,
+                lines: self.src.split.train_lines,
+                users: self.train_users,
+                samples: cfg.recal_samples,
+                seed: cfg.seed,
+                batch_size: cfg.batch_size,
+                skip_bad_lines: cfg.skip_bad_lines,
+            };
+            match dist.as_deref_mut() {
+                Some(d) => recalibrate_shared(model, data, &rs, d)?,
+                None => recalibrate_sampled(model, data, &rs)?,
+            };
+        }
+        let (batch, skip) = (cfg.batch_size, cfg.skip_bad_lines);
+        let valid = match self.valid_users {
+            Some(users) => {
+                Some(evaluate_with(model, data, self.src.train_file, batch, skip, Some(users), dist.as_deref_mut())?)
+            }
+            None => None,
+        };
+        let mut test = None;
+        if cfg.select == Select::Test {
+            test = Some(evaluate_with(model, data, self.src.test_file, batch, skip, None, dist.as_deref_mut())?);
+        }
+        let score = match cfg.select {
+            Select::Valid => valid.as_ref().and_then(|m| m.auc),
+            Select::Test => test.as_ref().and_then(|m| m.auc),
+        };
+        if let Some(auc) = score
+            && self.best.is_none_or(|b| auc > b.auc)
+        {
+            let best =
+                Best { auc, step: prog.step, epoch: Some(prog.epoch), valid_auc: valid.as_ref().and_then(|m| m.auc) };
+            if self.src.lead {
+                save_best(&cfg.out, model, &data.vocabs, self.src.run_meta, &best, cfg.select)?;
+            }
+            self.best = Some(best);
+            self.best_params = Some(model.params().clone());
+            self.since_best = 0;
+        } else if counted {
+            self.since_best += 1;
+        }
+        let stop = counted && self.stopped();
+        if test.is_none() && (last || stop) {
+            test = Some(evaluate_with(model, data, self.src.test_file, batch, skip, None, dist)?);
+        }
+        let el = self.src.start.elapsed().as_secs_f64();
+        log.emit(
+            LogRecord {
+                kind: "eval",
+                step: prog.step,
+                epoch: prog.epoch,
+                samples: prog.samples,
+                train_loss: None,
+                train_loss_target: None,
+                train_loss_aux: None,
+                valid: valid.clone(),
+                test: test.clone(),
+                lr,
+                elapsed_s: el,
+                samples_per_s: (prog.samples - self.src.samples_at_start) as f64 / el.max(1e-9),
+            },
+            on_event,
+        )?;
+        if stop && let Some(b) = self.best {
+            on_event(Event::Info(format!(
+                "stopping early at step {}: {} evaluations without a better {} AUC than {:.6} (step {})",
+                prog.step, self.since_best, cfg.select, b.auc, b.step
+            )));
+        }
+        Ok(Outcome { valid, test, stop })
+    }
+
+    /// The best model's test metrics, scored once now (or taken from the
+    /// final evaluation `last` at `step` when the best model is the final
+    /// one); written to the log as a `best` line. `None` when no evaluation
+    /// chose a model (no AUC was defined).
+    pub(super) fn finish(
+        &self,
+        model: &Model,
+        step: u64,
+        last: &Outcome,
+        dist: Option<&mut Replicas<'_>>,
+        log: &mut MetricsLog<'_>,
+        on_event: &mut OnEvent<'_>,
+    ) -> Result<Option<BestSummary>, TrainError> {
+        let Some(b) = self.best else { return Ok(None) };
+        let cfg = self.src.cfg;
+        let test = match (&last.test, b.step == step) {
+            // Chosen at the final evaluation: the best model is the final one.
+            (Some(t), true) => t.clone(),
+            _ => {
+                let params = self.best_params.clone().ok_or_else(|| {
+                    TrainError::Config(format!("the parameters of the best model (step {}) are missing", b.step))
+                })?;
+                let mut best = Model::new(model.config().clone(), params)?;
+                let (data, file) = (self.src.data, self.src.test_file);
+                evaluate_with(&mut best, data, file, cfg.batch_size, cfg.skip_bad_lines, None, dist)?
+            }
+        };
+        let s = BestSummary { select: cfg.select, step: b.step, epoch: b.epoch, valid_auc: b.valid_auc, test };
+        log.line(&json!({
+            "kind": "best",
+            "select": s.select,
+            "step": s.step,
+            "epoch": s.epoch,
+            "valid_auc": s.valid_auc,
+            "test": s.test,
+        }))?;
+        on_event(Event::Info(format!(
+            "best model (by {} AUC {:.6}, step {}): test auc {:.4}  gauc {:.4}  logloss {:.4}",
+            s.select,
+            b.auc,
+            s.step,
+            s.test.auc.unwrap_or(f64::NAN),
+            s.test.gauc.unwrap_or(f64::NAN),
+            s.test.logloss.unwrap_or(f64::NAN)
+        )));
+        Ok(Some(s))
+    }
+}
