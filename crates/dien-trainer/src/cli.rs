@@ -107,6 +107,36 @@ impl BenchMode {
     }
 }
 
+/// What `dien gradcheck` checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum GradcheckPath {
+    /// The f64 reference path against finite differences.
+    F64,
+    /// The f32 fast (training) path against the f64 reference.
+    F32,
+    /// Both, the f64 check first.
+    Both,
+}
+
+impl GradcheckPath {
+    /// The name printed in the JSON line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::F64 => "f64",
+            Self::F32 => "f32",
+            Self::Both => "both",
+        }
+    }
+    /// Whether the f64 check runs.
+    pub(crate) fn f64(self) -> bool {
+        self != Self::F32
+    }
+    /// Whether the f32 check runs.
+    pub(crate) fn f32(self) -> bool {
+        self != Self::F64
+    }
+}
+
 #[derive(Parser)]
 // A flag given twice keeps its last value: `train --config` puts the file's
 // settings first, so the command line's own flags override them.
@@ -145,9 +175,11 @@ pub(crate) enum Cmd {
     /// Score a data file (reference line format), one probability per line,
     /// in input order.
     Predict(PredictArgs),
-    /// Check the analytic gradients of the f64 reference path against finite
-    /// differences for every parameter tensor of a tiny model; prints the
-    /// per-tensor report and fails if any tensor disagrees.
+    /// Check the gradients of a tiny model on a probe batch: the f64
+    /// reference path against finite differences, and the f32 fast (training)
+    /// path against the f64 reference (loss, logits and every trainable
+    /// tensor); prints per-tensor reports and a JSON line, and fails if any
+    /// tensor disagrees.
     Gradcheck(GradcheckArgs),
     /// Run one forward (and backward) pass of a checkpoint on a JSON batch and
     /// write logits, losses and every parameter gradient to a safetensors file.
@@ -466,20 +498,33 @@ pub(crate) struct GradcheckArgs {
     /// GRU hidden width H.
     #[arg(long, default_value_t = 4)]
     pub(crate) hidden: usize,
+    /// Which check to run: f64 (the reference path against finite
+    /// differences), f32 (the fast path against the reference, on the same
+    /// batch and weights) or both.
+    #[arg(long, value_enum, default_value_t = GradcheckPath::Both)]
+    pub(crate) path: GradcheckPath,
     /// Seed of the parameters and the batch.
     #[arg(long, default_value_t = dien_trainer::DEFAULT_SEED)]
     pub(crate) seed: u64,
-    /// Finite-difference step (fourth-order central differences), in (0, 1).
+    /// f64 check: finite-difference step (fourth-order central
+    /// differences), in (0, 1).
     #[arg(long, default_value_t = dien_model::gradcheck::DEFAULT_EPS, value_parser = unit_interval)]
     pub(crate) eps: f64,
-    /// Relative tolerance (entries below the absolute floor are judged by
-    /// tol × floor), in (0, 1).
+    /// f64 check: relative tolerance per entry (entries below the absolute
+    /// floor are judged by tol × floor), in (0, 1).
     #[arg(long, default_value_t = 1e-6, value_parser = unit_interval)]
     pub(crate) tol: f64,
-    /// Check at most this many entries per tensor (largest gradients plus a
-    /// seeded sample); 0 checks every entry.
+    /// f64 check: at most this many entries per tensor (largest gradients
+    /// plus a seeded sample); 0 checks every entry.
     #[arg(long, default_value_t = 400)]
     pub(crate) max_entries: usize,
+    /// f32 check: tolerance of each tensor's relative error
+    /// ‖f32 − f64‖ / max(‖f64‖, floor) and of its largest entry error
+    /// relative to max(largest entry, floor), in (0, 1); the floor is 1 for
+    /// losses and logits, 1% of the whole gradient's norm for gradients
+    /// (docs/MODEL.md#gradient-checks).
+    #[arg(long, default_value_t = dien_model::gradcheck::F32_TOL, value_parser = unit_interval)]
+    pub(crate) tol_f32: f64,
 }
 
 #[derive(Args)]

@@ -1,7 +1,9 @@
-//! Whole-model gradient check: the analytic gradients of the `f64`
-//! reference ([`crate::reference::forward_backward`]) against central finite
-//! differences of the training-mode objective `L_target + α_aux·L_aux`, for
-//! every trainable tensor (running statistics are buffers and are skipped).
+//! Whole-model gradient checks. This module: the analytic gradients of the
+//! `f64` reference ([`crate::reference::forward_backward`]) against central
+//! finite differences of the training-mode objective `L_target +
+//! α_aux·L_aux`, for every trainable tensor (running statistics are buffers
+//! and are skipped). [`check_fast_path`] then holds the fast `f32` training
+//! path to the reference so checked (`fast.rs`).
 //!
 //! The numeric derivative is the fourth-order central difference
 //!
@@ -29,6 +31,8 @@
 //! about `2⁻¹⁵` rounding dominates. Batches of two samples make every Dice
 //! unit nearly a step function of its inputs and defeat any step.
 
+mod fast;
+
 use std::fmt;
 
 use dien_engine::gradcheck::{GradReport, TensorCheck, compare};
@@ -40,6 +44,10 @@ use crate::mode::Mode;
 use crate::params::{ParamStore, TensorKind};
 use crate::reference::{forward, forward_backward};
 use crate::{Batch, ModelError};
+
+pub use self::fast::{
+    F32_TOL, FastPathCheck, FastPathReport, FastStep, GRAD_FLOOR, OUTPUT_FLOOR, check_fast_path, compare_fast_step,
+};
 
 /// Suggested finite-difference step `h` (2⁻¹¹, exactly representable).
 pub const DEFAULT_EPS: f64 = 1.0 / 2048.0;
