@@ -186,6 +186,15 @@ pub(crate) enum Cmd {
     Grads(GradsArgs),
     /// Time full steps on generated inputs; the last line is a JSON object.
     Bench(BenchArgs),
+    /// Train every model × seed × value of the swept settings, one run
+    /// after another, and compare the cells by mean ± sd over the seeds.
+    ///
+    /// Writes DIR/<cell>/seed<k>/ (checkpoint, metrics log), DIR/runs.jsonl
+    /// (one JSON line per run, printed too), DIR/summary.md,
+    /// DIR/summary.json and DIR/curves.svg. Flags of `dien train` given
+    /// here (e.g. --eval-every 100 --dim 4) apply to every run. Rerun into
+    /// the same DIR, it skips the runs it finished with the same settings.
+    Sweep(SweepArgs),
 }
 
 /// Model architecture options.
@@ -455,6 +464,42 @@ pub(crate) struct EvalArgs {
     /// Skip malformed lines instead of failing.
     #[arg(long)]
     pub(crate) skip_bad_lines: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepArgs {
+    /// Data directory (as `dien train --data`).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Models, comma-separated.
+    #[arg(long, default_value = "base,din,dien", value_name = "LIST")]
+    pub(crate) models: String,
+    /// Seeds: inclusive ranges and lists, `1-5`, `1,2,7`, `1-3,10`.
+    #[arg(long, default_value = "1-5", value_name = "SEEDS")]
+    pub(crate) seeds: String,
+    /// Sweeps a setting of `dien train` (its flag name with underscores,
+    /// e.g. lr, alpha_aux, hidden) over the values; repeat the flag for
+    /// more settings: the cells are every model with every combination.
+    #[arg(long = "set", value_name = "KEY=V1,V2")]
+    pub(crate) sets: Vec<String>,
+    /// Epochs per run (default: that of `dien train`, 1).
+    #[arg(long, value_parser = positive())]
+    pub(crate) epochs: Option<usize>,
+    /// The sweep folder: created if needed; a folder of an earlier sweep is
+    /// resumed.
+    #[arg(long, default_value = "sweep", value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// Compute threads of each run (default: all cores); runs go one after
+    /// another.
+    #[arg(long, value_parser = threads_value)]
+    pub(crate) threads: Option<usize>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    /// Flags of `dien train` for every run, such as `--eval-every 100`; they
+    /// may be written among the flags above or after `--`.
+    #[arg(last = true, value_name = "TRAIN FLAGS")]
+    pub(crate) train: Vec<String>,
 }
 
 #[derive(Args)]

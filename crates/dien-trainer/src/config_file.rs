@@ -99,6 +99,35 @@ fn read(path: &Path) -> Result<Vec<OsString>, String> {
     flags(table)
 }
 
+/// The flag of `dien train` that setting `key` names; an unknown key is an
+/// error listing the keys.
+fn train_flag<'a>(train: &'a clap::Command, key: &str) -> Result<&'a clap::Arg, String> {
+    let long = key.replace('_', "-");
+    train.get_arguments().find(|a| a.get_long() == Some(long.as_str()) && long != "config").ok_or_else(|| {
+        let known: Vec<String> = train
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "config" | "help"))
+            .map(|l| l.replace('-', "_"))
+            .collect();
+        format!("unknown key `{key}` (the keys are the flags of `dien train`: {})", known.join(", "))
+    })
+}
+
+/// One value of setting `key` as `dien train` flags, for `dien sweep --set
+/// KEY=V1,V2`: a switch takes `true` or `false`, other settings the value
+/// as written (checked when the flags are parsed).
+pub(crate) fn setting_flags(key: &str, value: &str) -> Result<Vec<OsString>, String> {
+    let cmd = Cli::command();
+    let train = cmd.find_subcommand("train").ok_or("no `train` command")?;
+    let value = match (train_flag(train, key)?.get_action().takes_values(), value) {
+        (false, "true") => Value::Bool(true),
+        (false, "false") => Value::Bool(false),
+        (_, v) => Value::String(v.to_string()),
+    };
+    flags([(key.to_string(), value)].into_iter().collect())
+}
+
 /// Settings as `dien train` flags: `true` switches on a flag without a
 /// value, `false` and `null` leave it out; a key that is not a flag is an
 /// error listing the keys.
@@ -108,18 +137,7 @@ fn flags(table: serde_json::Map<String, Value>) -> Result<Vec<OsString>, String>
     let mut flags = Vec::new();
     for (key, value) in table {
         let long = key.replace('_', "-");
-        let arg = train.get_arguments().find(|a| a.get_long() == Some(long.as_str()) && long != "config").ok_or_else(
-            || {
-                let known: Vec<String> = train
-                    .get_arguments()
-                    .filter_map(|a| a.get_long())
-                    .filter(|l| !matches!(*l, "config" | "help"))
-                    .map(|l| l.replace('-', "_"))
-                    .collect();
-                format!("unknown key `{key}` (the keys are the flags of `dien train`: {})", known.join(", "))
-            },
-        )?;
-        let takes_value = arg.get_action().takes_values();
+        let takes_value = train_flag(train, &key)?.get_action().takes_values();
         match (value, takes_value) {
             (Value::Null, _) | (Value::Bool(false), false) => {}
             (Value::Bool(true), false) => flags.push(format!("--{long}").into()),

@@ -1,7 +1,8 @@
 //! Trainer crate: data, negative sampling, optimisers, metrics, the
 //! training loop (in one process, or data-parallel over MPI: [`dist`]), and
 //! the logic of the `dien` command's other tools (prediction, gradient
-//! dumps, benchmarks, preparing a data set from an event log).
+//! dumps, benchmarks, preparing a data set from an event log, sweeps over
+//! models, settings and seeds).
 
 pub mod bench;
 pub mod data;
@@ -16,6 +17,7 @@ pub mod plot;
 pub mod predict;
 pub mod prepare;
 pub mod record;
+pub mod sweep;
 pub mod train;
 
 pub use error::TrainError;

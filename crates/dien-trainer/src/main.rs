@@ -1,5 +1,6 @@
-//! `dien`: generate data, train, evaluate, score, check gradients and
-//! benchmark the DIEN engine from the command line. Argument parsing is in
+//! `dien`: generate data, train, evaluate, score, check gradients,
+//! benchmark the DIEN engine and sweep over models, settings and seeds
+//! from the command line. Argument parsing is in
 //! [`cli`] (with `train --config` in [`config_file`]), each command in its module of [`commands`]; the work itself is
 //! done by the `dien_trainer` library.
 
@@ -10,11 +11,16 @@ mod config_file;
 use clap::Parser;
 
 fn main() {
-    let args = match config_file::expand(std::env::args_os().collect()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = if commands::sweep::is_sweep(&args) {
+        commands::sweep::train_flags_last(args)
+    } else {
+        match config_file::expand(args) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
         }
     };
     if let Err(e) = commands::run(&cli::Cli::parse_from(args).cmd) {

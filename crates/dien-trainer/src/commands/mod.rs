@@ -9,6 +9,7 @@ mod gradcheck;
 mod grads;
 mod predict;
 mod prepare;
+pub(crate) mod sweep;
 mod train;
 
 use anyhow::Result;
@@ -30,6 +31,7 @@ pub(crate) fn run(cmd: &Cmd) -> Result<()> {
         Cmd::Gradcheck(a) => gradcheck::run(a),
         Cmd::Grads(a) => grads::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Sweep(a) => sweep::run(a),
     }
 }
 

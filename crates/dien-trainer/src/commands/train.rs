@@ -11,7 +11,7 @@ use super::{metrics_json, print_event};
 use crate::cli::TrainArgs;
 
 /// The training configuration the flags describe.
-fn config(a: &TrainArgs) -> TrainConfig {
+pub(super) fn config(a: &TrainArgs) -> TrainConfig {
     let mut cfg = TrainConfig::new(&a.data, &a.out, a.model);
     let mc: &mut ModelConfig = &mut cfg.model;
     a.arch.apply_to(mc);
