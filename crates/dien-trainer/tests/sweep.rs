@@ -94,6 +94,12 @@ fn a_sweep_runs_the_grid_summarises_it_and_resumes() {
         let best_step = r["best"]["step"].as_u64().unwrap();
         assert!((1..=3).contains(&best_step), "{r}");
         assert!(r["test"]["auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)));
+        // Chosen by validation; its test metrics come from the run's end.
+        assert!(r["best"]["valid"]["auc"].as_f64().is_some(), "{r}");
+        assert!(r["best"]["test"]["auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{r}");
+        if best_step == 3 {
+            assert_eq!(r["best"]["test"], r["test"], "the best is the final model: {r}");
+        }
         let run_dir = out.join(r["dir"].as_str().unwrap());
         assert!(run_dir.join("model.safetensors").is_file() && run_dir.join("model.metrics.jsonl").is_file());
         grid.insert((r["model"].as_str().unwrap().to_string(), r["seed"].as_u64().unwrap(), lr.to_string()));
@@ -127,7 +133,7 @@ fn a_sweep_runs_the_grid_summarises_it_and_resumes() {
 
     let svg = fs::read_to_string(out.join("curves.svg")).unwrap();
     assert_svg(&svg);
-    assert!(svg.contains("test AUC") && svg.contains("din_lr=0.01"), "the curves name the split and the cells");
+    assert!(svg.contains("validation AUC") && svg.contains("din_lr=0.01"), "the curves name the split and the cells");
 
     // Rerun: every run is skipped and nothing is appended.
     let (stdout, stderr) = ok(&args);

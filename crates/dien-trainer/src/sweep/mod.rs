@@ -239,13 +239,22 @@ pub fn run_sweep(
         let s = train(&run.config, &mut |e| on_event(SweepEvent::Train(e)))?;
         let log = run.config.metrics_log.as_deref().expect("checked above");
         let evals = runs::evaluations(log)?;
+        let mut best = runs::best(&evals).cloned();
+        // With a validation split the test file is scored for the best
+        // model once, at the end: the summary has those metrics.
+        if let (Some(b), Some(sb)) = (best.as_mut(), s.best.as_ref())
+            && b.step == sb.step
+            && b.test.is_none()
+        {
+            b.test = Some((&sb.test).into());
+        }
         let record = RunRecord {
             cell: run.cell.name.clone(),
             model: run.cell.model.name().to_string(),
             seed: run.seed,
             set: run.cell.set.iter().map(|(k, v)| (k.clone(), runs::typed(v))).collect(),
             test: (&s.last).into(),
-            best: runs::best(&evals).cloned(),
+            best,
             seconds: s.seconds,
             steps: s.steps,
             samples: s.samples,

@@ -103,13 +103,23 @@ pub fn summarise(cells: &[Cell], runs: &[RunRecord]) -> Vec<CellSummary> {
 }
 
 /// The summary as a Markdown table: mean ± sample sd over the seeds of the
-/// final test AUC, GAUC and logloss and of the best checkpoint's epoch.
+/// final model's test AUC, GAUC and logloss, and of the best checkpoint's
+/// test AUC and epoch (the best chosen by validation when the runs hold a
+/// validation split out).
 pub fn markdown(rows: &[CellSummary]) -> String {
-    let header = ["cell", "n", "AUC", "GAUC", "logloss", "best epoch"];
-    let body: Vec<[String; 6]> = rows
+    let header = ["cell", "n", "AUC", "GAUC", "logloss", "best AUC", "best epoch"];
+    let body: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
-            [r.cell.clone(), r.n.to_string(), r.auc.show(4), r.gauc.show(4), r.logloss.show(4), r.best_epoch.show(1)]
+            [
+                r.cell.clone(),
+                r.n.to_string(),
+                r.auc.show(4),
+                r.gauc.show(4),
+                r.logloss.show(4),
+                r.best_auc.show(4),
+                r.best_epoch.show(1),
+            ]
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
