@@ -89,6 +89,11 @@ pub fn run(dir: &Path, opts: &Options) -> Result<TrainSummary, Box<dyn Error>> {
         show(m.accuracy),
         m.samples
     );
+    // The best model is chosen on the training users held out for
+    // validation; its test AUC is measured once, at the end.
+    if let Some(b) = &summary.best {
+        println!("best model (step {}, validation AUC {}): test AUC {}", b.step, show(b.valid_auc), show(b.test.auc));
+    }
     println!("checkpoint: {}", cfg.out.display());
     Ok(summary)
 }

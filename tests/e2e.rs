@@ -90,7 +90,7 @@ fn fixture() -> &'static Fixture {
 fn train_then_eval_reproduces_the_metrics() {
     let f = fixture();
     let j = &f.train;
-    for k in ["auc", "gauc", "logloss", "accuracy", "samples", "steps", "best_auc"] {
+    for k in ["auc", "gauc", "logloss", "accuracy", "samples", "steps", "best_auc", "valid", "best", "split"] {
         assert!(j.get(k).is_some(), "train output lacks {k}: {j}");
     }
     assert_eq!(j["steps"], 4);
@@ -102,16 +102,18 @@ fn train_then_eval_reproduces_the_metrics() {
     let (out, _) = dien(&["eval", "--checkpoint", s(&f.last), "--data", s(&f.test_file())]);
     assert_eq!(last_json(&out), e);
 
-    // The best checkpoint stands on its own (with its vocabulary sidecar)
-    // and its AUC is the best the run saw.
+    // The best checkpoint (the best validation AUC the run saw) stands on
+    // its own (with its vocabulary sidecar), and its test metrics are those
+    // the run reported for it.
     assert!(checkpoint::sidecar_path(&f.best, checkpoint::VOCAB_SUFFIX).is_file());
     let (out, _) = dien(&["eval", "--checkpoint", s(&f.best), "--data", s(&f.data)]);
     let b = last_json(&out);
     assert_eq!(b["samples"], j["samples"]);
-    assert_eq!(b["auc"], j["best_auc"], "eval of m.best.safetensors gives the run's best AUC");
-    let (best_auc, last_auc) = (b["auc"].as_f64().unwrap(), j["auc"].as_f64().unwrap());
+    assert_eq!(b["auc"], j["best"]["test"]["auc"], "eval of m.best.safetensors gives the best model's test AUC");
+    assert_eq!(j["best"]["valid_auc"], j["best_auc"]);
+    let (best_auc, last_auc) = (j["best_auc"].as_f64().unwrap(), j["valid"]["auc"].as_f64().unwrap());
     assert!(best_auc >= last_auc);
-    if best_auc > last_auc {
+    if j["best"]["step"] != j["steps"] {
         // An earlier model: different parameters.
         let (_, best) = checkpoint::load(&f.best).unwrap();
         let (_, last) = checkpoint::load(&f.last).unwrap();

@@ -440,3 +440,40 @@ fn the_command_reports_the_split_and_both_test_metrics() {
     assert_eq!(epochs, BTreeSet::from([0, 1]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_run_recorded_before_validation_splits_resumes_as_it_was() {
+    let dir = tmp("legacy");
+    let data_dir = data(&dir, 300);
+    let out = dir.join("m.safetensors");
+    let (d, o) = (s(&data_dir), s(&out));
+    let tiny = ["--model", "din", "--dim", "4", "--hidden", "8", "--batch", "32", "--quiet"];
+    let train = |args: &[&'static str]| [&["train", "--data", d, "--out", o][..], &tiny, args].concat();
+    // A run as older versions trained: on every user, best by test AUC, no
+    // evaluation at an epoch's end...
+    common::cli::ok(&train(&["--max-steps", "3", "--valid-frac", "0", "--select", "test", "--no-epoch-eval"]));
+    // ...recorded without those settings, which older versions did not have.
+    let (cfg, params, mut meta) = checkpoint::load_with_metadata(&out).unwrap();
+    let mut run: Value = serde_json::from_str(&meta["run"]).unwrap();
+    for key in ["valid_frac", "select", "no_epoch_eval", "early_stop"] {
+        run["config"].as_object_mut().unwrap().remove(key);
+    }
+    meta.insert("run".into(), run.to_string());
+    for key in cfg.metadata().keys() {
+        meta.remove(key);
+    }
+    checkpoint::save_with(&out, &cfg, &params, &meta).unwrap();
+
+    // `--resume` continues it as the run it was, changing nothing else.
+    let (so, se) = common::cli::ok(&["train", "--resume", "--out", o, "--max-steps", "5", "--quiet"]);
+    let j = common::cli::last_json(&so);
+    assert_eq!((j["steps"].as_u64(), j["select"].as_str()), (Some(5), Some("test")), "{j}");
+    assert_eq!(j["split"]["valid_lines"].as_u64(), Some(0), "{j}");
+    let changes: Vec<&str> = se.lines().filter(|l| l.starts_with("resume changes")).collect();
+    assert_eq!(changes, ["resume changes max_steps: 3 → 5"], "{se}");
+    // A split it never had is refused.
+    let e = refused(&train(&["--resume", "--max-steps", "6", "--valid-frac", "0.1", "--select", "valid"]));
+    assert!(e.contains("valid_frac: the checkpoint's run used 0") && e.contains("this run asks for 0.1"), "{e}");
+    assert!(e.contains("select: the checkpoint's run used test"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
