@@ -18,7 +18,7 @@ use dien_model::checkpoint::sidecar_path;
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::generate::GenerateConfig;
 use dien_trainer::optim::{OptimConfig, OptimKind};
-use dien_trainer::train::{Select, TrainConfig};
+use dien_trainer::train::{Recipe, Select, TrainConfig};
 use serde_json::{Map, Value, json};
 
 /// The largest batch `dien.train` and `dien.evaluate` accept (as the
@@ -213,6 +213,8 @@ pub const TRAIN_KEYS: &[&str] = &[
     "dim",
     "hidden",
     "alpha_aux",
+    "recipe",
+    "aux_lr_scale",
     "max_len",
     "batch",
     "optimizer",
@@ -291,6 +293,9 @@ pub fn train_config(data: &Path, model: &str, out: &Path, map: &Map<String, Valu
     }
     o.lazy_embeddings = !s.bool("dense_embedding_updates")?.unwrap_or(false);
     o.clip_norm = s.f32("clip_norm")?;
+    if let Some(v) = s.f32("aux_lr_scale")? {
+        o.aux_lr_scale = v;
+    }
     o.validate().map_err(|e| format!("train: {e}"))?;
     c.optim = o;
     c.eval_every = s.u64("eval_every")?;
@@ -303,6 +308,9 @@ pub fn train_config(data: &Path, model: &str, out: &Path, map: &Map<String, Valu
             ));
         }
         c.valid_frac = f;
+    }
+    if let Some(v) = s.parse::<Recipe>("recipe")? {
+        c.recipe = v;
     }
     if let Some(v) = s.parse::<Select>("select")? {
         c.select = v;

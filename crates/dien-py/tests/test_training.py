@@ -1,6 +1,7 @@
 """dien.train, dien.evaluate, dien.generate, the package's metadata, the
 quickstart example and the benchmark script."""
 
+import json
 import math
 import os
 import platform
@@ -107,6 +108,18 @@ def test_train_settings_are_checked(data_dir, tmp_path):
         dien.train(data_dir, out=out, on_step=3)
     with pytest.raises(FileNotFoundError):
         dien.train(tmp_path / "no-data", "base", out=out, threads=1)
+    with pytest.raises(ValueError, match="recipe `boost`: expected one of reference, aux-boost"):
+        dien.train(data_dir, out=out, recipe="boost")
+    with pytest.raises(ValueError, match="--alpha-aux 3 conflicts with --recipe aux-boost"):
+        dien.train(data_dir, out=out, recipe="aux-boost", alpha_aux=3, max_steps=1)
+
+
+def test_train_records_the_recipe(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    dien.train(data_dir, out=out, recipe="aux-boost", max_steps=2, threads=1)
+    run = json.loads((tmp_path / "m.metrics.jsonl").read_text().splitlines()[0])
+    c = run["config"]
+    assert (c["recipe"], c["alpha_aux"], c["aux_lr_scale"], c["variant"]) == ("aux-boost", 10.0, 10.0, "augru-ref")
 
 
 def test_generate_writes_the_reference_layout(tmp_path):
