@@ -39,6 +39,7 @@ fn config(a: &TrainArgs) -> TrainConfig {
     cfg.plot = Some(a.plot.clone().unwrap_or_else(|| checkpoint::sidecar_path(&a.out, "curves.svg")));
     cfg.log_every = a.log_every;
     cfg.replica_check_every = a.replica_check_every;
+    cfg.export_batches = a.export_batches.clone();
     cfg
 }
 

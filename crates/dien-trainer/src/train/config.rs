@@ -63,6 +63,10 @@ pub struct TrainConfig {
     /// ranks every this many iterations (and before the first and after
     /// the last); 0: only before the first and after the last.
     pub replica_check_every: u64,
+    /// Write the run's initial parameters, every trained batch with its
+    /// losses and every evaluation's inputs into this directory (new or
+    /// empty), for a replay elsewhere (docs/MODEL.md#exported-runs).
+    pub export_batches: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -89,6 +93,7 @@ impl TrainConfig {
             plot: None,
             log_every: 50,
             replica_check_every: 100,
+            export_batches: None,
         }
     }
 

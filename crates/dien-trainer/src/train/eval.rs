@@ -4,15 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use dien_model::Mode;
 use dien_model::fast::Model;
+use dien_model::{Mode, ModelConfig};
 use dien_model::vocab::TableSizes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use dien_model::StatSync;
 
-use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, Shard};
+use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, LoadedBatch, Shard};
 use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
 use crate::metrics::{EvalMetrics, MetricsAccumulator};
@@ -52,16 +52,8 @@ fn evaluate_with(
     skip_bad_lines: bool,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<EvalMetrics, TrainError> {
-    let bcfg = BatcherConfig {
-        batch_size,
-        max_len: model.config().max_len,
-        negatives: false,
-        keep_raw_uid: true,
-        skip_bad_lines,
-        tables: Some(TableSizes::of_config(model.config())),
-        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
-        ..BatcherConfig::default()
-    };
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
+    let bcfg = evaluation_batcher(model.config(), batch_size, skip_bad_lines, shard);
     let mut acc = MetricsAccumulator::new();
     let Some(dist) = dist else {
         for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
@@ -86,6 +78,66 @@ fn evaluate_with(
         acc.push_batch(&b.users, &b.logits, &b.labels);
     }
     Ok(acc.finish())
+}
+
+/// How evaluation batches a data file: in the training batches' order (sorted
+/// groups), without negatives, keeping each sample's raw uid for GAUC.
+pub(crate) fn evaluation_batcher(
+    cfg: &ModelConfig,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    shard: Option<Shard>,
+) -> BatcherConfig {
+    BatcherConfig {
+        batch_size,
+        max_len: cfg.max_len,
+        negatives: false,
+        keep_raw_uid: true,
+        skip_bad_lines,
+        tables: Some(TableSizes::of_config(cfg)),
+        shard,
+        ..BatcherConfig::default()
+    }
+}
+
+/// The training batches recalibration reads (without negatives): each batch
+/// of the file is kept with a probability chosen so that about `samples`
+/// samples are kept (every batch when the file holds no more), drawn from a
+/// generator seeded by `seed`; empty batches (shares of a short batch) are
+/// left out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recalibration_batches(
+    cfg: &ModelConfig,
+    data: &Arc<DataSet>,
+    train_file: &Path,
+    train_lines: u64,
+    samples: usize,
+    seed: u64,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    shard: Option<Shard>,
+) -> Result<impl Iterator<Item = Result<LoadedBatch, TrainError>> + use<>, TrainError> {
+    let total = train_lines;
+    // Batches are drawn independently with probability p; 10% headroom so the
+    // sample is at least `samples` large in all but rare draws.
+    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
+    let bcfg = BatcherConfig {
+        batch_size,
+        max_len: cfg.max_len,
+        negatives: false,
+        skip_bad_lines,
+        tables: Some(TableSizes::of_config(cfg)),
+        shard,
+        ..BatcherConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7eca_11b7);
+    let stream = Batcher::open(train_file, data.clone(), bcfg, 0)?.spawn(4);
+    // The draw comes before the emptiness test, so that every rank draws
+    // for every batch and all keep the same ones.
+    Ok(stream.filter(move |lb| match lb {
+        Ok(lb) => !(p < 1.0 && rng.random::<f64>() >= p) && lb.batch.batch > 0,
+        Err(_) => true,
+    }))
 }
 
 /// Number of lines of `path` (a last line without a line break counts).
@@ -161,30 +213,14 @@ fn recalibrate_with(
     skip_bad_lines: bool,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<usize, TrainError> {
-    let total = train_lines;
-    // Batches are drawn independently with probability p; 10% headroom so the
-    // sample is at least `samples` large in all but rare draws.
-    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
-    let bcfg = BatcherConfig {
-        batch_size,
-        max_len: model.config().max_len,
-        negatives: false,
-        skip_bad_lines,
-        tables: Some(TableSizes::of_config(model.config())),
-        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
-        ..BatcherConfig::default()
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7eca_11b7);
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
+    let cfg = model.config().clone();
+    let batches =
+        recalibration_batches(&cfg, data, train_file, train_lines, samples, seed, batch_size, skip_bad_lines, shard)?;
     let mut xs = Vec::new();
     let mut n = 0;
-    for lb in Batcher::open(train_file, data.clone(), bcfg, 0)?.spawn(4) {
+    for lb in batches {
         let lb = lb?;
-        if p < 1.0 && rng.random::<f64>() >= p {
-            continue;
-        }
-        if lb.batch.batch == 0 {
-            continue;
-        }
         model.forward(&lb.batch, Mode::Eval)?;
         xs.extend_from_slice(model.head_input());
         n += lb.batch.batch;

@@ -15,9 +15,11 @@
 //! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
 //! - `run`: the record of the run's configuration.
+//! - `export`: the replayable record of a run (`export_batches`).
 
 mod config;
 mod eval;
+mod export;
 mod resume;
 mod run;
 mod state;
@@ -199,6 +201,7 @@ fn train_in_pool(
         )));
     }
     let data = Arc::new(data);
+    let export = cfg.export_batches.as_deref().map(|d| export::Exporter::create(d, cfg, &model, ranks)).transpose()?;
     // Every rank starts from the same parameters (the same seed, or the
     // same checkpoint).
     if let Some(d) = dist.as_deref_mut() {
@@ -290,6 +293,9 @@ fn train_in_pool(
                 Some(d) => evaluate_shared(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines, d)?,
                 None => evaluate(model, &data, &test_file, cfg.batch_size, cfg.skip_bad_lines)?,
             };
+            if let Some(x) = &export {
+                x.evaluation(model, &data, prog.step, prog.epoch, &m)?;
+            }
             if let Some(auc) = m.auc
                 && best.is_none_or(|(b, _)| auc > b)
             {
@@ -386,6 +392,9 @@ fn train_in_pool(
             prog.step += 1;
             prog.samples += b;
             prog.pos = lb.next;
+            if let Some(x) = &export {
+                x.step(prog.step, prog.epoch, opt.lr(), &lb.batch, &losses)?;
+            }
             if let Some(d) = dist.as_deref_mut()
                 && cfg.replica_check_every > 0
                 && prog.step.is_multiple_of(cfg.replica_check_every)
@@ -441,6 +450,9 @@ fn train_in_pool(
         }
         if prog.step == 0 {
             return Err(TrainError::NoSamples { path: train_file.clone() });
+        }
+        if let Some(x) = &export {
+            x.epoch_end(&model, prog.step, prog.epoch, !stop)?;
         }
         if stop {
             break 'epochs;
