@@ -10,13 +10,16 @@
 //!   format (docs/MODEL.md#batch-file) with its `lengths`, plus `step`
 //!   (1-based), `epoch` (0-based), the learning rate `lr` of the step and
 //!   the losses computed (`loss`, `loss_target`, `loss_aux`);
-//! - `epochs.jsonl`: one line per finished (or stopped) epoch naming
-//!   `params-<step>.safetensors`, the model after it;
-//! - `evals.jsonl`: one line per evaluation naming the files of
+//! - `events.jsonl`: what happened between steps, in order, each line with
+//!   the `step` it followed: `"kind": "epoch_end"` for a finished (or
+//!   stopped) epoch, naming `params-<step>.safetensors`, the model after it;
+//!   `"kind": "evaluation"` for an evaluation, naming the files of
 //!   `eval-<step>/`: `recal.jsonl` (the training batches recalibration used,
 //!   in order), `test.jsonl` (the test batches, each with the raw user ids
-//!   of its samples as `users`), `model.safetensors` (the model evaluated,
-//!   recalibrated statistics included), with the metrics computed.
+//!   of its samples as `users`) and `model.safetensors` (the model
+//!   evaluated, recalibrated statistics included), with the metrics
+//!   computed. Recalibration replaces the running statistics: training goes
+//!   on from the recalibrated ones.
 //!
 //! Every line of `steps.jsonl`, `recal.jsonl` and `test.jsonl` is itself a
 //! batch file: `dien grads --batch-file` reads one as it is.
@@ -44,12 +47,11 @@ use crate::paths::{Role, check_outputs, data_dir_inputs};
 pub const EXPORT_FORMAT_VERSION: u32 = 1;
 
 /// The files of an export with fixed names.
-const FIXED: [(&str, &str); 5] = [
+const FIXED: [(&str, &str); 4] = [
     ("manifest.json", "the export manifest"),
     ("init.safetensors", "the exported initial parameters"),
     ("steps.jsonl", "the exported steps"),
-    ("epochs.jsonl", "the exported epoch index"),
-    ("evals.jsonl", "the exported evaluation index"),
+    ("events.jsonl", "the exported events"),
 ];
 
 /// Writes an export while a run trains (see the module docs). Its methods
@@ -60,8 +62,7 @@ pub(crate) struct Exporter {
     cfg: TrainConfig,
     run: String,
     steps: RefCell<Appender>,
-    epochs: RefCell<Appender>,
-    evals: RefCell<Appender>,
+    events: RefCell<Appender>,
 }
 
 /// A JSON-lines file being appended to.
@@ -155,8 +156,7 @@ impl Exporter {
             dir: dir.to_path_buf(),
             cfg: cfg.clone(),
             steps: RefCell::new(Appender::create(dir.join("steps.jsonl"))?),
-            epochs: RefCell::new(Appender::create(dir.join("epochs.jsonl"))?),
-            evals: RefCell::new(Appender::create(dir.join("evals.jsonl"))?),
+            events: RefCell::new(Appender::create(dir.join("events.jsonl"))?),
             run,
         };
         this.save(model, &dir.join("init.safetensors"))?;
@@ -194,8 +194,8 @@ impl Exporter {
         self.steps.borrow_mut().flush()?;
         let name = format!("params-{step:06}.safetensors");
         self.save(model, &self.dir.join(&name))?;
-        let mut e = self.epochs.borrow_mut();
-        e.line(&json!({"epoch": epoch, "step": step, "complete": complete, "params": name}))?;
+        let mut e = self.events.borrow_mut();
+        e.line(&json!({"kind": "epoch_end", "step": step, "epoch": epoch, "complete": complete, "params": name}))?;
         e.flush()
     }
 
@@ -243,8 +243,10 @@ impl Exporter {
         }
         out.flush()?;
         self.save(model, &dir.join("model.safetensors"))?;
-        let mut e = self.evals.borrow_mut();
+        self.steps.borrow_mut().flush()?;
+        let mut e = self.events.borrow_mut();
         e.line(&json!({
+            "kind": "evaluation",
             "step": step,
             "epoch": epoch,
             "recal": recal,
