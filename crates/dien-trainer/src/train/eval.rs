@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dien_model::fast::Model;
-use dien_model::{Mode, ModelConfig};
 use dien_model::vocab::TableSizes;
+use dien_model::{Mode, ModelConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
