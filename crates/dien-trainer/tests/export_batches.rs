@@ -13,10 +13,11 @@ use std::path::Path;
 use common::cli::{last_json, ok, refused, s, small_data, tmp};
 use dien_model::fast::Model;
 use dien_model::{Batch, Mode, ModelKind, ParamStore, checkpoint};
+use dien_trainer::dist::threads::ThreadGroup;
 use dien_trainer::generate::{GenerateConfig, generate};
 use dien_trainer::metrics::MetricsAccumulator;
 use dien_trainer::optim::Optimizer;
-use dien_trainer::train::{TrainConfig, train};
+use dien_trainer::train::{TrainConfig, train, train_distributed};
 use serde_json::Value;
 
 fn lines(path: &Path) -> Vec<Value> {
@@ -205,6 +206,28 @@ fn an_export_refuses_to_overwrite_or_mislead() {
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let err = run(&["--resume", "--max-steps", "3", "--export-batches", s(&x)]);
     assert!(err.contains("resumed run"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Every rank of a data-parallel run refuses an export (each sees only its
+/// share of a batch), before any exchange.
+#[test]
+fn a_data_parallel_run_is_not_exported() {
+    let dir = tmp("export", "ranks");
+    let data = dir.join("data");
+    generate(&data, &GenerateConfig { users: 60, max_len: 12, seed: 3, ..GenerateConfig::default() }).unwrap();
+    let c = &config(&data, &dir, ModelKind::Dien);
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::new(2)
+            .into_iter()
+            .map(|mut comm| s.spawn(move || train_distributed(c, &mut comm, &mut |_| {}).unwrap_err().to_string()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in errors {
+        assert!(e.contains("data-parallel run cannot be exported"), "{e}");
+    }
+    assert!(!dir.join("export").exists());
     let _ = fs::remove_dir_all(&dir);
 }
 
