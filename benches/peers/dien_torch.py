@@ -22,6 +22,7 @@ import struct
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 EMB_TABLES = ("emb.uid", "emb.mid", "emb.cat")
 BN_EPS = 1e-3
@@ -285,10 +286,13 @@ def forward(cfg, p, batch, train):
     mask = batch.mask
     m3 = mask[..., None]
 
+    # F.embedding, not indexing: the backward of indexing accumulates rows
+    # in parallel in no fixed order on the CPU, so that a replay would not
+    # repeat itself bit for bit.
     def item(mids, cats):
-        return torch.cat([p["emb.mid"][mids], p["emb.cat"][cats]], -1)
+        return torch.cat([F.embedding(mids, p["emb.mid"]), F.embedding(cats, p["emb.cat"])], -1)
 
-    u = p["emb.uid"][batch.uid]
+    u = F.embedding(batch.uid, p["emb.uid"])
     e_a = item(batch.mid, batch.cat)
     e_hist = item(batch.hist_mid, batch.hist_cat) * m3
     s = e_hist.sum(1)

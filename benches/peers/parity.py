@@ -146,6 +146,8 @@ def replay(args):
         while ei < len(events) and events[ei]["step"] == k:
             ev = events[ei]
             ei += 1
+            if args.save_params:
+                save_params(args.save_params, params, meta, f"torch-{ev['kind']}-{k:06d}.safetensors")
             if ev["kind"] == "epoch_end":
                 d = tensor_diffs(params, os.path.join(root, ev["params"]))
                 epochs.append({"epoch": ev["epoch"], "step": k, "complete": ev["complete"], **d})
@@ -168,14 +170,20 @@ def replay(args):
     return build_report(args, manifest, steps, epochs, evals, lr_mismatch, time.time() - start)
 
 
+def save_params(d, params, meta, name):
+    """Writes the replay's parameters as a checkpoint the engine reads (its
+    metadata but the checksum and the run record)."""
+    os.makedirs(d, exist_ok=True)
+    keep = {key: v for key, v in meta.items() if key not in ("checksum", "run")}
+    tensors = {n: t.detach().to(torch.float32).numpy() for n, t in params.items()}
+    dt.write_safetensors(os.path.join(d, name), tensors, keep)
+
+
 def dump(args, params, meta, obj, k):
     """Writes the replay's parameters before step k as a checkpoint and the
     step's batch as a batch file, for `dien grads` and grads.py."""
     d = args.dump_dir or args.export
-    os.makedirs(d, exist_ok=True)
-    keep = {key: v for key, v in meta.items() if key not in ("checksum", "run")}
-    tensors = {n: t.detach().to(torch.float32).numpy() for n, t in params.items()}
-    dt.write_safetensors(os.path.join(d, f"torch-before-{k}.safetensors"), tensors, keep)
+    save_params(d, params, meta, f"torch-before-{k}.safetensors")
     with open(os.path.join(d, f"batch-{k}.json"), "w") as f:
         json.dump(obj, f)
     print(f"wrote {d}/torch-before-{k}.safetensors and {d}/batch-{k}.json", file=sys.stderr)
@@ -305,6 +313,7 @@ def main():
     ap.add_argument("--report", default=None, help="write PREFIX.json and PREFIX.md (default: DIR/parity-<dtype>)")
     ap.add_argument("--dump-before", type=int, default=None, metavar="STEP", help="write the replay's parameters before STEP and its batch")
     ap.add_argument("--dump-dir", default=None, help="where --dump-before writes (default: the export directory)")
+    ap.add_argument("--save-params", default=None, metavar="DIR", help="write the replay's parameters at every event into DIR")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
