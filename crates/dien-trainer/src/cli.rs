@@ -441,6 +441,11 @@ pub(crate) struct TrainArgs {
     /// 0: only then).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub(crate) replica_check_every: u64,
+    /// Write the initial parameters, every trained batch with its losses
+    /// and each evaluation's inputs into DIR (new or empty), to replay the
+    /// run elsewhere (docs/MODEL.md#exported-runs).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) export_batches: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,

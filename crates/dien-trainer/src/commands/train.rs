@@ -45,6 +45,7 @@ pub(super) fn config(a: &TrainArgs) -> TrainConfig {
     cfg.log_every = a.log_every;
     cfg.replica_check_every = a.replica_check_every;
     cfg.recipe = a.recipe;
+    cfg.export_batches = a.export_batches.clone();
     cfg
 }
 

@@ -81,6 +81,10 @@ pub struct TrainConfig {
     /// A named set of settings applied when training starts
     /// ([`Recipe::apply`]); recorded in the run record.
     pub recipe: Recipe,
+    /// Write the run's initial parameters, every trained batch with its
+    /// losses and every evaluation's inputs into this directory (new or
+    /// empty), for a replay elsewhere (docs/MODEL.md#exported-runs).
+    pub export_batches: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -112,6 +116,7 @@ impl TrainConfig {
             log_every: 50,
             replica_check_every: 100,
             recipe: Recipe::Reference,
+            export_batches: None,
         }
     }
 

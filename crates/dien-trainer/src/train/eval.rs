@@ -4,15 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use dien_model::Mode;
 use dien_model::fast::Model;
 use dien_model::vocab::TableSizes;
+use dien_model::{Mode, ModelConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use dien_model::StatSync;
 
-use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, Shard, UserFilter};
+use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, LoadedBatch, Shard, UserFilter};
 use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
 use crate::metrics::{EvalMetrics, MetricsAccumulator};
@@ -69,17 +69,8 @@ pub(super) fn evaluate_with(
     users: Option<UserFilter>,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<EvalMetrics, TrainError> {
-    let bcfg = BatcherConfig {
-        batch_size,
-        max_len: model.config().max_len,
-        negatives: false,
-        keep_raw_uid: true,
-        skip_bad_lines,
-        tables: Some(TableSizes::of_config(model.config())),
-        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
-        users,
-        ..BatcherConfig::default()
-    };
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
+    let bcfg = evaluation_batcher(model.config(), batch_size, skip_bad_lines, shard, users);
     let mut acc = MetricsAccumulator::new();
     let Some(dist) = dist else {
         for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
@@ -104,6 +95,65 @@ pub(super) fn evaluate_with(
         acc.push_batch(&b.users, &b.logits, &b.labels);
     }
     Ok(acc.finish())
+}
+
+/// How evaluation batches a data file: in the training batches' order (sorted
+/// groups), without negatives, keeping each sample's raw uid for GAUC; only
+/// the lines of `users` (every line when `None`).
+pub(crate) fn evaluation_batcher(
+    cfg: &ModelConfig,
+    batch_size: usize,
+    skip_bad_lines: bool,
+    shard: Option<Shard>,
+    users: Option<UserFilter>,
+) -> BatcherConfig {
+    BatcherConfig {
+        batch_size,
+        max_len: cfg.max_len,
+        negatives: false,
+        keep_raw_uid: true,
+        skip_bad_lines,
+        tables: Some(TableSizes::of_config(cfg)),
+        shard,
+        users,
+        ..BatcherConfig::default()
+    }
+}
+
+/// The training batches recalibration reads from `src` (without
+/// negatives): each batch of the file is kept with a probability chosen so
+/// that about `src.samples` samples are kept (every batch when the lines
+/// drawn from hold no more), drawn from a generator seeded by `src.seed`;
+/// empty batches (shares of a short batch, or groups without a kept user)
+/// are left out.
+pub(crate) fn recalibration_batches(
+    cfg: &ModelConfig,
+    data: &Arc<DataSet>,
+    src: &RecalSource<'_>,
+    shard: Option<Shard>,
+) -> Result<impl Iterator<Item = Result<LoadedBatch, TrainError>> + use<>, TrainError> {
+    let (total, samples) = (src.lines, src.samples);
+    // Batches are drawn independently with probability p; 10% headroom so the
+    // sample is at least `samples` large in all but rare draws.
+    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
+    let bcfg = BatcherConfig {
+        batch_size: src.batch_size,
+        max_len: cfg.max_len,
+        negatives: false,
+        skip_bad_lines: src.skip_bad_lines,
+        tables: Some(TableSizes::of_config(cfg)),
+        shard,
+        users: src.users,
+        ..BatcherConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(src.seed ^ 0x7eca_11b7);
+    let stream = Batcher::open(src.train_file, data.clone(), bcfg, 0)?.spawn(4);
+    // The draw comes before the emptiness test, so that every rank draws
+    // for every batch and all keep the same ones.
+    Ok(stream.filter(move |lb| match lb {
+        Ok(lb) => !(p < 1.0 && rng.random::<f64>() >= p) && lb.batch.batch > 0,
+        Err(_) => true,
+    }))
 }
 
 /// Number of lines of `path` (a last line without a line break counts).
@@ -178,31 +228,12 @@ fn recalibrate_with(
     src: &RecalSource<'_>,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<usize, TrainError> {
-    let (total, samples) = (src.lines, src.samples);
-    // Batches are drawn independently with probability p; 10% headroom so the
-    // sample is at least `samples` large in all but rare draws.
-    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
-    let bcfg = BatcherConfig {
-        batch_size: src.batch_size,
-        max_len: model.config().max_len,
-        negatives: false,
-        skip_bad_lines: src.skip_bad_lines,
-        tables: Some(TableSizes::of_config(model.config())),
-        shard: dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() }),
-        users: src.users,
-        ..BatcherConfig::default()
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(src.seed ^ 0x7eca_11b7);
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
+    let cfg = model.config().clone();
     let mut xs = Vec::new();
     let mut n = 0;
-    for lb in Batcher::open(src.train_file, data.clone(), bcfg, 0)?.spawn(4) {
+    for lb in recalibration_batches(&cfg, data, src, shard)? {
         let lb = lb?;
-        if p < 1.0 && rng.random::<f64>() >= p {
-            continue;
-        }
-        if lb.batch.batch == 0 {
-            continue;
-        }
         model.forward(&lb.batch, Mode::Eval)?;
         xs.extend_from_slice(model.head_input());
         n += lb.batch.batch;

@@ -18,9 +18,11 @@
 //! - `state`: the checkpoint's sidecars (optimiser state, progress,
 //!   vocabularies) and the best model.
 //! - `run`: the record of the run's configuration.
+//! - `export`: the replayable record of a run (`export_batches`).
 
 mod config;
 mod eval;
+mod export;
 mod log;
 mod recipe;
 mod resume;
@@ -232,6 +234,7 @@ fn train_in_pool(
         on_event(Event::Info(format!("validation split: {split}")));
     }
     let data = Arc::new(data);
+    let export = cfg.export_batches.as_deref().map(|d| export::Exporter::create(d, cfg, &model, ranks)).transpose()?;
     // Every rank starts from the same parameters (the same seed, or the
     // same checkpoint).
     if let Some(d) = dist.as_deref_mut() {
@@ -288,6 +291,7 @@ fn train_in_pool(
         lead,
         start,
         samples_at_start: prog.samples,
+        export: export.as_ref(),
     };
     let mut sel = Selection::new(sources, &prog, best_params)?;
     let mut window = (0.0f64, 0.0f64, 0.0f64, 0u64);
@@ -369,6 +373,9 @@ fn train_in_pool(
             prog.step += 1;
             prog.samples += b;
             prog.pos = lb.next;
+            if let Some(x) = &export {
+                x.step(prog.step, prog.epoch, opt.lr(), &lb.batch, &losses)?;
+            }
             if let Some(d) = dist.as_deref_mut()
                 && cfg.replica_check_every > 0
                 && prog.step.is_multiple_of(cfg.replica_check_every)
@@ -432,6 +439,9 @@ fn train_in_pool(
         }
         if prog.step == 0 {
             return Err(TrainError::NoSamples { path: train_file.clone() });
+        }
+        if let Some(x) = &export {
+            x.epoch_end(&model, prog.step, prog.epoch, !stop)?;
         }
         if stop {
             break 'epochs;

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::config::Select;
 use super::eval::{RecalSource, evaluate_with, recalibrate_sampled, recalibrate_shared};
+use super::export::{Exporter, Scored};
 use super::log::MetricsLog;
 use super::state::{Best, Progress, RunMeta, save_best};
 use super::{Event, TrainConfig};
@@ -68,6 +69,9 @@ pub(super) struct Sources<'a> {
     pub(super) start: Instant,
     /// Training samples seen when this sitting began.
     pub(super) samples_at_start: u64,
+    /// The run's export (`--export-batches`), which records every
+    /// evaluation's inputs.
+    pub(super) export: Option<&'a Exporter>,
 }
 
 /// The state of model selection over a run.
@@ -127,16 +131,16 @@ impl<'a> Selection<'a> {
         on_event: &mut OnEvent<'_>,
     ) -> Result<Outcome, TrainError> {
         let (cfg, data) = (self.src.cfg, self.src.data);
+        let rs = RecalSource {
+            train_file: self.src.train_file,
+            lines: self.src.split.train_lines,
+            users: self.train_users,
+            samples: cfg.recal_samples,
+            seed: cfg.seed,
+            batch_size: cfg.batch_size,
+            skip_bad_lines: cfg.skip_bad_lines,
+        };
         if cfg.recalibrate {
-            let rs = RecalSource {
-                train_file: self.src.train_file,
-                lines: self.src.split.train_lines,
-                users: self.train_users,
-                samples: cfg.recal_samples,
-                seed: cfg.seed,
-                batch_size: cfg.batch_size,
-                skip_bad_lines: cfg.skip_bad_lines,
-            };
             match dist.as_deref_mut() {
                 Some(d) => recalibrate_shared(model, data, &rs, d)?,
                 None => recalibrate_sampled(model, data, &rs)?,
@@ -174,6 +178,16 @@ impl<'a> Selection<'a> {
         let stop = counted && self.stopped();
         if test.is_none() && (last || stop) {
             test = Some(evaluate_with(model, data, self.src.test_file, batch, skip, None, dist)?);
+        }
+        // The export records the test file's batches when it was scored, else
+        // the validation split's (every evaluation scores one of them).
+        let scored = match (&test, &valid) {
+            (Some(m), _) => Some((Scored { set: "test", file: self.src.test_file, users: None }, m)),
+            (None, Some(m)) => Some((Scored { set: "valid", file: self.src.train_file, users: self.valid_users }, m)),
+            (None, None) => None,
+        };
+        if let (Some(x), Some((scored, m))) = (self.src.export, scored) {
+            x.evaluation(model, data, prog.step, prog.epoch, cfg.recalibrate.then_some(&rs), scored, m)?;
         }
         let el = self.src.start.elapsed().as_secs_f64();
         log.emit(
