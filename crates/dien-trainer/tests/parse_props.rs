@@ -6,17 +6,15 @@
 //!
 //! For each: arbitrary bytes and valid inputs with one part changed never
 //! panic, return within a time bound and hold at most a bounded number of
-//! bytes at once (a counting allocator below tracks the peak of each
+//! bytes at once (a counting allocator, tests/support/bounded.rs, tracks the peak of each
 //! thread); inputs that claim huge sizes are refused before anything of that
 //! size is allocated; valid inputs round-trip through the project's writers.
 //! The same parsers are fuzzed by the targets in `fuzz/`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dien_model::vocab::Vocabs;
 use dien_trainer::data::line::{
@@ -28,72 +26,12 @@ use dien_trainer::prepare::{BehaviorFilter, EventFormat, parse_event_log};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
-// --- A counting allocator: bytes live on this thread, and their peak. ---
+// The counting allocator and the bounds: tests/support/bounded.rs.
 
-struct Counting;
+#[path = "../../../tests/support/bounded.rs"]
+mod bounded;
 
-thread_local! {
-    // Const-initialised without destructors: safe to touch inside the allocator.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn note(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Runs `f`; fails if it takes longer than `time` or holds more than
-/// `bytes` bytes at once (above what this thread held before).
-fn bounded<T>(time: Duration, bytes: usize, f: impl FnOnce() -> T) -> T {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    let start = Instant::now();
-    let out = f();
-    let (took, peak) = (start.elapsed(), (PEAK.with(Cell::get) - base).max(0) as usize);
-    assert!(took <= time, "took {took:?} (bound {time:?})");
-    assert!(peak <= bytes, "held {peak} bytes at once (bound {bytes})");
-    out
-}
-
-/// The bounds of one parse of `n` input bytes: a second, and a small
-/// multiple of the input plus a fixed allowance (the line reader's 64 KiB
-/// buffer, hash tables).
-fn parse_bounded<T>(n: usize, f: impl FnOnce() -> T) -> T {
-    bounded(Duration::from_secs(1), 64 * n + (1 << 20), f)
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
-}
+use bounded::{bounded, config, parse_bounded};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dien-parse-props-{}-{name}", std::process::id()));
