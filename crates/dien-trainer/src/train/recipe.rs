@@ -32,12 +32,6 @@ pub enum Recipe {
     AuxBoost,
 }
 
-/// `(setting, default, value under aux-boost)` of its numeric settings.
-const AUX_BOOST: [(&str, f32, f32); 2] = [("alpha_aux", 1.0, 10.0), ("aux_lr_scale", 1.0, 10.0)];
-
-/// The interest-evolving variant of aux-boost (the default is `augru`).
-const AUX_BOOST_VARIANT: Variant = Variant::AugruRef;
-
 impl Recipe {
     /// Every recipe, in the order of `--help`.
     pub const ALL: &'static [Recipe] = &[Recipe::Reference, Recipe::AuxBoost];
@@ -58,30 +52,28 @@ impl Recipe {
         if self == Self::Reference {
             return Ok(());
         }
-        let conflict = |flag: &str, had: String, value: String| {
-            Err(TrainError::Config(format!(
-                "--{flag} {had} conflicts with --recipe {}, which sets it to {value}: leave it out, or train without \
+        self.set(&mut cfg.model.alpha_aux, "alpha-aux", 1.0, 10.0)?;
+        self.set(&mut cfg.optim.aux_lr_scale, "aux-lr-scale", 1.0, 10.0)?;
+        self.set(&mut cfg.model.variant, "variant", Variant::default(), Variant::AugruRef)
+    }
+
+    /// Sets `slot` (the setting of flag `--flag`, whose default is
+    /// `default`) to `value`, as [`Recipe::apply`] describes.
+    fn set<T: PartialEq + fmt::Display>(
+        self,
+        slot: &mut T,
+        flag: &str,
+        default: T,
+        value: T,
+    ) -> Result<(), TrainError> {
+        if *slot != default && *slot != value {
+            return Err(TrainError::Config(format!(
+                "--{flag} {slot} conflicts with --recipe {}, which sets it to {value}: leave it out, or train without \
                  the recipe",
                 self.name()
-            )))
-        };
-        for (key, default, value) in AUX_BOOST {
-            let slot = match key {
-                "alpha_aux" => &mut cfg.model.alpha_aux,
-                _ => &mut cfg.optim.aux_lr_scale,
-            };
-            if *slot == default || *slot == value {
-                *slot = value;
-            } else {
-                return conflict(&key.replace('_', "-"), slot.to_string(), value.to_string());
-            }
+            )));
         }
-        let variant = &mut cfg.model.variant;
-        if *variant == Variant::default() || *variant == AUX_BOOST_VARIANT {
-            *variant = AUX_BOOST_VARIANT;
-        } else {
-            return conflict("variant", variant.name().to_string(), AUX_BOOST_VARIANT.name().to_string());
-        }
+        *slot = value;
         Ok(())
     }
 }
