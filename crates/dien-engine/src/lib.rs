@@ -22,12 +22,15 @@ pub mod simd;
 pub mod vecmath;
 
 /// Describes the SIMD instruction set this build of the engine was compiled
-/// for, e.g. `"x86-64-v3 (AVX2+FMA)"` or `"baseline (SSE2)"`.
+/// for, e.g. `"x86-64-v4 (AVX-512, 16 lanes)"`, `"x86-64-v3 (AVX2+FMA)"` or
+/// `"baseline (SSE2)"`.
 ///
 /// `wide` selects its vector implementation at compile time, so this is a
 /// property of the build, not of the machine running it.
 pub fn simd_target() -> &'static str {
-    if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
+    if cfg!(all(target_feature = "avx512f", target_feature = "fma")) {
+        "x86-64-v4 (AVX-512, 16 lanes)"
+    } else if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         "x86-64-v3 (AVX2+FMA)"
     } else if cfg!(target_feature = "avx") {
         "AVX (no FMA)"

@@ -1,46 +1,85 @@
-//! Small `f32x8` helpers shared by the fused kernels of this crate and by
-//! the crates built on it: 8-lane loads and stores (with partial, masked
+//! Small vector helpers shared by the fused kernels of this crate and by
+//! the crates built on it: the vector type [`V`] of the build and its
+//! width [`LANES`], whole-vector loads and stores (with partial, masked
 //! forms for row tails), the row padding they assume, a grow-only buffer,
 //! and scalar `dot`, `axpy` and logistic `sigmoid` whose exact arithmetic
 //! the model's training path relies on.
 //!
+//! # Vector width
+//!
+//! The kernels are written once against [`V`]: `wide::f32x8` (8 lanes, one
+//! AVX register with the default x86-64-v3 build) or, when the build
+//! enables AVX-512 (`-C target-cpu=x86-64-v4`, see docs/ARCHITECTURE.md),
+//! `wide::f32x16` (16 lanes, one AVX-512 register). Everything that
+//! depends on the width — row padding, packed weights, masks, tails — is
+//! stated in terms of [`LANES`].
+//!
 //! Rows of packed weights and padded workspace rows are multiples of
-//! [`LANES`] values ([`pad8`]); [`load`]/[`store`] move whole vectors and
-//! panic if the 8 values are not all inside the slice; [`load_n`] and
-//! [`store_n`] touch only the first `n ≤ 8` of them.
+//! [`LANES`] values ([`pad_lanes`]); [`load`]/[`store`] move whole vectors
+//! and panic if the values are not all inside the slice; [`load_n`] and
+//! [`store_n`] touch only the first `n ≤ LANES` of them.
 
-use wide::f32x8;
+/// The `f32` vector of this build (8 lanes; 16 with AVX-512).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+pub type V = wide::f32x8;
+/// The `i32` vector of the same width as [`V`].
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+pub type VI = wide::i32x8;
+/// The `f32` vector of this build (8 lanes; 16 with AVX-512).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+pub type V = wide::f32x16;
+/// The `i32` vector of the same width as [`V`].
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+pub type VI = wide::i32x16;
 
-/// Lanes per vector: rows of packed weights and padded workspace rows are
-/// multiples of this many values.
+/// Lanes per vector [`V`]: rows of packed weights and padded workspace rows
+/// are multiples of this many values.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 pub const LANES: usize = 8;
+/// Lanes per vector [`V`]: rows of packed weights and padded workspace rows
+/// are multiples of this many values.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+pub const LANES: usize = 16;
 
 /// `n` rounded up to a multiple of [`LANES`].
 #[inline]
-pub fn pad8(n: usize) -> usize {
+pub fn pad_lanes(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
 
-/// Loads `s[off..off + 8]`. Panics if that range leaves `s`.
+/// Loads `s[off..off + LANES]`. Panics if that range leaves `s`.
 #[inline(always)]
-pub fn load(s: &[f32], off: usize) -> f32x8 {
-    f32x8::from(<[f32; 8]>::try_from(&s[off..off + 8]).expect("8 lanes"))
+pub fn load(s: &[f32], off: usize) -> V {
+    V::from(<[f32; LANES]>::try_from(&s[off..off + LANES]).expect("one vector"))
 }
 
 /// `TAIL_MASK[8 − n..16 − n]` enables the low `n` lanes.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", not(target_feature = "avx512f")))]
 static TAIL_MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 
-/// Loads `n ≤ 8` values from `s[off..]` into the low lanes, zeroing the
-/// rest (`n ≥ 8` loads all 8). Panics if `s[off..off + min(n, 8)]` leaves
-/// `s`; nothing past it is read.
+/// Loads `n ≤ LANES` values from `s[off..]` into the low lanes, zeroing the
+/// rest (`n ≥ LANES` loads all). Panics if `s[off..off + min(n, LANES)]`
+/// leaves `s`; nothing past it is read.
 #[inline(always)]
-pub fn load_n(s: &[f32], off: usize, n: usize) -> f32x8 {
+pub fn load_n(s: &[f32], off: usize, n: usize) -> V {
     if n >= LANES {
         return load(s, off);
     }
     assert!(off + n <= s.len(), "load_n: out of bounds");
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::{__m512, _mm512_maskz_loadu_ps};
+        // SAFETY: AVX-512F is enabled at compile time (cfg); the mask
+        // enables the low `n < 16` lanes and the masked load reads only
+        // those, `s[off..off + n]`, checked above (masked-off lanes never
+        // fault). A `__m512` and a `[f32; 16]` are the same 64 bytes, any
+        // bit pattern valid.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps((1u16 << n) - 1, s.as_ptr().add(off));
+            V::from(std::mem::transmute::<__m512, [f32; LANES]>(v))
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx", not(target_feature = "avx512f")))]
     {
         use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_maskload_ps};
         // SAFETY: AVX is enabled at compile time (cfg); `TAIL_MASK[8 − n..]`
@@ -50,33 +89,47 @@ pub fn load_n(s: &[f32], off: usize, n: usize) -> f32x8 {
         unsafe {
             let m = _mm256_loadu_si256(TAIL_MASK.as_ptr().add(LANES - n).cast::<__m256i>());
             let v = _mm256_maskload_ps(s.as_ptr().add(off), m);
-            f32x8::from(std::mem::transmute::<std::arch::x86_64::__m256, [f32; 8]>(v))
+            V::from(std::mem::transmute::<std::arch::x86_64::__m256, [f32; LANES]>(v))
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
     {
-        let mut t = [0.0f32; 8];
+        let mut t = [0.0f32; LANES];
         t[..n].copy_from_slice(&s[off..off + n]);
-        f32x8::from(t)
+        V::from(t)
     }
 }
 
-/// Stores all 8 lanes of `v` at `s[off..]`. Panics if they do not fit.
+/// Stores all lanes of `v` at `s[off..]`. Panics if they do not fit.
 #[inline(always)]
-pub fn store(s: &mut [f32], off: usize, v: f32x8) {
-    s[off..off + 8].copy_from_slice(&v.to_array());
+pub fn store(s: &mut [f32], off: usize, v: V) {
+    s[off..off + LANES].copy_from_slice(&v.to_array());
 }
 
-/// Stores the low `n ≤ 8` lanes of `v` at `s[off..]` (a masked store: the
-/// values past `off + n` are left untouched; `n ≥ 8` stores all 8). Panics
-/// if the written range leaves `s`.
+/// Stores the low `n ≤ LANES` lanes of `v` at `s[off..]` (a masked store:
+/// the values past `off + n` are left untouched; `n ≥ LANES` stores all).
+/// Panics if the written range leaves `s`.
 #[inline(always)]
-pub fn store_n(s: &mut [f32], off: usize, n: usize, v: f32x8) {
+pub fn store_n(s: &mut [f32], off: usize, n: usize, v: V) {
     if n >= LANES {
         return store(s, off, v);
     }
     assert!(off + n <= s.len(), "store_n: out of bounds");
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::{__m512, _mm512_mask_storeu_ps};
+        // SAFETY: AVX-512F is enabled at compile time (cfg); the mask
+        // enables the low `n < 16` lanes and the masked store writes only
+        // those, `s[off..off + n]`, checked above and uniquely borrowed.
+        unsafe {
+            _mm512_mask_storeu_ps(
+                s.as_mut_ptr().add(off),
+                (1u16 << n) - 1,
+                std::mem::transmute::<[f32; LANES], __m512>(v.to_array()),
+            );
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx", not(target_feature = "avx512f")))]
     {
         use std::arch::x86_64::{__m256, __m256i, _mm256_loadu_si256, _mm256_maskstore_ps};
         // SAFETY: AVX is enabled at compile time (cfg); the mask slice has 8
@@ -84,7 +137,7 @@ pub fn store_n(s: &mut [f32], off: usize, n: usize, v: f32x8) {
         // lanes, `s[off..off + n]`, checked above and uniquely borrowed.
         unsafe {
             let m = _mm256_loadu_si256(TAIL_MASK.as_ptr().add(LANES - n).cast::<__m256i>());
-            _mm256_maskstore_ps(s.as_mut_ptr().add(off), m, std::mem::transmute::<[f32; 8], __m256>(v.to_array()));
+            _mm256_maskstore_ps(s.as_mut_ptr().add(off), m, std::mem::transmute::<[f32; LANES], __m256>(v.to_array()));
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
@@ -116,18 +169,18 @@ pub fn prefetch(s: &[f32], off: usize, len: usize) {
     }
 }
 
-/// Lane masks for a width-`n` row split in 8-lane vectors: vector `v` keeps
+/// Lane masks for a width-`n` row split in vectors of [`LANES`]: vector `v` keeps
 /// the lanes of columns `< n` (all bits set) and zeroes the others (`&`).
-pub fn lane_masks(n: usize) -> Vec<f32x8> {
+pub fn lane_masks(n: usize) -> Vec<V> {
     (0..n.div_ceil(LANES))
         .map(|v| {
-            let mut m = [0.0f32; 8];
+            let mut m = [0.0f32; LANES];
             for (l, x) in m.iter_mut().enumerate() {
                 if v * LANES + l < n {
                     *x = f32::from_bits(u32::MAX);
                 }
             }
-            f32x8::from(m)
+            V::from(m)
         })
         .collect()
 }
@@ -141,18 +194,18 @@ pub fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// Dot product of two slices (over the shorter length): 8-lane fused
-/// multiply-adds over the whole vectors, a horizontal sum, then the tail
+/// Dot product of two slices (over the shorter length): fused
+/// multiply-adds over the whole vectors ([`LANES`] wide), a horizontal sum, then the tail
 /// added one product at a time. This order is part of the contract:
 /// training results depend on it bit for bit.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = f32x8::ZERO;
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
+    let mut acc = V::ZERO;
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        let x = f32x8::from(<[f32; 8]>::try_from(x).expect("8 lanes"));
-        let y = f32x8::from(<[f32; 8]>::try_from(y).expect("8 lanes"));
+        let x = V::from(<[f32; LANES]>::try_from(x).expect("one vector"));
+        let y = V::from(<[f32; LANES]>::try_from(y).expect("one vector"));
         acc = x.mul_add(y, acc);
     }
     let mut s = acc.reduce_add();
@@ -173,7 +226,7 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 /// Scalar logistic sigmoid `1 / (1 + e^{−x})` without overflow (for
 /// `x < 0` it is evaluated as `e^x / (1 + e^x)`), with the standard
-/// library's `exp`, unlike the 8-lane [`crate::vecmath::simd::sigmoid8`].
+/// library's `exp`, unlike the vector [`crate::vecmath::simd::sigmoid_v`].
 /// The same function as the scalar reference of the vector math.
 pub use crate::vecmath::scalar::sigmoid;
 
@@ -192,10 +245,10 @@ mod tests {
         for n in LENS {
             let (a, b) = (seq(n, 0.37), seq(n, 0.11));
             // The documented order: lane-wise FMA chains, lane sum, tail.
-            let body = n / 8 * 8;
-            let mut lanes = f32x8::ZERO;
-            for c in 0..n / 8 {
-                lanes = load(&a, c * 8).mul_add(load(&b, c * 8), lanes);
+            let body = n / LANES * LANES;
+            let mut lanes = V::ZERO;
+            for c in 0..n / LANES {
+                lanes = load(&a, c * LANES).mul_add(load(&b, c * LANES), lanes);
             }
             let mut want = lanes.reduce_add();
             for i in body..n {
@@ -231,8 +284,9 @@ mod tests {
     }
 
     #[test]
-    fn pad8_and_grow() {
-        assert_eq!([0, 1, 7, 8, 9, 36].map(pad8), [0, 8, 8, 8, 16, 40]);
+    fn pad_lanes_and_grow() {
+        let l = LANES;
+        assert_eq!([0, 1, l - 1, l, l + 1, 36].map(pad_lanes), [0, l, l, l, 2 * l, 36usize.div_ceil(l) * l]);
         let mut v = vec![1.0f32; 3];
         grow(&mut v, 2);
         assert_eq!(v, [1.0; 3], "never shrinks");
@@ -245,49 +299,55 @@ mod tests {
 
     #[test]
     fn whole_and_partial_loads_and_stores_touch_exactly_their_lanes() {
-        let s: Vec<f32> = (0..20).map(|i| i as f32 + 1.0).collect();
-        for n in 0..=9 {
-            let w = n.min(8);
-            for off in [0, 3, 20 - w] {
+        let len = 2 * LANES + 4;
+        let s: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+        for n in 0..=LANES + 1 {
+            let w = n.min(LANES);
+            for off in [0, 3, len - w] {
                 let v = load_n(&s, off, n).to_array();
                 for (l, &x) in v.iter().enumerate() {
                     assert_eq!(x, if l < w { s[off + l] } else { 0.0 }, "load_n(off {off}, n {n}) lane {l}");
                 }
-                let mut d = vec![-7.0f32; 20];
-                store_n(&mut d, off, n, f32x8::splat(5.0));
+                let mut d = vec![-7.0f32; len];
+                store_n(&mut d, off, n, V::splat(5.0));
                 for (j, &x) in d.iter().enumerate() {
                     assert_eq!(x, if (off..off + w).contains(&j) { 5.0 } else { -7.0 }, "store_n(off {off}, n {n})");
                 }
             }
         }
-        assert_eq!(load(&s, 12).to_array(), [13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0]);
-        let mut d = vec![0.0f32; 9];
+        assert_eq!(load(&s, 3).to_array()[..], s[3..3 + LANES]);
+        let mut d = vec![0.0f32; LANES + 1];
         store(&mut d, 1, load(&s, 0));
-        assert_eq!(&d[1..], &s[..8]);
+        assert_eq!(&d[1..], &s[..LANES]);
         // Prefetch has no visible effect, also at the ends of the slice.
         prefetch(&s, 0, 100);
-        prefetch(&s, 19, 1);
-        prefetch(&s, 25, 4);
+        prefetch(&s, len - 1, 1);
+        prefetch(&s, len + 5, 4);
     }
 
     #[test]
     fn partial_load_store_and_masks() {
-        let s: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        assert_eq!(load_n(&s, 9, 3).to_array(), [9.0, 10.0, 11.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        let mut d = vec![-1.0f32; 12];
+        let s: Vec<f32> = (0..2 * LANES).map(|i| i as f32).collect();
+        let v = load_n(&s, 9, 3).to_array();
+        assert_eq!(v[..3], [9.0, 10.0, 11.0]);
+        assert!(v[3..].iter().all(|&x| x == 0.0));
+        let mut d = vec![-1.0f32; 2 * LANES];
         store_n(&mut d, 2, 5, load(&s, 0));
         assert_eq!(&d[..8], &[-1.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, -1.0]);
-        let m = lane_masks(11);
+        assert!(d[8..].iter().all(|&x| x == -1.0));
+        let m = lane_masks(LANES + 3);
         assert_eq!(m.len(), 2);
-        let ones = f32x8::splat(3.0);
-        assert_eq!((ones & m[0]).to_array(), [3.0; 8]);
-        assert_eq!((ones & m[1]).to_array(), [3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let ones = V::splat(3.0);
+        assert_eq!((ones & m[0]).to_array(), [3.0; LANES]);
+        let tail = (ones & m[1]).to_array();
+        assert_eq!(tail[..3], [3.0; 3]);
+        assert!(tail[3..].iter().all(|&x| x == 0.0));
     }
 
     #[test]
     #[should_panic(expected = "out of bounds")]
     fn partial_store_past_the_end_panics() {
-        store_n(&mut [0.0f32; 6], 3, 4, f32x8::ZERO);
+        store_n(&mut [0.0f32; 6], 3, 4, V::ZERO);
     }
 
     #[test]

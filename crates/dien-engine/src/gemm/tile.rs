@@ -25,12 +25,12 @@
 //! [`gemm_packed`], an epilogue ([`Store`]) over [`gemm_ep`];
 //! [`gemm_packed_ref`] is its plain scalar statement.
 
-use wide::f32x8;
+use crate::simd::V;
 
-use crate::simd::{LANES, load_n, pad8, store_n};
+use crate::simd::{LANES, load_n, pad_lanes, store_n};
 
 /// A right-hand side `B [k, n]` stored row-major with rows padded to
-/// `ld = pad8(n)` (padding zero), the layout [`gemm_ep`] streams.
+/// `ld = pad_lanes(n)` (padding zero), the layout [`gemm_ep`] streams.
 ///
 /// Refilling ([`Packed::fill`] and its weight forms) reuses the buffer, so
 /// repacking weights after every parameter update allocates only when the
@@ -96,10 +96,10 @@ impl Packed {
         }
     }
     /// Sets the shape to `[k, n]` and places the rows on a 32-byte
-    /// boundary of the buffer, growing it (to `k·pad8(n) + LANES − 1`
+    /// boundary of the buffer, growing it (to `k·pad_lanes(n) + LANES − 1`
     /// values) only when it is too short; the contents are then unspecified.
     fn reserve(&mut self, k: usize, n: usize) {
-        let ld = pad8(n);
+        let ld = pad_lanes(n);
         if self.data.len() < k * ld + LANES - 1 {
             self.data.resize(k * ld + LANES - 1, 0.0);
         }
@@ -119,10 +119,10 @@ impl Packed {
     }
     /// Packs `Wᵀ` of a row-major weight `W [blocks·h, k]` made of `blocks`
     /// gate blocks of `h` rows, each block's columns starting at a multiple
-    /// of `pad8(h)`: `B [k, blocks·pad8(h)]`, padding zero. An epilogue
+    /// of `pad_lanes(h)`: `B [k, blocks·pad_lanes(h)]`, padding zero. An epilogue
     /// then reads every gate block with aligned whole vectors.
     pub fn fill_t_blocks(&mut self, w: &[f32], blocks: usize, h: usize, k: usize) {
-        let hp = pad8(h);
+        let hp = pad_lanes(h);
         self.reserve(k, blocks * hp);
         let ld = self.ld;
         let rows = self.rows_mut();
@@ -142,7 +142,7 @@ impl Packed {
     pub fn data(&self) -> &[f32] {
         &self.data[self.off..self.off + self.k * self.ld]
     }
-    /// Row stride (`pad8(n)`).
+    /// Row stride (`pad_lanes(n)`).
     pub fn ld(&self) -> usize {
         self.ld
     }
@@ -173,12 +173,12 @@ impl Packed {
 /// call would also spill the tile's other accumulators).
 pub trait Epilogue {
     /// Handles the accumulator of row `row`, columns `8·v .. 8·v + 8`.
-    fn vec(&mut self, row: usize, v: usize, acc: f32x8);
+    fn vec(&mut self, row: usize, v: usize, acc: V);
 }
 
-impl<F: FnMut(usize, usize, f32x8)> Epilogue for F {
+impl<F: FnMut(usize, usize, V)> Epilogue for F {
     #[inline(always)]
-    fn vec(&mut self, row: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, row: usize, v: usize, acc: V) {
         self(row, v, acc)
     }
 }
@@ -196,16 +196,16 @@ unsafe fn micro<const MR: usize, const NV: usize>(
     csa: usize,
     b: *const f32,
     ldb: usize,
-) -> [[f32x8; NV]; MR] {
-    let mut acc = [[f32x8::ZERO; NV]; MR];
+) -> [[V; NV]; MR] {
+    let mut acc = [[V::ZERO; NV]; MR];
     for p in 0..k {
-        // SAFETY: in bounds by the function's contract; `[f32; 8]` only
+        // SAFETY: in bounds by the function's contract; `[f32; LANES]` only
         // needs the 4-byte alignment every `f32` pointer has.
-        let bv: [f32x8; NV] =
-            std::array::from_fn(|v| f32x8::from(unsafe { b.add(p * ldb + v * LANES).cast::<[f32; 8]>().read() }));
+        let bv: [V; NV] =
+            std::array::from_fn(|v| V::from(unsafe { b.add(p * ldb + v * LANES).cast::<[f32; LANES]>().read() }));
         for (i, row) in acc.iter_mut().enumerate() {
             // SAFETY: in bounds by the function's contract.
-            let av = f32x8::splat(unsafe { *a.add(i * rsa + p * csa) });
+            let av = V::splat(unsafe { *a.add(i * rsa + p * csa) });
             for (c, &bb) in row.iter_mut().zip(&bv) {
                 *c = av.mul_add(bb, *c);
             }
@@ -284,7 +284,7 @@ pub fn gemm_ep<const MR: usize, const NV: usize, E: Epilogue>(
     if k == 0 {
         for i in 0..m {
             for v in 0..nvec {
-                epi.vec(i, v, f32x8::ZERO);
+                epi.vec(i, v, V::ZERO);
             }
         }
         return;
@@ -333,7 +333,7 @@ pub fn gemm_acc_long_k(
     let mut k0 = 0;
     while k0 < k {
         let kb = KB.min(k - k0);
-        let mut epi = |i: usize, v: usize, acc: f32x8| {
+        let mut epi = |i: usize, v: usize, acc: V| {
             let off = i * ldc + v * LANES;
             let w = (n - v * LANES).min(LANES);
             let cur = load_n(c, off, w);
@@ -369,7 +369,7 @@ pub struct Store<'a> {
 
 impl Epilogue for Store<'_> {
     #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, i: usize, v: usize, acc: V) {
         let off = i * self.ldc + v * LANES;
         let w = (self.n - v * LANES).min(LANES);
         let out = match self.acc {

@@ -1,8 +1,8 @@
 //! Tests of the register-tiled product ([`super`]) against plain loops.
 
+use crate::simd::{LANES, V, pad_lanes};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wide::f32x8;
 
 use super::*;
 
@@ -40,10 +40,10 @@ fn gemm_ep_matches_naive_on_odd_shapes_and_visits_each_vector_once() {
         let want = naive(m, k, n, &at, 1, m, &w, n);
         let mut got = vec![f32::NAN; m * n];
         let mut seen = vec![0u32; m * bp.nvec()];
-        let mut epi = |i: usize, v: usize, acc: f32x8| {
+        let mut epi = |i: usize, v: usize, acc: V| {
             seen[i * bp.nvec() + v] += 1;
-            let w = (n - v * 8).min(8);
-            store_n(&mut got, i * n + v * 8, w, acc);
+            let w = (n - v * LANES).min(LANES);
+            store_n(&mut got, i * n + v * LANES, w, acc);
         };
         match (m + n) % 3 {
             0 => gemm_ep::<4, 3, _>(m, k, bp.nvec(), &at, 1, m, bp.data(), bp.ld(), &mut epi),
@@ -64,7 +64,7 @@ fn long_k_accumulates_and_leaves_columns_past_n_untouched() {
     // A = Xᵀ of X [k, m]; B = a workspace-like matrix [k, n] with slack.
     let x = rand_vec(&mut rng, k * m);
     let mut b = rand_vec(&mut rng, k * n);
-    b.extend([0.0; 8]);
+    b.extend([0.0; LANES]);
     let ldc = n + 3;
     let mut c = vec![0.5f32; m * ldc];
     gemm_acc_long_k(m, k, n, &x, 1, m, &b, n, &mut c, ldc);
@@ -187,11 +187,11 @@ fn packed_product_matches_references_on_random_shapes() {
 
 #[test]
 fn packed_product_covers_every_row_and_column_tail() {
-    // Every m mod 4, every n mod 8 and every count of vectors up to 15
+    // Every m mod 4, every n mod LANES and every count of vectors up to 15
     // (all column-block splits), both modes.
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for m in 0..=9 {
-        for n in 1..=120 {
+        for n in 1..=15 * LANES {
             let k = 1 + (m * 7 + n) % 40;
             check_case(&mut rng, m, k, n, Accumulate::No);
             check_case(&mut rng, m, k, n, Accumulate::Yes);
@@ -246,9 +246,9 @@ fn weight_layouts_pack_the_right_transpose() {
     let (out, inp) = (11, 6);
     let w = rand_vec(&mut rng, out * inp); // W [out, in]
     let t = Packed::from_weight_t(&w, out, inp);
-    assert_eq!((t.k(), t.n(), t.ld(), t.nvec()), (inp, out, 16, 2));
+    assert_eq!((t.k(), t.n(), t.ld(), t.nvec()), (inp, out, pad_lanes(out), pad_lanes(out) / LANES));
     let nt = Packed::from_weight(&w, out, inp);
-    assert_eq!((nt.k(), nt.n(), nt.ld()), (out, inp, 8));
+    assert_eq!((nt.k(), nt.n(), nt.ld()), (out, inp, LANES));
     for o in 0..out {
         for i in 0..inp {
             assert_eq!(t.get(i, o), w[o * inp + i]);
@@ -328,15 +328,15 @@ fn short_a_panics() {
 }
 
 #[test]
-fn gate_blocks_start_at_multiples_of_pad8() {
+fn gate_blocks_start_at_multiples_of_the_padded_width() {
     let (blocks, h, k) = (3, 5, 4);
     let w: Vec<f32> = (0..blocks * h * k).map(|i| i as f32 + 1.0).collect();
     let mut p = Packed::new();
     p.fill_t_blocks(&w, blocks, h, k);
-    assert_eq!((p.k(), p.n(), p.ld()), (k, blocks * 8, blocks * 8));
+    assert_eq!((p.k(), p.n(), p.ld()), (k, blocks * LANES, blocks * LANES));
     for q in 0..k {
         for j in 0..p.ld() {
-            let (g, c) = (j / 8, j % 8);
+            let (g, c) = (j / LANES, j % LANES);
             let want = if c < h { w[(g * h + c) * k + q] } else { 0.0 };
             assert_eq!(p.get(q, j), want, "({q}, {j})");
         }

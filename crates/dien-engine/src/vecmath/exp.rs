@@ -17,7 +17,7 @@
 //! is 1.01 ulp: the final rounding (0.5 ulp) plus the polynomial's and the
 //! reduction's own small errors.
 
-use wide::{f32x8, i32x8};
+use crate::simd::{V, VI};
 
 /// `log2(e)`.
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -40,8 +40,8 @@ const P: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-
 
 /// `2^k` for `k` in the normal exponent range `[-126, 127]`.
 #[inline(always)]
-fn pow2i(k: i32x8) -> f32x8 {
-    f32x8::from_bits(((k + i32x8::splat(127)) << 23u32).cast_unsigned())
+fn pow2i(k: VI) -> V {
+    V::from_bits(((k + VI::splat(127)) << 23u32).cast_unsigned())
 }
 
 /// `exp(x)` on 8 lanes.
@@ -51,24 +51,24 @@ fn pow2i(k: i32x8) -> f32x8 {
 /// `exp(+inf) = +inf`, NaN in gives NaN out. Error ≤ 1.1 ulp (see the module
 /// documentation).
 #[inline(always)]
-pub fn exp8(x: f32x8) -> f32x8 {
+pub fn exp_v(x: V) -> V {
     // Operand order matters: x86 `max`/`min` return their second operand when
     // either is NaN, so NaN lanes stay NaN and flow through to the result.
-    let x = f32x8::splat(MAX_X).fast_min(f32x8::splat(MIN_X).fast_max(x));
-    let magic = f32x8::splat(ROUND_MAGIC);
-    let t = x.mul_add(f32x8::splat(LOG2_E), magic);
+    let x = V::splat(MAX_X).fast_min(V::splat(MIN_X).fast_max(x));
+    let magic = V::splat(ROUND_MAGIC);
+    let t = x.mul_add(V::splat(LOG2_E), magic);
     let n = t - magic;
     // The integer `n` sits in the low mantissa bits of `t`.
     let ni = t.to_bits().cast_signed() - magic.to_bits().cast_signed();
 
-    let r = n.mul_add(f32x8::splat(-LN2_HI), x);
-    let r = n.mul_add(f32x8::splat(-LN2_LO), r);
+    let r = n.mul_add(V::splat(-LN2_HI), x);
+    let r = n.mul_add(V::splat(-LN2_LO), r);
 
-    let mut p = f32x8::splat(P[0]);
+    let mut p = V::splat(P[0]);
     for &c in &P[1..] {
-        p = p.mul_add(r, f32x8::splat(c));
+        p = p.mul_add(r, V::splat(c));
     }
-    let y = p.mul_add(r * r, r) + f32x8::ONE;
+    let y = p.mul_add(r * r, r) + V::ONE;
 
     // |n| ≤ 151 after the clamp: both halves are normal exponents.
     let n1 = ni >> 1u32;

@@ -9,27 +9,27 @@
 //! Error (measured against `f64::ln_1p` by the tests in this file): ≤ 2 ulp
 //! on `[0, 1]`.
 
-use wide::f32x8;
+use crate::simd::V;
 
 /// Coefficients of `P(w)`, highest degree first.
 const P: [f32; 5] = [0.116_121_65, 0.108_532_88, 0.142_961_79, 0.199_998_53, 0.333_333_34];
 
 /// `log1p(u)` on 8 lanes, for `u ∈ [0, 1]` (NaN in gives NaN out).
 #[inline(always)]
-pub(crate) fn log1p_unit8(u: f32x8) -> f32x8 {
+pub(crate) fn log1p_unit_v(u: V) -> V {
     // t = 2s directly: halving first would round the smallest subnormal to 0.
-    let t = (u + u) / (f32x8::splat(2.0) + u);
-    let w = t * t * f32x8::splat(0.25);
-    let mut p = f32x8::splat(P[0]);
+    let t = (u + u) / (V::splat(2.0) + u);
+    let w = t * t * V::splat(0.25);
+    let mut p = V::splat(P[0]);
     for &c in &P[1..] {
-        p = p.mul_add(w, f32x8::splat(c));
+        p = p.mul_add(w, V::splat(c));
     }
     (t * w).mul_add(p, t)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::map8;
+    use super::super::map_v;
     use super::super::testing::UnaryOpTester;
     use super::*;
 
@@ -37,7 +37,7 @@ mod tests {
         UnaryOpTester {
             name: "log1p_unit",
             reference: f64::ln_1p,
-            op: |x, out| map8(x, out, log1p_unit8),
+            op: |x, out| map_v(x, out, log1p_unit_v),
             range: (0.0, 1.0),
             max_ulp: 2.0,
             max_rel: None,

@@ -6,7 +6,7 @@
 //! not a multiple of 8) go through the same SIMD code on a zero-padded
 //! register.
 //!
-//! The kernels are written with `wide::f32x8` only: range reduction plus a
+//! The kernels are written with `wide::V` only: range reduction plus a
 //! polynomial, with `mul_add` (a fused multiply-add on the x86-64-v3 build,
 //! an unfused multiply and add on a baseline build; the bounds below hold on
 //! both, and the range reductions are exact either way).
@@ -37,88 +37,88 @@ mod tanh;
 #[cfg(test)]
 mod testing;
 
-use wide::f32x8;
+use crate::simd::{LANES, V};
 
-/// Applies `f` to `x` 8 lanes at a time, writing `out`. The tail is copied
+/// Applies `f` to `x` one vector ([`LANES`] values) at a time, writing `out`. The tail is copied
 /// into a zero-padded register so it runs through the same code.
 #[inline(always)]
-fn map8(x: &[f32], out: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
+fn map_v(x: &[f32], out: &mut [f32], f: impl Fn(V) -> V) {
     assert_eq!(x.len(), out.len(), "vecmath: input and output lengths differ");
-    let mut xc = x.chunks_exact(8);
-    let mut oc = out.chunks_exact_mut(8);
+    let mut xc = x.chunks_exact(LANES);
+    let mut oc = out.chunks_exact_mut(LANES);
     for (xi, oi) in (&mut xc).zip(&mut oc) {
-        let v = f32x8::from(<[f32; 8]>::try_from(xi).expect("chunk of 8"));
+        let v = V::from(<[f32; LANES]>::try_from(xi).expect("one vector"));
         oi.copy_from_slice(&f(v).to_array());
     }
     let (xr, or) = (xc.remainder(), oc.into_remainder());
     if !xr.is_empty() {
-        let mut buf = [0.0f32; 8];
+        let mut buf = [0.0f32; LANES];
         buf[..xr.len()].copy_from_slice(xr);
-        let r = f(f32x8::from(buf)).to_array();
+        let r = f(V::from(buf)).to_array();
         or.copy_from_slice(&r[..xr.len()]);
     }
 }
 
-/// In-place [`map8`]: `x[i] = f(x[i])`, tail zero-padded the same way.
+/// In-place [`map_v`]: `x[i] = f(x[i])`, tail zero-padded the same way.
 #[inline(always)]
-fn map8_inplace(x: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
-    let mut xc = x.chunks_exact_mut(8);
+fn map_v_inplace(x: &mut [f32], f: impl Fn(V) -> V) {
+    let mut xc = x.chunks_exact_mut(LANES);
     for xi in &mut xc {
-        let v = f32x8::from(<[f32; 8]>::try_from(&*xi).expect("chunk of 8"));
+        let v = V::from(<[f32; LANES]>::try_from(&*xi).expect("one vector"));
         xi.copy_from_slice(&f(v).to_array());
     }
     let xr = xc.into_remainder();
     if !xr.is_empty() {
-        let mut buf = [0.0f32; 8];
+        let mut buf = [0.0f32; LANES];
         buf[..xr.len()].copy_from_slice(xr);
-        let r = f(f32x8::from(buf)).to_array();
+        let r = f(V::from(buf)).to_array();
         xr.copy_from_slice(&r[..xr.len()]);
     }
 }
 
 /// `out[i] = exp(x[i])`, error ≤ 1.1 ulp. Panics if the lengths differ.
 pub fn exp(x: &[f32], out: &mut [f32]) {
-    map8(x, out, simd::exp8)
+    map_v(x, out, simd::exp_v)
 }
 /// `out[i] = σ(x[i]) = 1 / (1 + exp(−x[i]))`, error ≤ 2.5 ulp. Panics if the
 /// lengths differ.
 pub fn sigmoid(x: &[f32], out: &mut [f32]) {
-    map8(x, out, simd::sigmoid8)
+    map_v(x, out, simd::sigmoid_v)
 }
 /// `out[i] = tanh(x[i])`, error ≤ 2 ulp. Panics if the lengths differ.
 pub fn tanh(x: &[f32], out: &mut [f32]) {
-    map8(x, out, simd::tanh8)
+    map_v(x, out, simd::tanh_v)
 }
 /// `out[i] = softplus(x[i]) = max(x, 0) + log1p(exp(−|x|))`, error ≤ 3 ulp.
 /// Panics if the lengths differ.
 pub fn softplus(x: &[f32], out: &mut [f32]) {
-    map8(x, out, simd::softplus8)
+    map_v(x, out, simd::softplus_v)
 }
 /// `out[i] = log σ(x[i]) = −softplus(−x[i])`, error ≤ 3 ulp. Panics if the
 /// lengths differ.
 pub fn log_sigmoid(x: &[f32], out: &mut [f32]) {
-    map8(x, out, simd::log_sigmoid8)
+    map_v(x, out, simd::log_sigmoid_v)
 }
 
 /// `x[i] = exp(x[i])`, in place.
 pub fn exp_inplace(x: &mut [f32]) {
-    map8_inplace(x, simd::exp8)
+    map_v_inplace(x, simd::exp_v)
 }
 /// `x[i] = σ(x[i])`, in place.
 pub fn sigmoid_inplace(x: &mut [f32]) {
-    map8_inplace(x, simd::sigmoid8)
+    map_v_inplace(x, simd::sigmoid_v)
 }
 /// `x[i] = tanh(x[i])`, in place.
 pub fn tanh_inplace(x: &mut [f32]) {
-    map8_inplace(x, simd::tanh8)
+    map_v_inplace(x, simd::tanh_v)
 }
 /// `x[i] = softplus(x[i])`, in place.
 pub fn softplus_inplace(x: &mut [f32]) {
-    map8_inplace(x, simd::softplus8)
+    map_v_inplace(x, simd::softplus_v)
 }
 /// `x[i] = log σ(x[i])`, in place.
 pub fn log_sigmoid_inplace(x: &mut [f32]) {
-    map8_inplace(x, simd::log_sigmoid8)
+    map_v_inplace(x, simd::log_sigmoid_v)
 }
 
 #[cfg(test)]
@@ -129,14 +129,14 @@ mod tests {
 
     type SliceFn = fn(&[f32], &mut [f32]);
     type InplaceFn = fn(&mut [f32]);
-    type RegFn = fn(f32x8) -> f32x8;
+    type RegFn = fn(V) -> V;
 
     const ALL: [(&str, SliceFn, InplaceFn, RegFn); 5] = [
-        ("exp", exp, exp_inplace, simd::exp8),
-        ("sigmoid", sigmoid, sigmoid_inplace, simd::sigmoid8),
-        ("tanh", tanh, tanh_inplace, simd::tanh8),
-        ("softplus", softplus, softplus_inplace, simd::softplus8),
-        ("log_sigmoid", log_sigmoid, log_sigmoid_inplace, simd::log_sigmoid8),
+        ("exp", exp, exp_inplace, simd::exp_v),
+        ("sigmoid", sigmoid, sigmoid_inplace, simd::sigmoid_v),
+        ("tanh", tanh, tanh_inplace, simd::tanh_v),
+        ("softplus", softplus, softplus_inplace, simd::softplus_v),
+        ("log_sigmoid", log_sigmoid, log_sigmoid_inplace, simd::log_sigmoid_v),
     ];
 
     fn same(a: f32, b: f32) -> bool {
@@ -166,11 +166,11 @@ mod tests {
                 let x = mixed_inputs(len, len as u64);
                 let mut out = vec![f32::NAN; len];
                 slice(&x, &mut out);
-                // The same register form on each chunk of 8 (zero-padded tail).
-                for (c, (xc, oc)) in x.chunks(8).zip(out.chunks(8)).enumerate() {
-                    let mut buf = [0.0f32; 8];
+                // The same register form on each vector (zero-padded tail).
+                for (c, (xc, oc)) in x.chunks(LANES).zip(out.chunks(LANES)).enumerate() {
+                    let mut buf = [0.0f32; LANES];
                     buf[..xc.len()].copy_from_slice(xc);
-                    let r = reg(f32x8::from(buf)).to_array();
+                    let r = reg(V::from(buf)).to_array();
                     for (lane, (&o, &rv)) in oc.iter().zip(&r).enumerate() {
                         assert!(
                             same(o, rv),
@@ -180,7 +180,7 @@ mod tests {
                 }
                 // Lane independence: each element alone in a splatted register.
                 for (&xi, &o) in x.iter().zip(&out) {
-                    let r = reg(f32x8::splat(xi)).to_array();
+                    let r = reg(V::splat(xi)).to_array();
                     assert!(r.iter().all(|&v| same(v, o)), "{name}({xi:e}): {o:e} in a slice, {r:?} splatted");
                 }
             }

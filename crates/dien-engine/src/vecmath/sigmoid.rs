@@ -12,18 +12,18 @@
 //! ≤ 3e−7 wherever the result is a normal float. The error is the sum of
 //! `exp`'s (≤ 1 ulp) and the roundings of `1 + e` and the division.
 
-use super::exp::exp8;
-use wide::f32x8;
+use super::exp::exp_v;
+use crate::simd::V;
 
 /// `σ(x) = 1 / (1 + exp(−x))` on 8 lanes.
 ///
 /// `σ(±0) = 0.5`, `σ(+inf) = 1`, `σ(−inf) = 0`, NaN in gives NaN out; never
 /// NaN for non-NaN input. Error ≤ 2.5 ulp.
 #[inline(always)]
-pub fn sigmoid8(x: f32x8) -> f32x8 {
-    let e = exp8(-x.abs());
-    let num = x.simd_lt(f32x8::ZERO).select(e, f32x8::ONE);
-    num / (f32x8::ONE + e)
+pub fn sigmoid_v(x: V) -> V {
+    let e = exp_v(-x.abs());
+    let num = x.simd_lt(V::ZERO).select(e, V::ONE);
+    num / (V::ONE + e)
 }
 
 #[cfg(test)]

@@ -11,18 +11,18 @@
 //! `1/256 ≤ |x| < 128`): `exp`'s error (≤ 1 ulp)
 //! passes through `log1p` about unchanged, plus `log1p`'s own (≤ 2 ulp).
 
-use super::exp::exp8;
-use super::log1p::log1p_unit8;
-use wide::f32x8;
+use super::exp::exp_v;
+use super::log1p::log1p_unit_v;
+use crate::simd::V;
 
 /// `softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(exp(−|x|))` on 8 lanes.
 ///
 /// `softplus(+inf) = +inf`, `softplus(−inf) = 0`, NaN in gives NaN out.
 /// Error ≤ 3 ulp.
 #[inline(always)]
-pub fn softplus8(x: f32x8) -> f32x8 {
+pub fn softplus_v(x: V) -> V {
     // `fast_max` maps a NaN lane to 0; the log1p term carries the NaN.
-    x.fast_max(f32x8::ZERO) + log1p_unit8(exp8(-x.abs()))
+    x.fast_max(V::ZERO) + log1p_unit_v(exp_v(-x.abs()))
 }
 
 /// `log σ(x) = −softplus(−x)` on 8 lanes.
@@ -30,8 +30,8 @@ pub fn softplus8(x: f32x8) -> f32x8 {
 /// `log σ(+inf) = −0`, `log σ(−inf) = −inf`, NaN in gives NaN out.
 /// Error ≤ 3 ulp.
 #[inline(always)]
-pub fn log_sigmoid8(x: f32x8) -> f32x8 {
-    -softplus8(-x)
+pub fn log_sigmoid_v(x: V) -> V {
+    -softplus_v(-x)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //! (worst found: 1.51 ulp, exhaustively over `1/256 ≤ |x| < 128`),
 //! i.e. relative error ≤ 2.4e−7 wherever the result is a normal float.
 
-use super::exp::exp8;
-use wide::f32x8;
+use super::exp::exp_v;
+use crate::simd::V;
 
 /// Below this `|x|` the polynomial is used.
 const SMALL: f32 = 0.625;
@@ -23,23 +23,23 @@ const P: [f32; 5] = [-5.704_988_7e-3, 2.063_909e-2, -5.373_971_6e-2, 1.333_144_2
 ///
 /// `tanh(±0) = ±0`, `tanh(±inf) = ±1`, NaN in gives NaN out. Error ≤ 2 ulp.
 #[inline(always)]
-pub fn tanh8(x: f32x8) -> f32x8 {
+pub fn tanh_v(x: V) -> V {
     let a = x.abs();
 
     let z = x * x;
-    let mut p = f32x8::splat(P[0]);
+    let mut p = V::splat(P[0]);
     for &c in &P[1..] {
-        p = p.mul_add(z, f32x8::splat(c));
+        p = p.mul_add(z, V::splat(c));
     }
     let small = (p * z).mul_add(x, x);
 
-    let e = exp8(a * f32x8::splat(-2.0));
-    let large = (f32x8::ONE - e) / (f32x8::ONE + e);
+    let e = exp_v(a * V::splat(-2.0));
+    let large = (V::ONE - e) / (V::ONE + e);
 
     // NaN fails the comparison and takes the `large` branch, which is NaN.
     // The sign is copied for both branches: the polynomial alone would turn
     // −0 into +0 (`(−0)·(−0) + (−0) = +0`).
-    a.simd_lt(f32x8::splat(SMALL)).select(small, large).copysign(x)
+    a.simd_lt(V::splat(SMALL)).select(small, large).copysign(x)
 }
 
 #[cfg(test)]

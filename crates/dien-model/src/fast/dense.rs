@@ -6,8 +6,8 @@
 
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
 use dien_engine::gemm::{MatMut, MatRef, gemm};
-use dien_engine::vecmath::simd::sigmoid8;
-use wide::f32x8;
+use dien_engine::simd::{LANES, V};
+use dien_engine::vecmath::simd::sigmoid_v;
 
 /// A packed `[out, inp]` weight.
 #[derive(Clone, Debug)]
@@ -89,18 +89,18 @@ pub(crate) fn weight_grad(
     }
 }
 
-/// In place `v = σ(v)` over a slice (8 lanes at a time, tail zero-padded).
+/// In place `v = σ(v)` over a slice (one vector at a time, tail zero-padded).
 pub(crate) fn sigmoid_inplace(v: &mut [f32]) {
-    let mut chunks = v.chunks_exact_mut(8);
+    let mut chunks = v.chunks_exact_mut(LANES);
     for c in &mut chunks {
-        let x = f32x8::from(<[f32; 8]>::try_from(&*c).expect("8 lanes"));
-        c.copy_from_slice(&sigmoid8(x).to_array());
+        let x = V::from(<[f32; LANES]>::try_from(&*c).expect("one vector"));
+        c.copy_from_slice(&sigmoid_v(x).to_array());
     }
     let rem = chunks.into_remainder();
     if !rem.is_empty() {
-        let mut buf = [0.0f32; 8];
+        let mut buf = [0.0f32; LANES];
         buf[..rem.len()].copy_from_slice(rem);
-        let r = sigmoid8(f32x8::from(buf)).to_array();
+        let r = sigmoid_v(V::from(buf)).to_array();
         let n = rem.len();
         rem.copy_from_slice(&r[..n]);
     }

@@ -7,13 +7,13 @@
 //! `t`; the blocks of consecutive steps are contiguous, `N = Σ_b L_b` rows
 //! in all, so padded steps cost neither time nor memory.
 
-use wide::f32x8;
+use crate::simd::V;
 
 use super::GruCell;
 use crate::cell::{CellKind, SeqInput};
 use crate::gemm::tile::{Epilogue, gemm_acc_long_k, gemm_ep};
 use crate::simd::{LANES, load, load_n, prefetch, store, store_n};
-use crate::vecmath::simd::{sigmoid8, tanh8};
+use crate::vecmath::simd::{sigmoid_v, tanh_v};
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
 /// vectors past the last column of their last row.
@@ -74,12 +74,12 @@ pub(crate) struct Chunk {
 /// one statement of each kind's state update, used by training, inference
 /// and the shared-input mode.
 #[inline(always)]
-pub(super) fn update(kind: CellKind, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> f32x8 {
+pub(super) fn update(kind: CellKind, hp: V, u: V, c: V, a: V) -> V {
     match kind {
         CellKind::Gru | CellKind::Aigru => u.mul_add(c - hp, hp),
         CellKind::Augru => (a * u).mul_add(c - hp, hp),
         CellKind::AugruRef => {
-            let k = (f32x8::ONE - a) * (f32x8::ONE - u);
+            let k = (V::ONE - a) * (V::ONE - u);
             k.mul_add(hp - c, c)
         }
         CellKind::Agru => a.mul_add(c - hp, hp),
@@ -89,12 +89,12 @@ pub(super) fn update(kind: CellKind, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) ->
 /// Gradients of the state update: given `dh = ∂L/∂h_t`, returns
 /// `(∂L/∂h_{t−1} through the update, ∂L/∂u, ∂L/∂c, lane terms of ∂L/∂a)`.
 #[inline(always)]
-fn update_grad(kind: CellKind, dh: f32x8, hp: f32x8, u: f32x8, c: f32x8, a: f32x8) -> [f32x8; 4] {
-    let one = f32x8::ONE;
+fn update_grad(kind: CellKind, dh: V, hp: V, u: V, c: V, a: V) -> [V; 4] {
+    let one = V::ONE;
     match kind {
         CellKind::Gru | CellKind::Aigru => {
             let dc = dh * u;
-            [dh - dc, dh * (c - hp), dc, f32x8::ZERO]
+            [dh - dc, dh * (c - hp), dc, V::ZERO]
         }
         CellKind::Augru => {
             let ua = a * u;
@@ -109,7 +109,7 @@ fn update_grad(kind: CellKind, dh: f32x8, hp: f32x8, u: f32x8, c: f32x8, a: f32x
         }
         CellKind::Agru => {
             let dc = dh * a;
-            [dh - dc, f32x8::ZERO, dc, dh * (c - hp)]
+            [dh - dc, V::ZERO, dc, dh * (c - hp)]
         }
     }
 }
@@ -129,10 +129,10 @@ struct RuEpi<'a> {
 
 impl Epilogue for RuEpi<'_> {
     #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, i: usize, v: usize, acc: V) {
         let (h, hp) = (self.h, self.hp);
         let o = (self.row0 + i) * 3 * h + v * LANES;
-        let s = sigmoid8(acc + load(self.g, o));
+        let s = sigmoid_v(acc + load(self.g, o));
         store_n(self.g, o, (2 * h - v * LANES).min(LANES), s);
         if v * LANES < h {
             // Lanes past H multiply u by the zero padding of h.
@@ -152,7 +152,7 @@ struct CEpi<'a> {
     states: &'a mut [f32],
     att: &'a [f32],
     perm: &'a [usize],
-    masks: &'a [f32x8],
+    masks: &'a [V],
     h: usize,
     hp: usize,
     row0: usize,
@@ -164,16 +164,16 @@ struct CEpi<'a> {
 
 impl Epilogue for CEpi<'_> {
     #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, i: usize, v: usize, acc: V) {
         let (h, hp) = (self.h, self.hp);
         let row = self.row0 + i;
         let w = (h - v * LANES).min(LANES);
         let ou = row * 3 * h + h + v * LANES;
         let oc = ou + h;
-        let c = tanh8(acc + load(self.g, oc));
+        let c = tanh_v(acc + load(self.g, oc));
         let u = load(self.g, ou);
         let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
-        let hn = update(self.kind, hv, u, c, f32x8::splat(self.att[row])) & self.masks[v];
+        let hn = update(self.kind, hv, u, c, V::splat(self.att[row])) & self.masks[v];
         store_n(self.g, oc, w, c);
         store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
         store_n(self.states, (self.perm[i] * self.steps + self.t) * h + v * LANES, w, hn);
@@ -305,7 +305,7 @@ impl Chunk {
         let mut r0 = 0;
         while r0 < rows {
             let m = 64.min(rows - r0);
-            let mut epi = |i: usize, v: usize, acc: f32x8| {
+            let mut epi = |i: usize, v: usize, acc: V| {
                 let w = (h3 - v * LANES).min(LANES);
                 store_n(g, (r0 + i) * h3 + v * LANES, w, acc + load(&cell.b, v * LANES));
             };
@@ -474,8 +474,8 @@ impl Chunk {
                     prefetch(g, (next.start + i) * h3, h3);
                     prefetch(hprev, (next.start + i) * hp, hp);
                 }
-                let a = f32x8::splat(att[row]);
-                let mut da_acc = f32x8::ZERO;
+                let a = V::splat(att[row]);
+                let mut da_acc = V::ZERO;
                 // Last vector first: its full-width load of u reaches into
                 // the first c lanes, which this loop overwrites with dG_c;
                 // loading them before that store avoids a failed store
@@ -491,8 +491,8 @@ impl Chunk {
                     let (u, c) = (load(g, ou), load(g, oc));
                     let hv = load(hprev, row * hp + v * LANES);
                     let [dhp, du, dc, dat] = update_grad(kind, d, hv, u, c, a);
-                    let dgcv = dc * c.mul_neg_add(c, f32x8::ONE);
-                    let dguv = du * u * (f32x8::ONE - u);
+                    let dgcv = dc * c.mul_neg_add(c, V::ONE);
+                    let dguv = du * u * (V::ONE - u);
                     store_n(g, ou, w, dguv);
                     store_n(g, oc, w, dgcv);
                     store(dgc, i * hp + v * LANES, dgcv & cell.masks[v]);
@@ -510,12 +510,12 @@ impl Chunk {
             // and the reset path of dh_{t−1}.
             {
                 let hprev: &[f32] = hprev;
-                let mut epi = |i: usize, v: usize, dq: f32x8| {
+                let mut epi = |i: usize, v: usize, dq: V| {
                     let row = row0 + i;
                     let o = row * h3 + v * LANES;
                     let r = load(g, o);
                     let hv = load(hprev, row * hp + v * LANES);
-                    let dgr = dq * hv * r * (f32x8::ONE - r);
+                    let dgr = dq * hv * r * (V::ONE - r);
                     store_n(g, o, (h - v * LANES).min(LANES), dgr);
                     let od = i * hp + v * LANES;
                     let cur = load(dh, od);
@@ -526,7 +526,7 @@ impl Chunk {
 
             // Pass C: dh_{t−1} += [dG_r | dG_u] · U_ru.
             {
-                let mut epi = |i: usize, v: usize, acc: f32x8| {
+                let mut epi = |i: usize, v: usize, acc: V| {
                     let od = i * hp + v * LANES;
                     let cur = load(dh, od);
                     store(dh, od, acc + cur);
@@ -548,7 +548,7 @@ impl Chunk {
                     prefetch(dx, (p * steps + t + 2) * n_in, n_in);
                 }
             }
-            let mut epi = |i: usize, v: usize, acc: f32x8| {
+            let mut epi = |i: usize, v: usize, acc: V| {
                 let w = (n_in - v * LANES).min(LANES);
                 let bt = perm[i] * steps + t;
                 let o = bt * n_in + v * LANES;
@@ -556,7 +556,7 @@ impl Chunk {
                     let row = row0 + i;
                     let xo = load_n(inp.x, b0 * steps * n_in + o, w);
                     da[row] += (acc * xo).reduce_add();
-                    store_n(dx, o, w, acc * f32x8::splat(att[row]));
+                    store_n(dx, o, w, acc * V::splat(att[row]));
                 } else {
                     store_n(dx, o, w, acc);
                 }
@@ -582,7 +582,7 @@ impl Chunk {
         let mut v0 = 0;
         while v0 < nv3 {
             let nv = (nv3 - v0).min(8);
-            let mut acc = [f32x8::ZERO; 8];
+            let mut acc = [V::ZERO; 8];
             for r in 0..rows {
                 for (j, s) in acc[..nv].iter_mut().enumerate() {
                     *s += load(g, r * h3 + (v0 + j) * LANES);

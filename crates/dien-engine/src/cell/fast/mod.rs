@@ -50,7 +50,7 @@
 //! `dW_ih = dGᵀ·X`, `dW_hh(ru) = dG_ruᵀ·H_prev`, `dW_hh(c) = dG_cᵀ·(R∘H_prev)`,
 //! `db` = column sums, `dX = dG · W_ih`.
 //!
-//! **Products.** All products use one register-tiled `f32x8` kernel (4 rows
+//! **Products.** All products use one register-tiled `V` kernel (4 rows
 //! × 3 vectors) whose epilogue receives each finished accumulator
 //! ([`crate::gemm::tile::gemm_ep`]). It reads weights packed once per [`GruCell::set_params`]
 //! (`W_ihᵀ, U_ruᵀ, U_cᵀ` forward; `U_c, U_ru, W_ih` backward) and never
@@ -69,7 +69,7 @@
 //! (see [`SharedWorkspace`]).
 //!
 //! **Widths not a multiple of 8** (`H = 36`). Per-step state rows are
-//! padded to `Hp = pad8(H)` with zero padding lanes (kept zero by a lane
+//! padded to `Hp = pad_lanes(H)` with zero padding lanes (kept zero by a lane
 //! mask); the gate and input matrices are unpadded, and their last vector
 //! per row is stored with a masked (partial) store. Loads may read past a
 //! row's end into the next row or the buffers' slack; those lanes never
@@ -78,14 +78,14 @@
 mod chunk;
 mod shared;
 
+use crate::simd::V;
 use rayon::prelude::*;
-use wide::f32x8;
 
 use self::chunk::Chunk;
 pub use self::shared::SharedWorkspace;
 use super::{CellKind, GruGrads, GruParams, SeqInput};
 use crate::gemm::tile::Packed;
-use crate::simd::{lane_masks, pad8};
+use crate::simd::{lane_masks, pad_lanes};
 
 /// Samples per batch chunk: the unit of parallel work and of the fixed
 /// gradient-reduction order.
@@ -106,7 +106,7 @@ pub struct GruCell {
     kind: CellKind,
     input: usize,
     hidden: usize,
-    /// `pad8(hidden)`.
+    /// `pad_lanes(hidden)`.
     hp: usize,
     /// `W_ihᵀ [in, 3H]` (forward input projection).
     wih_t: Packed,
@@ -126,7 +126,7 @@ pub struct GruCell {
     /// Bias `[3H]`, zero-padded to a multiple of 8.
     b: Vec<f32>,
     /// Lane masks of a width-`H` row.
-    masks: Vec<f32x8>,
+    masks: Vec<V>,
     has_params: bool,
 }
 
@@ -139,7 +139,7 @@ impl GruCell {
             kind,
             input,
             hidden,
-            hp: pad8(hidden),
+            hp: pad_lanes(hidden),
             wih_t: Packed::default(),
             uru_t: Packed::default(),
             uc_t: Packed::default(),
@@ -147,7 +147,7 @@ impl GruCell {
             uc: Packed::default(),
             uru: Packed::default(),
             wih: Packed::default(),
-            b: vec![0.0; pad8(3 * hidden)],
+            b: vec![0.0; pad_lanes(3 * hidden)],
             masks: lane_masks(hidden),
             has_params: false,
         }

@@ -15,19 +15,19 @@
 //! (storing `r | u` and `r ∘ h_{t−1}`); product 2, `(r ∘ h_{t−1})·U_cᵀ`,
 //! whose epilogue adds the gate input, applies tanh and the kind's state
 //! update (the same function as training), and writes the new state in
-//! place. States are padded to `Hp = pad8(H)` with zero padding lanes.
+//! place. States are padded to `Hp = pad_lanes(H)` with zero padding lanes.
 //! Below 4 rows (latency-bound) the products use 1 × 5 register tiles and
 //! product 1 reads a gate-padded `U_ruᵀ` (blocks at `0` and `Hp`), so `r`
 //! and `u` are stored aligned with the state.
 
-use wide::f32x8;
+use crate::simd::V;
 
 use super::GruCell;
 use super::chunk::update;
 use crate::cell::CellKind;
 use crate::gemm::tile::{Epilogue, gemm_ep};
 use crate::simd::{LANES, grow, load, load_n, store, store_n};
-use crate::vecmath::simd::{sigmoid8, tanh8};
+use crate::vecmath::simd::{sigmoid_v, tanh_v};
 
 /// Per-row buffers of [`GruCell::forward_shared`]. They grow to the largest
 /// `K` seen and are reused: runs with no more rows never allocate.
@@ -82,8 +82,8 @@ fn weight(att: Option<(&[f32], usize)>, i: usize, t: usize) -> f32 {
 /// The gate input of columns `o .. o + w` (of `3H`) at the current step:
 /// the shared projection, or for AIGRU `a·p + b`.
 #[inline(always)]
-fn gate_input(kind: CellKind, p: &[f32], b: &[f32], a: f32, o: usize, w: usize) -> f32x8 {
-    if kind == CellKind::Aigru { f32x8::splat(a).mul_add(load_n(p, o, w), load_n(b, o, w)) } else { load_n(p, o, w) }
+fn gate_input(kind: CellKind, p: &[f32], b: &[f32], a: f32, o: usize, w: usize) -> V {
+    if kind == CellKind::Aigru { V::splat(a).mul_add(load_n(p, o, w), load_n(b, o, w)) } else { load_n(p, o, w) }
 }
 
 /// Epilogue of product 1 (`h_{t−1}·U_ruᵀ`): `[r | u] = σ(acc + gate
@@ -106,7 +106,7 @@ struct RuEpi<'a> {
 
 impl Epilogue for RuEpi<'_> {
     #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, i: usize, v: usize, acc: V) {
         let (h, hp, o) = (self.h, self.hp, v * LANES);
         let a = weight(self.att, i, self.t);
         if self.padded {
@@ -114,7 +114,7 @@ impl Epilogue for RuEpi<'_> {
             // the projection.
             let (g, c) = if o < hp { (0, o) } else { (1, o - hp) };
             let w = (h - c).min(LANES);
-            let s = sigmoid8(acc + gate_input(self.kind, self.p, self.b, a, g * h + c, w));
+            let s = sigmoid_v(acc + gate_input(self.kind, self.p, self.b, a, g * h + c, w));
             store(self.ru, i * 2 * hp + o, s);
             if g == 0 {
                 // Lanes past H multiply r by the zero padding of h.
@@ -122,7 +122,7 @@ impl Epilogue for RuEpi<'_> {
             }
         } else {
             let w = (2 * h - o).min(LANES);
-            let s = sigmoid8(acc + gate_input(self.kind, self.p, self.b, a, o, w));
+            let s = sigmoid_v(acc + gate_input(self.kind, self.p, self.b, a, o, w));
             store_n(self.ru, i * 2 * h + o, w, s);
             if o < h {
                 // Lanes past H multiply u by the zero padding of h.
@@ -142,7 +142,7 @@ struct CEpi<'a> {
     t: usize,
     ru: &'a [f32],
     hprev: &'a mut [f32],
-    masks: &'a [f32x8],
+    masks: &'a [V],
     /// Start of `u` in a row of `ru` (`Hp` padded, `H` not).
     uo: usize,
     h: usize,
@@ -151,15 +151,15 @@ struct CEpi<'a> {
 
 impl Epilogue for CEpi<'_> {
     #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: f32x8) {
+    fn vec(&mut self, i: usize, v: usize, acc: V) {
         let (h, hp, o) = (self.h, self.hp, v * LANES);
         let w = (h - o).min(LANES);
         let a = weight(self.att, i, self.t);
-        let c = tanh8(acc + gate_input(self.kind, self.p, self.b, a, 2 * h + o, w));
+        let c = tanh_v(acc + gate_input(self.kind, self.p, self.b, a, 2 * h + o, w));
         // `u` of row `i` at `[uo, uo + H)` of a row of `2·uo` values.
         let u = load(self.ru, 2 * i * self.uo + self.uo + o);
         let s = i * hp + o;
-        let hn = update(self.kind, load(self.hprev, s), u, c, f32x8::splat(a)) & self.masks[v];
+        let hn = update(self.kind, load(self.hprev, s), u, c, V::splat(a)) & self.masks[v];
         store(self.hprev, s, hn);
     }
 }
@@ -182,7 +182,7 @@ impl GruCell {
         assert!(x.len() >= (steps - 1) * ldx + n, "project_shared: x must hold `steps` rows");
         let bias = self.kind != CellKind::Aigru;
         let b = &self.b;
-        let mut epi = |i: usize, v: usize, acc: f32x8| {
+        let mut epi = |i: usize, v: usize, acc: V| {
             let w = (h3 - v * LANES).min(LANES);
             let val = if bias { acc + load(b, v * LANES) } else { acc };
             store_n(proj, i * h3 + v * LANES, w, val);

@@ -3,9 +3,9 @@
 //! normalisation constants are computed once when the predictor is built.
 
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
-use dien_engine::simd::{LANES, dot, grow, load, pad8, store};
-use dien_engine::vecmath::simd::sigmoid8;
-use wide::f32x8;
+use dien_engine::simd::V;
+use dien_engine::simd::{LANES, dot, grow, load, pad_lanes, store};
+use dien_engine::vecmath::simd::sigmoid_v;
 
 use crate::params::ParamStore;
 
@@ -78,9 +78,9 @@ fn dice(z: &mut [f32], rows: usize, ld: usize, st: &Norm, alpha: &[f32]) {
             let i = r * ld + o;
             let zv = load(z, i);
             let zh = (zv - load(&st.mean, o)) * load(&st.inv_std, o);
-            let rho = sigmoid8(zh);
+            let rho = sigmoid_v(zh);
             let a = load(alpha, o);
-            store(z, i, zv * rho.mul_add(f32x8::ONE - a, a));
+            store(z, i, zv * rho.mul_add(V::ONE - a, a));
         }
     }
 }
@@ -88,7 +88,7 @@ fn dice(z: &mut [f32], rows: usize, ld: usize, st: &Norm, alpha: &[f32]) {
 impl HeadServe {
     /// Packs the head of input width `d` from the parameters.
     pub fn new(d: usize, p: &ParamStore<f32>) -> Self {
-        let (l1, l2) = (pad8(H1), pad8(H2));
+        let (l1, l2) = (pad_lanes(H1), pad_lanes(H2));
         Self {
             d,
             bn: Norm::new(p, "head.bn", BN_EPS, d),
@@ -111,7 +111,7 @@ impl HeadServe {
     /// in place (BatchNorm with running statistics).
     pub fn logits(&self, x: &mut [f32], rows: usize, ws: &mut HeadWs, out: &mut [f32]) {
         let d = self.d;
-        let (l1, l2) = (pad8(H1), pad8(H2));
+        let (l1, l2) = (pad_lanes(H1), pad_lanes(H2));
         assert!(x.len() >= rows * d && out.len() >= rows, "head: buffers too short");
         for row in x[..rows * d].chunks_exact_mut(d) {
             for (j, v) in row.iter_mut().enumerate() {
