@@ -52,13 +52,21 @@ def thread_count(text):
     return len(os.sched_getaffinity(0)) if text == "all" else int(text)
 
 
+def default_python():
+    """The interpreter of setup.sh's environment ($PEERS_VENV, else
+    target/peers-venv) when there is one, else this one."""
+    venv = os.environ.get("PEERS_VENV") or os.path.join(ROOT, "target", "peers-venv")
+    py = os.path.join(venv, "bin", "python")
+    return py if os.access(py, os.X_OK) else sys.executable
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", type=csv(str, ["train", "infer"]), default=["train", "infer"])
     ap.add_argument("--batches", type=csv(int), default=[1, 128, 1024])
     ap.add_argument("--seqlens", type=csv(int), default=[20, 100])
     ap.add_argument("--threads", type=csv(thread_count), default=[1, thread_count("all")], help="counts, or `all` (every core)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of every measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of every measurement")
     ap.add_argument("--peers", type=csv(str, PEERS), default=None, help="default: eager,compile,deepctr")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement (both sides)")
     ap.add_argument("--warmup", type=int, default=3, help="the peers' untimed steps (dien bench takes 3)")
@@ -71,7 +79,7 @@ def parse_args(argv=None):
     ap.add_argument("--valid-frac", type=float, default=0.1, help="both trainers' --valid-frac")
     ap.add_argument("--select", choices=["valid", "test"], default="valid", help="both trainers' --select")
     ap.add_argument("--dien", default=os.path.join(ROOT, "target", "release", "dien"), help="our binary")
-    ap.add_argument("--python", default=sys.executable, help="the peers' interpreter (the venv of setup.sh)")
+    ap.add_argument("--python", default=default_python(), help="the peers' interpreter (default: the venv of setup.sh)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "peers", "peers"), help="writes OUT.md and OUT.json")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round; checks the tables are complete")
     a = ap.parse_args(argv)
@@ -88,6 +96,12 @@ def parse_args(argv=None):
         ap.error("batches, history lengths, threads and epochs must be at least 1")
     if not os.access(a.dien, os.X_OK):
         ap.error(f"{a.dien} is not an executable: build it (cargo build --release -p dien-trainer) or give --dien")
+    # Found, not imported: importing deepctr_torch asks PyPI for its latest version.
+    need = ["torch", "numpy"] + (["deepctr_torch"] if "deepctr" in a.peers else [])
+    code = f"import importlib.util as u, sys; m = [m for m in {need!r} if u.find_spec(m) is None]; sys.exit(','.join(m) or 0)"
+    probe = subprocess.run([a.python, "-c", code], capture_output=True, text=True)
+    if probe.returncode != 0:
+        ap.error(f"{a.python} lacks {probe.stderr.strip()}: run benches/peers/setup.sh, or give --python")
     return a
 
 
@@ -141,10 +155,16 @@ def measure_speed(a):
             limit = a.timeout + (a.compile_timeout if p == "compile" else 0)
             jobs.append((p, cmd, torch_env(n, a.smoke), limit))
         for impl, cmd, env, limit in jobs:
+            # A failure is not tried again in later rounds, and a compilation
+            # that ran out of time is not tried again at the same mode and
+            # history length (its graph, and so its compile time, grows with
+            # T, not with the batch or the threads).
             key = (impl, mode, b, t, n)
+            if impl == "compile" and (mode, t) in broken:
+                key = (mode, t)
             name = "dien-rs" if impl == "ours" else pr.PEER_NAMES[impl]
             base = {"impl": name, "mode": mode, "batch": b, "T": t, "threads": n, "round": r}
-            if key in broken:  # it failed in an earlier round: the same failure again would only cost time
+            if key in broken:
                 runs.append(dict(base, error=broken[key]))
                 print(f"[{i}/{total}] {mode} B={b} T={t} threads={n} round {r + 1}: {name} skipped (failed before)", file=sys.stderr)
                 continue
@@ -155,6 +175,8 @@ def measure_speed(a):
                 rec["error"] = err
                 if impl != "ours":
                     broken[key] = err
+                if impl == "compile" and "within" in err:
+                    broken[(mode, t)] = f"{err} (at B={b}, threads={n})"
             runs.append(rec)
             shown = f"{rec['samples_per_s']:,.0f} samples/s" if rec.get("samples_per_s") else f"failed: {err}"
             print(f"[{i}/{total}] {mode} B={b} T={t} threads={n} round {r + 1}: {name} {shown}", file=sys.stderr, flush=True)
@@ -237,11 +259,13 @@ def main(argv=None):
         data = gen
     try:
         if data and not os.path.isfile(os.path.join(data, "local_train_splitByUser")):
-            print(f"training comparison skipped: {data} holds no local_train_splitByUser", file=sys.stderr)
+            reason = f"training comparison skipped: {data} holds no local_train_splitByUser"
+            report["training"] = {"data": data, "skipped": reason}
+            text.append(reason)
         elif data:
             runs, rows = measure_training(a, data)
             report["training"] = {"data": data, "runs": runs, "rows": rows}
-            text.append(pr.train_markdown(rows, a.train_rounds, data))
+            text.append(pr.train_markdown(rows, a.train_rounds, data, f"--valid-frac {a.valid_frac} --select {a.select}"))
     finally:
         if gen:
             shutil.rmtree(gen, ignore_errors=True)
