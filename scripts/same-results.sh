@@ -3,7 +3,8 @@
 # set, trains seven short configurations with each binary (every evolving
 # variant, both attention and auxiliary forms, din, base with SGD; three
 # epochs with evaluation and recalibration) and compares the SHA-256 of every
-# checkpoint, optimiser state and best model they write.
+# checkpoint, optimiser state and best model they write: their tensors (names,
+# shapes, bytes), not the metadata, which records the build's version.
 #   scripts/same-results.sh OLD_DIEN NEW_DIEN
 # Exit status 0 when every file is bit-identical.
 set -euo pipefail
@@ -12,6 +13,19 @@ new=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$old" generate --out "$work/data" --users 6000 --seed 5 >/dev/null
+# SHA-256 of a safetensors file without its `__metadata__` entry.
+tensor_hash() {
+    python3 - "$1" <<'PY'
+import hashlib, json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    h.update(f.read())
+print(h.hexdigest())
+PY
+}
 hashes() {
     local bin=$1 out=$2
     mkdir -p "$out"
@@ -28,7 +42,7 @@ hashes() {
     run agru --model dien-noaux --variant agru
     run din --model din
     run base --model base --optimizer sgd --lr 0.05
-    (cd "$out" && sha256sum ./*.safetensors)
+    (cd "$out" && for f in ./*.safetensors; do echo "$(tensor_hash "$f")  $f"; done)
 }
 hashes "$old" "$work/old" >"$work/old.sha"
 hashes "$new" "$work/new" >"$work/new.sha"

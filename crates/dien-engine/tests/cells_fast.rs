@@ -369,6 +369,10 @@ fn inference_mode_gives_the_training_forward() {
         cell.forward(&case.seq(), &mut ws, Mode::Infer, &mut s2, &mut l2);
         assert!(s1.iter().zip(&s2).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: states", kind.name());
         assert!(l1.iter().zip(&l2).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: last", kind.name());
+        // Only the last states: the same bits, whatever the chunking.
+        let mut l3 = vec![f32::NAN; case.batch * case.hidden];
+        cell.forward_last(&case.seq(), &mut ws, &mut l3);
+        assert!(l1.iter().zip(&l3).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: forward_last", kind.name());
     }
 }
 

@@ -44,6 +44,12 @@ impl Dense {
         }
     }
 
+    /// The packed `Wᵀ [inp, out]` of the forward product, for callers that
+    /// fuse their own epilogue ([`dien_engine::gemm::tile::gemm_ep`]).
+    pub fn packed_t(&self) -> &Packed {
+        &self.fwd
+    }
+
     /// `y[m, out] (+)= x[m, inp]·Wᵀ` without bias.
     pub fn forward_acc(&self, m: usize, x: &[f32], ldx: usize, y: &mut [f32], ldy: usize, acc: Accumulate) {
         gemm_packed(m, x, ldx, &self.fwd, y, ldy, acc);

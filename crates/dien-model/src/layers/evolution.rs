@@ -41,7 +41,12 @@ pub(crate) fn forward(
         Evolution::Gated => {
             attention_forward(&ev.att, &mut ws.att, &ws.h1, &ws.e_a, lengths, &mut ws.att_w, b, t, h, e);
             let input = SeqInput { x: &ws.h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
-            ev.gru2.forward(&input, &mut ws.cell2, mode, &mut ws.h2, &mut ws.h2_last);
+            match mode {
+                // The interest is the last state: the per-step states are
+                // needed only by backward.
+                CellMode::Infer => ev.gru2.forward_last(&input, &mut ws.cell2, &mut ws.h2_last),
+                CellMode::Train => ev.gru2.forward(&input, &mut ws.cell2, mode, &mut ws.h2, &mut ws.h2_last),
+            }
             ws.interest.copy_from_slice(&ws.h2_last);
         }
     }

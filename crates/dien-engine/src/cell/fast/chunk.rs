@@ -176,7 +176,9 @@ impl Epilogue for CEpi<'_> {
         let hn = update(self.kind, hv, u, c, V::splat(self.att[row])) & self.masks[v];
         store_n(self.g, oc, w, c);
         store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
-        store_n(self.states, (self.perm[i] * self.steps + self.t) * h + v * LANES, w, hn);
+        if !self.states.is_empty() {
+            store_n(self.states, (self.perm[i] * self.steps + self.t) * h + v * LANES, w, hn);
+        }
     }
 }
 
@@ -229,8 +231,9 @@ impl Chunk {
         grow(&mut self.gb, 3 * h);
     }
 
-    /// Forward over samples `b0 .. b0 + states.len() / (T·H)` of `inp`,
-    /// writing their `states [nb, T, H]` and `last [nb, H]`.
+    /// Forward over samples `b0 .. b0 + last.len() / H` of `inp`, writing
+    /// their `states [nb, T, H]` (unless `states` is empty: an inference
+    /// that needs only the last states) and `last [nb, H]`.
     pub(crate) fn forward(
         &mut self,
         cell: &GruCell,
@@ -278,13 +281,19 @@ impl Chunk {
         }
 
         // Gather the active rows into the compact layout, one sample at a
-        // time so the reads of `x` are sequential.
+        // time so the reads of `x` are sequential. Inference needs the
+        // compact inputs only for AIGRU (`a·x`); otherwise the projection
+        // below reads `x` in place.
+        let gather_x = train || kind == CellKind::Aigru;
         for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
             for (t, &o) in off[..len].iter().enumerate() {
                 let row = o + i;
                 let bt = (b0 + p) * steps + t;
                 let a = inp.att.map_or(0.0, |a| a[bt]);
                 att[row] = a;
+                if !gather_x {
+                    continue;
+                }
                 let src = &inp.x[bt * n_in..(bt + 1) * n_in];
                 let dst = &mut x[row * n_in..(row + 1) * n_in];
                 if kind == CellKind::Aigru {
@@ -302,7 +311,22 @@ impl Chunk {
         // of 64 rows so each block of X stays in L1).
         let rows = off[steps];
         let nv3 = cell.wih_t.nvec();
-        let mut r0 = 0;
+        if !gather_x {
+            // One product per sample over its own rows of `x` (consecutive
+            // steps), each result row stored at its compact position.
+            for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
+                if len == 0 {
+                    continue;
+                }
+                let mut epi = |t: usize, v: usize, acc: V| {
+                    let w = (h3 - v * LANES).min(LANES);
+                    store_n(g, (off[t] + i) * h3 + v * LANES, w, acc + load(&cell.b, v * LANES));
+                };
+                let x0 = (b0 + p) * steps * n_in;
+                gemm_ep::<4, 3, _>(len, n_in, nv3, &inp.x[x0..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+            }
+        }
+        let mut r0 = if gather_x { 0 } else { rows };
         while r0 < rows {
             let m = 64.min(rows - r0);
             let mut epi = |i: usize, v: usize, acc: V| {
@@ -346,7 +370,7 @@ impl Chunk {
             gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, cell.uru_t.data(), cell.uru_t.ld(), &mut epi);
 
             // The output rows two steps ahead.
-            if t + 2 < tmax {
+            if t + 2 < tmax && !states.is_empty() {
                 for &p in &perm[..active[t + 2]] {
                     prefetch(states, (p * steps + t + 2) * h, h);
                 }

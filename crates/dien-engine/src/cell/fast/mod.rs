@@ -91,6 +91,14 @@ use crate::simd::{lane_masks, pad_lanes};
 /// gradient-reduction order.
 pub const CHUNK: usize = 16;
 
+/// Samples per chunk of an inference forward. Smaller than [`CHUNK`]: with
+/// no cache to keep, a chunk of 8 keeps its input projection (`8·T` rows of
+/// `3H`) and its output rows in L2 while its time loop runs, measured about
+/// 8 % faster than 16 at `B = 128`, `T = 100`. A sample's result does not
+/// depend on the chunking (every row is computed alone), so inference and
+/// training agree bit for bit.
+pub const INFER_CHUNK: usize = 8;
+
 /// Whether a forward pass keeps what backward needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -214,17 +222,43 @@ impl GruCell {
                 None => last.fill(0.0),
             }
         } else if b > 0 {
-            let nc = b.div_ceil(CHUNK);
+            let cs = if train { CHUNK } else { INFER_CHUNK };
+            let nc = b.div_ceil(cs);
             ws.ensure_chunks(nc);
             ws.chunks[..nc]
                 .par_iter_mut()
-                .zip(states.par_chunks_mut(CHUNK * t * h))
-                .zip(last.par_chunks_mut(CHUNK * h))
+                .zip(states.par_chunks_mut(cs * t * h))
+                .zip(last.par_chunks_mut(cs * h))
                 .enumerate()
-                .for_each(|(c, ((ch, st), la))| ch.forward(self, input, c * CHUNK, train, st, la));
+                .for_each(|(c, ((ch, st), la))| ch.forward(self, input, c * cs, train, st, la));
         }
         if train {
             ws.tag = Some(Tag { kind: self.kind, input: self.input, hidden: self.hidden, batch: b, steps: t });
+        }
+    }
+
+    /// A [`Mode::Infer`] forward that writes only `last [B, H]` (the
+    /// states of every step are neither stored nor returned): the evolving
+    /// layer's interest when nothing reads the per-step states.
+    pub fn forward_last(&self, input: &SeqInput<'_, f32>, ws: &mut CellWorkspace, last: &mut [f32]) {
+        self.check_input(input);
+        let (b, t, h) = (input.batch, input.steps, self.hidden);
+        assert_eq!(last.len(), b * h, "last must be [B, H]");
+        ws.tag = None;
+        if t == 0 {
+            match input.h0 {
+                Some(h0) => last.copy_from_slice(h0),
+                None => last.fill(0.0),
+            }
+        } else if b > 0 {
+            let cs = INFER_CHUNK;
+            let nc = b.div_ceil(cs);
+            ws.ensure_chunks(nc);
+            ws.chunks[..nc]
+                .par_iter_mut()
+                .zip(last.par_chunks_mut(cs * h))
+                .enumerate()
+                .for_each(|(c, (ch, la))| ch.forward(self, input, c * cs, false, &mut [], la));
         }
     }
 

@@ -7,11 +7,13 @@
 // Index loops mirror the equations' subscripts.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use dien_engine::gemm::tile::Accumulate;
+use dien_engine::gemm::tile::{Accumulate, gemm_ep};
+use dien_engine::simd::{LANES, V, load, pad_lanes, store, store_n};
+use dien_engine::vecmath::simd::sigmoid_v;
 
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
-use crate::fast::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, weight_grad};
+use crate::fast::dense::{Dense, sigmoid_backward_inplace, weight_grad};
 use crate::fast::grow;
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot};
@@ -37,6 +39,9 @@ pub(crate) struct AttPacked {
     fc2_b: Vec<f32>,
     fc3_w: Vec<f32>,
     fc3_b: f32,
+    /// `fc2_b` and `fc3_w` zero-padded to whole vectors (fused epilogue).
+    fc2_b_pad: Vec<f32>,
+    fc3_w_pad: Vec<f32>,
     // bilinear form: `att.w [A, E]`
     bil: Dense,
     tmp_kp: Vec<f32>,
@@ -146,6 +151,8 @@ impl AttPacked {
             fc2_b: vec![0.0; F2],
             fc3_w: vec![0.0; F2],
             fc3_b: 0.0,
+            fc2_b_pad: vec![0.0; pad_lanes(F2)],
+            fc3_w_pad: vec![0.0; pad_lanes(F2)],
             bil: Dense::new(a, e),
             tmp_kp: vec![0.0; F1 * 2 * a],
             tmp_q: vec![0.0; F1 * a],
@@ -173,6 +180,8 @@ impl AttPacked {
                 self.fc2_b.copy_from_slice(p.get("att.fc2.b"));
                 self.fc3_w.copy_from_slice(p.get("att.fc3.w"));
                 self.fc3_b = p.get("att.fc3.b")[0];
+                self.fc2_b_pad[..F2].copy_from_slice(&self.fc2_b);
+                self.fc3_w_pad[..F2].copy_from_slice(&self.fc3_w);
             }
             AttForm::Bilinear => self.bil.set(p.get("att.w")),
         }
@@ -196,6 +205,8 @@ pub(crate) struct AttChunk {
     y2: Vec<f32>,
     /// Attention weights `[bc, t]`.
     pub weights: Vec<f32>,
+    /// Lane-wise partial scores of one sample's rows `[t]`.
+    score_acc: Vec<V>,
     // backward scratch
     ds: Vec<f32>,
     g2: Vec<f32>,
@@ -235,6 +246,9 @@ impl AttChunk {
         ] {
             grow(v, n);
         }
+        if self.score_acc.len() < t {
+            self.score_acc.resize(t, V::ZERO);
+        }
         if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
             self.grads = AttGrads::new(pk.form, a, pk.e);
         }
@@ -244,7 +258,6 @@ impl AttChunk {
     /// `e_a [bc, E]`, `lengths [bc]`. Weights at padded steps are zero.
     pub fn forward(&mut self, pk: &AttPacked, keys: &[f32], e_a: &[f32], lengths: &[usize]) {
         let (a, bc, t) = (pk.a, self.bc, self.t);
-        let rows = bc * t;
         match pk.form {
             AttForm::Mlp => {
                 pk.q.forward(bc, e_a, pk.e, &pk.q_b, &mut self.q_pre, a);
@@ -254,29 +267,45 @@ impl AttChunk {
                     *qv = if z > 0.0 { z } else { s * z };
                 }
                 pk.fc1_q.forward(bc, &self.q, a, &pk.fc1_b, &mut self.cb, F1);
+                // Only the valid steps are computed: the rows of padded steps
+                // keep whatever they held (finite: zeros or earlier sigmoid
+                // outputs), their weights are zeroed by the softmax below and
+                // backward multiplies them by a zero gradient.
+                let (fc1, fc2) = (pk.fc1_kp.packed_t(), pk.fc2.packed_t());
                 for s in 0..bc {
+                    let (r0, len) = (s * t, lengths[s]);
                     let q = &self.q[s * a..(s + 1) * a];
-                    for tt in 0..t {
-                        let r = s * t + tt;
+                    for r in r0..r0 + len {
                         let x = &mut self.x1[r * 2 * a..(r + 1) * 2 * a];
-                        if tt < lengths[s] {
-                            let k = &keys[r * a..(r + 1) * a];
-                            x[..a].copy_from_slice(k);
-                            for j in 0..a {
-                                x[a + j] = q[j] * k[j];
-                            }
-                        } else {
-                            x.fill(0.0);
+                        let k = &keys[r * a..(r + 1) * a];
+                        x[..a].copy_from_slice(k);
+                        for j in 0..a {
+                            x[a + j] = q[j] * k[j];
                         }
-                        self.y1[r * F1..(r + 1) * F1].copy_from_slice(&self.cb[s * F1..(s + 1) * F1]);
                     }
-                }
-                pk.fc1_kp.forward_acc(rows, &self.x1, 2 * a, &mut self.y1, F1, Accumulate::Yes);
-                sigmoid_inplace(&mut self.y1[..rows * F1]);
-                pk.fc2.forward(rows, &self.y1, F1, &pk.fc2_b, &mut self.y2, F2);
-                sigmoid_inplace(&mut self.y2[..rows * F2]);
-                for r in 0..rows {
-                    self.weights[r] = dot(&self.y2[r * F2..(r + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+                    // y1 = σ(x1·[Wk − Wd | Wp]ᵀ + cb_s), the sample's
+                    // constant part as the bias.
+                    let (cb, y1) = (&self.cb[s * F1..(s + 1) * F1], &mut self.y1[r0 * F1..]);
+                    let mut epi1 = |i: usize, v: usize, acc: V| {
+                        store(y1, i * F1 + v * LANES, sigmoid_v(acc + load(cb, v * LANES)));
+                    };
+                    let x1 = &self.x1[r0 * 2 * a..];
+                    gemm_ep::<4, 3, _>(len, 2 * a, fc1.nvec(), x1, 2 * a, 1, fc1.data(), fc1.ld(), &mut epi1);
+                    // y2 = σ(y1·W2ᵀ + b2) and the score y2·w3 + b3, summed
+                    // lane-wise as the vectors of a row arrive (in order).
+                    let (y2, score) = (&mut self.y2[r0 * F2..], &mut self.score_acc[..len]);
+                    score.fill(V::ZERO);
+                    let (b2, w3) = (&pk.fc2_b_pad, &pk.fc3_w_pad);
+                    let mut epi2 = |i: usize, v: usize, acc: V| {
+                        let y = sigmoid_v(acc + load(b2, v * LANES));
+                        store_n(y2, i * F2 + v * LANES, F2 - v * LANES, y);
+                        score[i] = y.mul_add(load(w3, v * LANES), score[i]);
+                    };
+                    let y1 = &self.y1[r0 * F1..];
+                    gemm_ep::<4, 3, _>(len, F1, fc2.nvec(), y1, F1, 1, fc2.data(), fc2.ld(), &mut epi2);
+                    for (w, sc) in self.weights[r0..r0 + len].iter_mut().zip(score.iter()) {
+                        *w = sc.reduce_add() + pk.fc3_b;
+                    }
                 }
             }
             AttForm::Bilinear => {
