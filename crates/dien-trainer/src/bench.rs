@@ -4,19 +4,31 @@
 use std::time::{Duration, Instant};
 
 use dien_model::cost::synthetic_batch;
-use dien_model::fast::Model;
+use dien_model::fast::{Model, Stage};
 use dien_model::serve::{Items, Predictor, Scratch};
 use dien_model::{Mode, ModelConfig, ParamStore};
 
 use crate::error::TrainError;
 use crate::optim::{OptimConfig, Optimizer};
 
+/// What [`time_steps`] measured.
+#[derive(Clone, Debug)]
+pub struct StepTimes {
+    /// Seconds of each timed step.
+    pub steps: Vec<f64>,
+    /// With stage timing: total seconds per model stage over the timed
+    /// steps, then the optimiser's (training only), in
+    /// [`Stage::ALL`](dien_model::fast::Stage::ALL) order followed by
+    /// `("optimizer", secs)`.
+    pub stages: Option<Vec<(&'static str, f64)>>,
+}
+
 /// Times `steps` steps of `cfg` (after three warm-up steps) on one
 /// generated batch of `batch` samples with histories of `seqlen`, on a pool
 /// of `threads` threads: forward, backward, optimiser step and running
 /// statistics when `train`, else a forward pass in evaluation mode on the
-/// batch without negatives (as evaluation and prediction run it). Returns
-/// the seconds of each timed step.
+/// batch without negatives (as evaluation and prediction run it). With
+/// `stages`, also where the time of the timed steps went.
 pub fn time_steps(
     cfg: &ModelConfig,
     batch: usize,
@@ -24,7 +36,8 @@ pub fn time_steps(
     threads: usize,
     steps: usize,
     train: bool,
-) -> Result<Vec<f64>, TrainError> {
+    stages: bool,
+) -> Result<StepTimes, TrainError> {
     let mut b = synthetic_batch(cfg, batch, seqlen, 1);
     if !train {
         // Inference (evaluation, prediction) has no negatives: the
@@ -37,28 +50,39 @@ pub fn time_steps(
         .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
     let mut model = Model::init(cfg.clone(), 1)?;
     let mut opt = Optimizer::new(OptimConfig::default(), model.params())?;
-    let mut step = || -> Result<(), TrainError> {
-        if train {
-            model.forward_backward(&b)?;
-            let (p, g) = model.params_and_gradients();
-            opt.step(p, g)?;
-            model.update_running_stats();
-        } else {
+    // One step; returns the optimiser's seconds.
+    let step = |model: &mut Model, opt: &mut Optimizer| -> Result<f64, TrainError> {
+        if !train {
             model.forward(&b, Mode::Eval)?;
+            return Ok(0.0);
         }
-        Ok(())
+        model.forward_backward(&b)?;
+        let t0 = Instant::now();
+        let (p, g) = model.params_and_gradients();
+        opt.step(p, g)?;
+        model.update_running_stats();
+        Ok(t0.elapsed().as_secs_f64())
     };
     pool.install(|| {
         for _ in 0..3 {
-            step()?;
+            step(&mut model, &mut opt)?;
         }
-        let mut t = Vec::with_capacity(steps);
+        // Only the timed steps count.
+        model.time_stages(stages);
+        let (mut t, mut opt_secs) = (Vec::with_capacity(steps), 0.0);
         for _ in 0..steps {
             let s = Instant::now();
-            step()?;
+            opt_secs += step(&mut model, &mut opt)?;
             t.push(s.elapsed().as_secs_f64());
         }
-        Ok(t)
+        let stages = model.stage_times().map(|st| {
+            let mut v: Vec<_> = Stage::ALL.iter().map(|&s| (s.name(), st.secs(s))).collect();
+            if train {
+                v.push(("optimizer", opt_secs));
+            }
+            v
+        });
+        Ok(StepTimes { steps: t, stages })
     })
 }
 

@@ -45,6 +45,20 @@ fn bench_and_gradcheck_print_json() {
     }
     assert_eq!(j["impl"], "dien-rs");
     assert_eq!(j["T"], 5);
+    assert!(j.get("stages_ms_per_step").is_none(), "stages only when asked");
+    // Per-stage timing: every stage and the optimiser, no more than a step.
+    let args =
+        ["bench", "--mode", "train", "--batch", "8", "--seqlen", "5", "--threads", "1", "--steps", "3", "--stages"];
+    let (out, err) = dien(&[&args[..], &["--dim", "4", "--hidden", "8"]].concat());
+    let j = last_json(&out);
+    let st = j["stages_ms_per_step"].as_object().expect("stages_ms_per_step");
+    for k in ["input", "extractor", "aux loss", "interest", "head", "head backward", "optimizer", "other"] {
+        assert!(st[k].as_f64().is_some_and(|v| v >= 0.0), "stage {k}: {j}");
+    }
+    let sum: f64 = st.values().map(|v| v.as_f64().unwrap()).sum();
+    let step_mean = j["ms_per_step"].as_f64().unwrap();
+    assert!(sum > 0.0 && sum < 3.0 * step_mean + 1.0, "stage times add up to about a step: {sum} vs {step_mean}");
+    assert!(err.contains("aux loss"), "the table goes to stderr: {err}");
     let (out, _) = dien(&["gradcheck", "--model", "base", "--max-entries", "40"]);
     assert!(out.contains("head.fc1.w"));
     assert_eq!(last_json(&out)["passed"], true);

@@ -26,10 +26,12 @@ pub(crate) mod dense;
 mod gradients;
 mod model;
 mod stages;
+mod timing;
 pub(crate) mod workspace;
 
 pub use self::gradients::{EMB_TABLES, Gradients, SparseRows};
 pub use self::model::Model;
+pub use self::timing::{Stage, StageTimes};
 
 /// Samples per chunk in the attention and auxiliary stages: the unit of
 /// parallel work and of the fixed gradient-reduction order.

@@ -48,6 +48,8 @@ pub struct Model {
     pub(super) grads: Gradients,
     pub(super) ids: Ids,
     pub(super) has_stats: bool,
+    /// Per-stage totals, when timing is on.
+    pub(super) timing: Option<super::StageTimes>,
 }
 
 /// Tensor ids the step needs, resolved when the model is built.
@@ -86,7 +88,18 @@ impl Model {
         let layers = Layers::new(&cfg, &plan);
         let grads = Gradients::new(&cfg);
         let ids = Ids::new(&params);
-        Ok(Self { cfg, plan, params, dirty: true, layers, ws: Workspace::default(), grads, ids, has_stats: false })
+        Ok(Self {
+            cfg,
+            plan,
+            params,
+            dirty: true,
+            layers,
+            ws: Workspace::default(),
+            grads,
+            ids,
+            has_stats: false,
+            timing: None,
+        })
     }
 
     /// A freshly initialised model (init rules of docs/MODEL.md#tensors, deterministic in `seed`).
@@ -140,6 +153,18 @@ impl Model {
         }
         self.layers.set(&self.cfg, &self.params);
         self.dirty = false;
+    }
+
+    /// Turns per-stage timing of the following steps on (`true`, totals
+    /// reset) or off; see [`Model::stage_times`].
+    pub fn time_stages(&mut self, on: bool) {
+        self.timing = on.then(super::StageTimes::default);
+    }
+
+    /// Seconds per [`Stage`](super::Stage) over the steps run since timing
+    /// was turned on ([`Model::time_stages`]), `None` when it is off.
+    pub fn stage_times(&self) -> Option<&super::StageTimes> {
+        self.timing.as_ref()
     }
 
     /// Evaluates the batch in `mode` (no gradients). The logits are in

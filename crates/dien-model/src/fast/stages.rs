@@ -6,6 +6,7 @@ use dien_engine::cell::GruGrads;
 use dien_engine::cell::fast::Mode as CellMode;
 
 use super::model::Model;
+use super::timing::{Laps, Stage};
 use super::{CHUNK, Losses, add_into};
 use crate::batch::Batch;
 use crate::error::ModelError;
@@ -30,6 +31,7 @@ impl Model {
         if batch.batch == 0 && (mode == Mode::Eval || sync.replicas() < 2) {
             return Err(ModelError::Batch("empty batch".into()));
         }
+        let mut clock = Laps::start(self.timing.is_some());
         self.repack();
         let cfg = &self.cfg;
         let (b, t) = (batch.batch, batch.steps);
@@ -49,6 +51,7 @@ impl Model {
             ws.d_h1.fill(0.0);
             ws.d_h2.fill(0.0);
         }
+        clock.lap(Stage::Input);
 
         // Interest.
         let mut loss_aux = 0.0;
@@ -60,14 +63,17 @@ impl Model {
             }
             InterestLayers::Evolving(ev) => {
                 extractor::forward(&ev.gru1, ws, lengths, b, t, cell_mode);
+                clock.lap(Stage::Extractor);
                 if let (Some(aux), true) = (&ev.aux, with_neg) {
                     let train_sync = (mode == Mode::Train).then_some(&mut *sync);
                     loss_aux =
                         extractor::aux_loss(aux, ws, lengths, b, t, h, e, grad.then_some(aux_weight), train_sync)?;
                 }
+                clock.lap(Stage::AuxLoss);
                 evolution::forward(ev, ws, lengths, b, t, h, e, cell_mode);
             }
         }
+        clock.lap(Stage::Interest);
 
         // Head.
         head::assemble_input(ws, b, d, e, iw, dh);
@@ -88,7 +94,9 @@ impl Model {
                 losses.loss, losses.loss_target, losses.loss_aux
             )));
         }
+        clock.lap(Stage::Head);
         if !grad {
+            clock.finish(&mut self.timing);
             return Ok(losses);
         }
 
@@ -100,10 +108,14 @@ impl Model {
         ws.head.backward(&layers.head, &self.params, mode, &batch.label, &mut ws.g_head, sync)?;
         grads.add_parts(&ids.head, ws.g_head.parts());
         head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
+        clock.lap(Stage::HeadBackward);
 
         let nc = b.div_ceil(CHUNK);
         match &layers.interest {
-            InterestLayers::SumPool => add_into(&mut ws.d_s, &ws.d_int),
+            InterestLayers::SumPool => {
+                add_into(&mut ws.d_s, &ws.d_int);
+                clock.lap(Stage::InterestBackward);
+            }
             InterestLayers::AttentionPool(att) => {
                 weighted_sum_backward(
                     &ws.att_w,
@@ -133,6 +145,7 @@ impl Model {
                 for ch in &ws.att[..nc] {
                     grads.add_parts(&ids.att, ch.grads.parts());
                 }
+                clock.lap(Stage::InterestBackward);
             }
             InterestLayers::Evolving(ev) => {
                 // Taken out for the duration (the stages borrow the whole
@@ -144,6 +157,7 @@ impl Model {
                 for ch in &ws.att[..nc] {
                     grads.add_parts(&ids.att, ch.grads.parts());
                 }
+                clock.lap(Stage::InterestBackward);
                 if ev.aux.is_some() && with_neg {
                     for ch in &ws.aux[..nc] {
                         grads.add_parts(&ids.aux, ch.grads.parts());
@@ -154,7 +168,10 @@ impl Model {
                 ws.g_gru = Some((g1, g2));
             }
         }
+        clock.lap(Stage::ExtractorBackward);
         embedding::scatter(batch, e, d, with_neg, ws, &mut grads.emb);
+        clock.lap(Stage::Scatter);
+        clock.finish(&mut self.timing);
         Ok(losses)
     }
 }

@@ -151,6 +151,10 @@ pub(crate) struct BenchArgs {
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 20, value_parser = positive())]
     pub(crate) steps: usize,
+    /// Also print where the time of a step goes, per stage (train and
+    /// infer modes): milliseconds per step and share.
+    #[arg(long)]
+    pub(crate) stages: bool,
     #[command(flatten)]
     pub(crate) arch: ArchArgs,
 }

@@ -19,7 +19,8 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     };
     let mut cfg = a.arch.model_config(a.model, 1000, 50_000, 800)?;
     cfg.max_len = a.seqlen.max(1);
-    let mut sorted = time_steps(&cfg, a.batch, a.seqlen, threads, a.steps, train_mode)?;
+    let timed = time_steps(&cfg, a.batch, a.seqlen, threads, a.steps, train_mode, a.stages)?;
+    let mut sorted = timed.steps.clone();
     sorted.sort_by(f64::total_cmp);
     let med = sorted[sorted.len() / 2];
     let sps = a.batch as f64 / med;
@@ -40,12 +41,29 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         yard,
         dien_engine::simd_target()
     );
-    println!(
-        "{}",
-        json!({"impl": "dien-rs", "mode": a.mode.name(), "model": a.model.to_string(), "batch": a.batch, "T": a.seqlen,
-               "threads": threads, "samples_per_s": sps, "ms_per_step": med * 1e3, "gflops": gflops,
-               "sgemm_gflops_1thread": yard})
-    );
+    let mut line = json!({"impl": "dien-rs", "mode": a.mode.name(), "model": a.model.to_string(), "batch": a.batch,
+                          "T": a.seqlen, "threads": threads, "samples_per_s": sps, "ms_per_step": med * 1e3,
+                          "gflops": gflops, "sgemm_gflops_1thread": yard});
+    if let Some(stages) = &timed.stages {
+        // Mean milliseconds per step of each stage, and the rest of the
+        // step (the time between stages: step bookkeeping).
+        let n = timed.steps.len() as f64;
+        let total: f64 = timed.steps.iter().sum::<f64>() / n;
+        eprintln!("{:<20} {:>9} {:>7}", "stage", "ms/step", "share");
+        let mut map = serde_json::Map::new();
+        let mut covered = 0.0;
+        for &(name, secs) in stages {
+            let ms = secs / n * 1e3;
+            covered += secs / n;
+            eprintln!("{name:<20} {ms:>9.3} {:>6.1}%", 100.0 * secs / n / total);
+            map.insert(name.to_string(), json!(ms));
+        }
+        let rest = (total - covered).max(0.0);
+        eprintln!("{:<20} {:>9.3} {:>6.1}%", "other", rest * 1e3, 100.0 * rest / total);
+        map.insert("other".into(), json!(rest * 1e3));
+        line["stages_ms_per_step"] = serde_json::Value::Object(map);
+    }
+    println!("{line}");
     Ok(())
 }
 
