@@ -1,8 +1,6 @@
 //! Gradients of one training step: dense per-tensor buffers addressed by
 //! [`TensorId`], and sparse rows for the embedding tables.
 
-use std::collections::HashMap;
-
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
@@ -18,23 +16,44 @@ pub struct SparseRows {
     pub rows: Vec<u32>,
     /// `rows.len() × width` gradient values, row `i` for `rows[i]`.
     pub values: Vec<f32>,
-    slot: HashMap<u32, u32>,
+    /// Slot in `scratch` of each table row, `NONE` if untouched: a direct
+    /// index (one entry per table row) instead of a hash map, since every
+    /// looked-up row goes through [`SparseRows::add`].
+    slot: Vec<u32>,
+    /// Rows with a slot, in the order they were first touched.
+    touched: Vec<u32>,
     scratch: Vec<f32>,
     order: Vec<(u32, u32)>,
 }
 
+/// An untouched row's slot.
+const NONE: u32 = u32::MAX;
+
 impl SparseRows {
-    fn new(width: usize) -> Self {
-        Self { width, ..Default::default() }
+    /// Gradient rows of a table of `rows` rows of `width`.
+    fn new(width: usize, rows: usize) -> Self {
+        Self { width, slot: vec![NONE; rows], ..Default::default() }
     }
     pub(crate) fn clear(&mut self) {
-        self.slot.clear();
+        for &r in &self.touched {
+            self.slot[r as usize] = NONE;
+        }
+        self.touched.clear();
         self.scratch.clear();
     }
     pub(crate) fn add(&mut self, row: u32, g: &[f32]) {
         let w = self.width;
-        let next = self.slot.len() as u32;
-        let s = *self.slot.entry(row).or_insert(next) as usize;
+        let r = row as usize;
+        if r >= self.slot.len() {
+            // Rows are checked against the table sizes before a step runs;
+            // this only grows a table built smaller than its rows.
+            self.slot.resize(r + 1, NONE);
+        }
+        if self.slot[r] == NONE {
+            self.slot[r] = self.touched.len() as u32;
+            self.touched.push(row);
+        }
+        let s = self.slot[r] as usize;
         if s == self.scratch.len() / w {
             self.scratch.extend_from_slice(g);
         } else {
@@ -46,7 +65,7 @@ impl SparseRows {
     pub(crate) fn finish(&mut self) {
         let w = self.width;
         self.order.clear();
-        self.order.extend(self.slot.iter().map(|(&r, &s)| (r, s)));
+        self.order.extend(self.touched.iter().map(|&r| (r, self.slot[r as usize])));
         self.order.sort_unstable();
         self.rows.clear();
         self.values.clear();
@@ -132,7 +151,7 @@ impl Gradients {
             names: specs.into_iter().map(|s| s.name).collect(),
             dense,
             dense_ids,
-            emb: [SparseRows::new(d), SparseRows::new(d), SparseRows::new(d)],
+            emb: [SparseRows::new(d, cfg.n_uid), SparseRows::new(d, cfg.n_mid), SparseRows::new(d, cfg.n_cat)],
         }
     }
     /// The dense gradient of tensor `id` (`None` for embeddings and buffers).

@@ -7,6 +7,8 @@
 // Index loops mirror the equations' subscripts; stage functions take many slices.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+use rayon::prelude::*;
+
 use crate::batch::Batch;
 use crate::fast::SparseRows;
 use crate::fast::workspace::Workspace;
@@ -23,33 +25,47 @@ pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws:
         let ea = &mut ws.e_a[s * e..(s + 1) * e];
         ea[..d].copy_from_slice(&em[row(batch.mid[s])]);
         ea[d..].copy_from_slice(&ec[row(batch.cat[s])]);
-        let l = batch.lengths[s];
-        let sum = &mut ws.s[s * e..(s + 1) * e];
-        sum.fill(0.0);
-        for tt in 0..t {
-            let i = s * t + tt;
-            let x = &mut ws.e_hist[i * e..(i + 1) * e];
-            if tt < l {
-                x[..d].copy_from_slice(&em[row(batch.hist_mid[i])]);
-                x[d..].copy_from_slice(&ec[row(batch.hist_cat[i])]);
-                for (a, &b) in sum.iter_mut().zip(x.iter()) {
-                    *a += b;
-                }
-            } else {
-                x.fill(0.0);
-            }
-            if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat)
-                && !ws.e_neg.is_empty()
-            {
-                let x = &mut ws.e_neg[i * e..(i + 1) * e];
+    }
+    if t == 0 {
+        ws.s[..batch.batch * e].fill(0.0);
+        return;
+    }
+    // The histories, one sample per task: each sample's rows and sum are
+    // computed alone, so the result does not depend on the threads.
+    let n = batch.batch * t * e;
+    ws.e_hist[..n].par_chunks_mut(t * e).zip(ws.s[..batch.batch * e].par_chunks_mut(e)).enumerate().for_each(
+        |(s, (hist, sum))| {
+            let l = batch.lengths[s];
+            sum.fill(0.0);
+            for (tt, x) in hist.chunks_exact_mut(e).enumerate() {
                 if tt < l {
+                    let i = s * t + tt;
+                    x[..d].copy_from_slice(&em[row(batch.hist_mid[i])]);
+                    x[d..].copy_from_slice(&ec[row(batch.hist_cat[i])]);
+                    for (a, &b) in sum.iter_mut().zip(x.iter()) {
+                        *a += b;
+                    }
+                } else {
+                    x.fill(0.0);
+                }
+            }
+        },
+    );
+    if let (Some(nm), Some(nc)) = (&batch.neg_mid, &batch.neg_cat)
+        && !ws.e_neg.is_empty()
+    {
+        ws.e_neg[..n].par_chunks_mut(t * e).enumerate().for_each(|(s, neg)| {
+            let l = batch.lengths[s];
+            for (tt, x) in neg.chunks_exact_mut(e).enumerate() {
+                if tt < l {
+                    let i = s * t + tt;
                     x[..d].copy_from_slice(&em[row(nm[i])]);
                     x[d..].copy_from_slice(&ec[row(nc[i])]);
                 } else {
                     x.fill(0.0);
                 }
             }
-        }
+        });
     }
 }
 
@@ -67,34 +83,43 @@ pub(crate) fn scatter(
 ) {
     let (b, t) = (batch.batch, batch.steps);
     let lengths = &batch.lengths;
-    for s in 0..b {
-        let ds = &ws.d_s[s * e..(s + 1) * e];
-        for tt in 0..lengths[s] {
-            let i = s * t + tt;
-            crate::fast::add_into(&mut ws.d_e_hist[i * e..(i + 1) * e], ds);
-        }
+    if t > 0 {
+        ws.d_e_hist[..b * t * e].par_chunks_mut(t * e).zip(ws.d_s[..b * e].par_chunks(e)).enumerate().for_each(
+            |(s, (dh, ds))| {
+                for x in dh.chunks_exact_mut(e).take(lengths[s]) {
+                    crate::fast::add_into(x, ds);
+                }
+            },
+        );
     }
-    let (emb_mid, rest) = emb.split_at_mut(2);
-    let (gm, gc) = (&mut emb_mid[1], &mut rest[0]);
-    for s in 0..b {
-        let dea = &ws.d_e_a[s * e..(s + 1) * e];
-        gm.add(batch.mid[s], &dea[..d]);
-        gc.add(batch.cat[s], &dea[d..]);
-        for tt in 0..lengths[s] {
-            let i = s * t + tt;
-            let g = &ws.d_e_hist[i * e..(i + 1) * e];
-            gm.add(batch.hist_mid[i], &g[..d]);
-            gc.add(batch.hist_cat[i], &g[d..]);
-            if let (Some(nm), Some(nc), true) = (&batch.neg_mid, &batch.neg_cat, with_neg) {
-                let g = &ws.d_e_neg[i * e..(i + 1) * e];
-                gm.add(nm[i], &g[..d]);
-                gc.add(nc[i], &g[d..]);
+    // The item and the category table in parallel, each in the one
+    // sequential order that fixes its sums' bits: samples, then for each
+    // the target, the history steps and their negatives.
+    let [g_uid, gm, gc] = emb;
+    let (d_e_a, d_e_hist, d_e_neg) = (&ws.d_e_a, &ws.d_e_hist, &ws.d_e_neg);
+    let negs = match (&batch.neg_mid, &batch.neg_cat, with_neg) {
+        (Some(nm), Some(nc), true) => Some((nm, nc)),
+        _ => None,
+    };
+    let table =
+        |g: &mut SparseRows, target: &[u32], hist: &[u32], neg: Option<&Vec<u32>>, cols: std::ops::Range<usize>| {
+            for s in 0..b {
+                g.add(target[s], &d_e_a[s * e + cols.start..s * e + cols.end]);
+                for tt in 0..lengths[s] {
+                    let i = s * t + tt;
+                    g.add(hist[i], &d_e_hist[i * e + cols.start..i * e + cols.end]);
+                    if let Some(neg) = neg {
+                        g.add(neg[i], &d_e_neg[i * e + cols.start..i * e + cols.end]);
+                    }
+                }
             }
-        }
-    }
-    for table in emb {
-        table.finish();
-    }
+            g.finish();
+        };
+    rayon::join(
+        || table(gm, &batch.mid, &batch.hist_mid, negs.map(|n| n.0), 0..d),
+        || table(gc, &batch.cat, &batch.hist_cat, negs.map(|n| n.1), d..e),
+    );
+    g_uid.finish();
 }
 
 /// The embedding layer's outputs in `f64` (reference path), zero at padded
