@@ -151,6 +151,10 @@ pub(crate) struct BenchArgs {
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 20, value_parser = positive())]
     pub(crate) steps: usize,
+    /// Precision of the request path's large products (score mode): f32,
+    /// or bf16 weights with f32 accumulation (needs AVX512_BF16).
+    #[arg(long, default_value = "f32", value_parser = precision_values())]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub(crate) arch: ArchArgs,
 }
