@@ -8,9 +8,10 @@
 //! 1. Every sample of the data file (or of a data directory's test file)
 //!    is scored through the request path in both precisions
 //!    (`dien_trainer::predict::predict_file_requests`, one thread),
-//!    alternately for `ROUNDS` rounds (default 3): the largest and mean
-//!    |logit difference|, the largest |probability difference|, AUC and
-//!    logloss of each precision, and the median seconds of each.
+//!    alternately for `ROUNDS` rounds (default 3, the order swapped every
+//!    round): the largest and mean |logit difference|, the largest
+//!    |probability difference|, AUC and logloss of each precision, and the
+//!    median seconds of each.
 //! 2. `REQUESTS` (default 200) requests of the checkpoint's longest
 //!    history (`max_len`) and 100 candidates, drawn from the (item,
 //!    category) pairs of the file: the largest and mean |logit difference|
@@ -74,8 +75,10 @@ pub fn run(checkpoint: &Path, data: &Path, rounds: usize, long: usize) -> Result
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let mut times = [Vec::new(), Vec::new()];
     let mut scores: [RequestScores; 2] = Default::default();
-    for _ in 0..rounds.max(1) {
-        for (i, p) in [&f32p, &bf16p].into_iter().enumerate() {
+    for round in 0..rounds.max(1) {
+        // The order swaps every round, so neither precision always runs first.
+        for i in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let p = [&f32p, &bf16p][i];
             let t = Instant::now();
             scores[i] = pool.install(|| predict_file_requests(p, vocabs.clone(), &file, 256))?;
             times[i].push(t.elapsed().as_secs_f64());
