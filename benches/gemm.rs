@@ -11,11 +11,14 @@
 //!
 //! With `GEMM_CROSSOVER=1` in the environment, a sweep over `m` (best of 25
 //! interleaved rounds, robust to a busy machine) is printed first, showing
-//! where `matrixmultiply` overtakes the small kernel.
+//! where `matrixmultiply` overtakes the small kernel. With `GEMM_BF16=1`,
+//! the bf16 product (`gemm::bf16`, on CPUs with AVX512_BF16) against the
+//! `f32` one on the request path's shapes, the same way.
 
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use dien_engine::gemm::bf16::{Bf16Cpu, Bf16Rows, PackedBf16};
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_acc_long_k, gemm_packed};
 use dien_engine::gemm::{MatMut, MatRef, gemm};
 use rand::{Rng, SeedableRng};
@@ -146,9 +149,52 @@ fn crossover_sweep() {
     }
 }
 
+/// Best-of-rounds multiply-adds per nanosecond of the `f32` product
+/// (`gemm_packed`), the bf16 product with the conversion of `A`
+/// (`Bf16Cpu::gemm_f32`) and the bf16 kernel alone (`A` converted before),
+/// timed alternately, on the request path's shapes: attention layers 1
+/// and 2 over 256 candidate × step rows, the query layer, the head's two
+/// hidden layers over a block of 32 candidates, a GRU input projection
+/// over 100 steps.
+fn bf16_sweep() {
+    let Some(cpu) = Bf16Cpu::detect() else {
+        println!("bf16: skipped, this CPU lacks AVX512_BF16");
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    println!("bf16: multiply-adds per ns, f32 tile / bf16 with conversion / bf16 kernel (best of 25 rounds)");
+    for &(m, k, n) in &[(256, 36, 80), (256, 80, 40), (32, 18, 36), (32, 162, 200), (32, 200, 80), (100, 36, 108)] {
+        let a = rand_vec(&mut rng, m * k);
+        let w = rand_vec(&mut rng, n * k);
+        let (pf, pb) = (Packed::from_weight_t(&w, n, k), PackedBf16::from_weight_t(&w, n, k));
+        let mut out = vec![0.0f32; m * n];
+        let mut ws = Bf16Rows::new();
+        let reps = (4_000_000 / (m * n * k)).max(1);
+        let mut best = [f64::MAX; 3];
+        for _ in 0..25 {
+            let mut time = |i: usize, f: &mut dyn FnMut()| {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                best[i] = best[i].min(t.elapsed().as_secs_f64() / reps as f64);
+            };
+            time(0, &mut || gemm_packed(m, black_box(&a), k, &pf, &mut out, n, Accumulate::Yes));
+            time(1, &mut || cpu.gemm_f32(m, black_box(&a), k, &pb, &mut out, n, Accumulate::Yes, &mut ws));
+            cpu.convert(m, &a, k, k, &mut ws);
+            time(2, &mut || cpu.gemm(m, black_box(&ws), &pb, &mut out, n, Accumulate::Yes));
+        }
+        let rate = |secs: f64| (m * n * k) as f64 / secs / 1e9;
+        println!("  {m}x{k}x{n}: {:.1} / {:.1} / {:.1}", rate(best[0]), rate(best[1]), rate(best[2]));
+    }
+}
+
 fn main() {
     if std::env::var_os("GEMM_CROSSOVER").is_some() {
         crossover_sweep();
+    }
+    if std::env::var_os("GEMM_BF16").is_some() {
+        bf16_sweep();
     }
     println!(
         "yardstick: matrixmultiply::sgemm 1024x1024x1024, 1 thread: {:.1} GFLOP/s ({})",

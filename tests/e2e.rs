@@ -19,7 +19,7 @@ use dien_capi::{
     dien_predictor_max_len, dien_predictor_open, dien_score, dien_score_ids,
 };
 use dien_model::checkpoint;
-use dien_model::serve::{Items, Predictor, Scratch, Vocabs};
+use dien_model::serve::{Items, Precision, Predictor, Scratch, Vocabs};
 use dien_trainer::data::DataSet;
 
 /// Largest difference allowed between `dien predict` (the batched training
@@ -149,6 +149,45 @@ fn predict_writes_one_probability_per_line_in_order() {
     let pu = dir.join("pu.txt");
     dien(&["predict", "--checkpoint", s(&f.last), "--data", s(&unlabelled), "--out", s(&pu)]);
     assert_eq!(std::fs::read_to_string(&pu).unwrap(), std::fs::read_to_string(&preds).unwrap());
+}
+
+#[test]
+fn predict_in_bf16_is_close_to_f32_or_names_the_missing_cpu_feature() {
+    let f = fixture();
+    let test = f.test_file();
+    let dir = f.dir.join("predict-bf16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p32, p16) = (dir.join("f32.txt"), dir.join("bf16.txt"));
+    dien(&["predict", "--checkpoint", s(&f.last), "--data", s(&test), "--out", s(&p32)]);
+    // The request path over the file in f32 (what --precision bf16 runs, in
+    // f32): the batch path's probabilities, samples of one history grouped
+    // into requests (also across batch sizes that cut a group in two).
+    let (model, vocabs) = dien_trainer::train::load_checkpoint(&f.last).unwrap();
+    let pred = Predictor::from_model(&model).unwrap();
+    let r = dien_trainer::predict::predict_file_requests(&pred, vocabs, &test, 7).unwrap();
+    let batch = read_probabilities(&p32);
+    assert_eq!(r.logits.len(), batch.len());
+    assert!(r.requests < batch.len(), "positive and negative lines share a request");
+    assert!(r.labels.iter().all(|&y| y == 0.0 || y == 1.0) && r.labels.contains(&1.0));
+    for (&z, &p) in r.logits.iter().zip(&batch) {
+        assert!((1.0 / (1.0 + (-z).exp()) - p).abs() <= PREDICT_TOLERANCE, "{z} vs probability {p}");
+    }
+    let args = ["predict", "--checkpoint", s(&f.last), "--data", s(&test), "--out", s(&p16), "--precision", "bf16"];
+    if !Precision::Bf16.supported() {
+        let out = std::process::Command::new(common::dien_bin()).args(args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("AVX512_BF16"), "{err}");
+        println!("skipped the comparison: this CPU lacks AVX512_BF16 (checked the error)");
+        return;
+    }
+    let (out, _) = dien(&args);
+    assert_eq!(last_json(&out)["precision"], "bf16");
+    let (a, b) = (read_probabilities(&p32), read_probabilities(&p16));
+    assert_eq!(a.len(), b.len());
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 0.01, "largest probability difference {worst}");
+    println!("largest |bf16 - f32| probability of dien predict: {worst:e}");
 }
 
 #[test]

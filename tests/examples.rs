@@ -1,10 +1,13 @@
-//! Runs the examples (`examples/score.rs`, `examples/train.rs`) with tiny
-//! sizes and checks what they return: the examples are compiled into this
+//! Runs the examples (`examples/score.rs`, `examples/train.rs`,
+//! `examples/precision.rs`) with tiny sizes and checks what they return: the examples are compiled into this
 //! test as modules and their `run` functions called.
 
 mod common;
 
 // The examples' `main` is not called here.
+#[allow(dead_code)]
+#[path = "../examples/precision.rs"]
+mod precision;
 #[allow(dead_code)]
 #[path = "../examples/score.rs"]
 mod score;
@@ -13,7 +16,7 @@ mod score;
 mod train;
 
 use common::scratch_dir;
-use dien_model::serve::{Items, Predictor, Scratch};
+use dien_model::serve::{Items, Precision, Predictor, Scratch};
 
 /// `score` equals `Predictor` called directly on the same request.
 fn assert_matches_predictor(s: &score::Scored) {
@@ -82,4 +85,27 @@ fn train_example_reports_finite_metrics() {
     assert!(m.logloss.unwrap() > 0.0);
     assert!(dir.join("m.safetensors").is_file());
     assert!(dir.join("m.best.safetensors").is_file());
+}
+
+#[test]
+fn precision_example_compares_bf16_with_f32_or_reports_the_cpu() {
+    let dir = scratch_dir("example-precision");
+    let (ck, data) = score::train_tiny(&dir).unwrap();
+    let r = precision::run(&ck, &data, 1, 3);
+    if !Precision::Bf16.supported() {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("AVX512_BF16"), "{e}");
+        println!("skipped: this CPU lacks AVX512_BF16 (checked the example's error)");
+        return;
+    }
+    let r = r.unwrap();
+    assert!(r.samples > 0 && r.requests > 0 && r.requests <= r.samples);
+    assert_eq!(r.long_requests, 3);
+    for v in [r.max_abs_logit, r.long_max_abs_logit, r.max_abs_prob] {
+        assert!(v.is_finite() && v < 0.05, "{r:?}");
+    }
+    assert!(r.mean_abs_logit <= r.max_abs_logit && r.long_mean_abs_logit <= r.long_max_abs_logit);
+    assert!(r.auc.iter().all(|a| (0.0..=1.0).contains(a)) && (r.auc[0] - r.auc[1]).abs() < 0.01, "{r:?}");
+    assert!(r.seconds.iter().all(|&s| s > 0.0));
+    assert!((0.0..=1.0).contains(&r.long_top1_changed) && (0.0..=1.0).contains(&r.long_pairs_swapped));
 }

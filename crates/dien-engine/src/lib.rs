@@ -2,7 +2,8 @@
 //!
 //! The compute core of the DIEN engine: explicit-SIMD vector math
 //! ([`vecmath`]), 8-lane load/store and scalar helpers ([`simd`]), GEMM
-//! wrappers and the register-tiled small-matrix kernel ([`gemm`], [`gemm::tile`]), and the
+//! wrappers, the register-tiled small-matrix kernel ([`gemm`], [`gemm::tile`]) and
+//! its bf16 counterpart for inference on CPUs with AVX512_BF16 ([`gemm::bf16`]), and the
 //! recurrent cells of DIEN (GRU, AUGRU, AGRU, AIGRU) with hand-written
 //! forward and backward passes ([`cell`]). [`gradcheck`] compares analytic
 //! gradients with central finite differences and is used by the tests of this

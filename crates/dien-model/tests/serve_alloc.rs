@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dien_model::serve::{Items, Predictor, Scratch, Vocabs};
+use dien_model::serve::{Items, Precision, Predictor, Scratch, Vocabs};
 use dien_model::{AttForm, ModelConfig, ModelKind, ParamStore, Variant};
 
 struct Counting;
@@ -80,19 +80,24 @@ fn scoring_allocates_nothing_after_warm_up() {
     let map = |p: &str, n: u32| -> HashMap<String, u32> { (0..n).map(|i| (format!("{p}{i}"), i)).collect() };
     let (shm, shc, scm, scc) = (ids("m", &hm), ids("c", &hc), ids("m", &cm), ids("c", &cc));
 
-    // Every model, and for the models with an evolving layer every variant.
-    let cases = ModelKind::ALL.iter().flat_map(|&model| {
+    // Every model, and for the models with an evolving layer every variant,
+    // in every precision this CPU has.
+    let precisions: Vec<Precision> = Precision::ALL.into_iter().filter(|p| p.supported()).collect();
+    let precisions = &precisions;
+    let cases = ModelKind::ALL.iter().flat_map(move |&model| {
         let evolving = matches!(model, ModelKind::Dien | ModelKind::DienNoaux);
         let variants = if evolving { Variant::ALL } else { &[Variant::Augru][..] };
-        variants.iter().map(move |&v| (model, v))
+        variants.iter().flat_map(move |&v| precisions.iter().map(move |&p| (model, v, p)))
     });
-    for (model, variant) in cases {
+    for (model, variant, precision) in cases {
         let mut cfg = ModelConfig::new(model, 20, 300, 30);
         cfg.variant = variant;
         cfg.att = AttForm::Mlp;
         let pred = Predictor::new(cfg.clone(), ParamStore::init(&cfg, 1))
             .unwrap()
             .with_vocabs(Vocabs::new(map("u", 20), map("m", 300), map("c", 30)))
+            .unwrap()
+            .with_precision(precision)
             .unwrap();
         let mut sc = Scratch::new();
         let mut out = vec![0.0f32; k];
@@ -121,6 +126,6 @@ fn scoring_allocates_nothing_after_warm_up() {
             sum + p.iter().sum::<f32>()
         });
         assert!(sum.is_finite() && sum > 0.0);
-        assert_eq!(n, 0, "{model} {variant}: {n} allocations after warm-up");
+        assert_eq!(n, 0, "{model} {variant} {precision}: {n} allocations after warm-up");
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use dien_model::cost::synthetic_batch;
 use dien_model::fast::{Model, Stage};
-use dien_model::serve::{Items, Predictor, Scratch};
+use dien_model::serve::{Items, Precision, Predictor, Scratch};
 use dien_model::{Mode, ModelConfig, ParamStore};
 
 use crate::error::TrainError;
@@ -86,8 +86,9 @@ pub fn time_steps(
     })
 }
 
-/// Times the request path ([`Predictor`]) of `cfg` for one user with a
-/// history of `seqlen` behaviours and `candidates` items: each of `threads`
+/// Times the request path ([`Predictor`], in `precision`) of `cfg` for one
+/// user with a history of `seqlen` behaviours and `candidates` items: each
+/// of `threads`
 /// threads scores on its own [`Scratch`], three warm-up requests and then
 /// at least `steps` timed ones for at least a second. Returns the seconds
 /// of every timed request of every thread.
@@ -97,8 +98,9 @@ pub fn time_requests(
     seqlen: usize,
     threads: usize,
     steps: usize,
+    precision: Precision,
 ) -> Result<Vec<f64>, TrainError> {
-    let pred = Predictor::new(cfg.clone(), ParamStore::init(cfg, 1))?;
+    let pred = Predictor::new(cfg.clone(), ParamStore::init(cfg, 1))?.with_precision(precision)?;
     // One user's history (sample 0) and the targets of K samples as candidates.
     let b = synthetic_batch(cfg, candidates, seqlen, 1);
     let (uid, t) = (b.uid[0], seqlen);

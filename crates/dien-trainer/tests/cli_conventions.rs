@@ -60,6 +60,22 @@ fn enum_flags_list_their_values() {
     assert!(err.contains("adam") && err.contains("sgd"), "{err}");
     let (help, _) = ok(&["bench", "--help"]);
     assert!(help.contains("possible values") && help.contains("score"), "{help}");
+    let err = fails(&["bench", "--mode", "score", "--precision", "fp16"]);
+    assert!(err.contains("f32") && err.contains("bf16"), "{err}");
+}
+
+#[test]
+fn bench_score_reports_its_precision_or_the_missing_cpu_feature() {
+    let base = ["bench", "--mode", "score", "--candidates", "3", "--seqlen", "5", "--steps", "1", "--threads", "1"];
+    let (out, _) = ok(&base);
+    assert_eq!(last_json(&out)["precision"], "f32");
+    let args: Vec<&str> = base.iter().copied().chain(["--precision", "bf16"]).collect();
+    if dien_model::serve::Precision::Bf16.supported() {
+        let (out, _) = ok(&args);
+        assert_eq!(last_json(&out)["precision"], "bf16");
+    } else {
+        assert!(fails(&args).contains("AVX512_BF16"));
+    }
 }
 
 #[test]

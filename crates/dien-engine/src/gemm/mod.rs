@@ -31,7 +31,12 @@
 //!
 //! On a machine without AVX-512, `matrixmultiply` falls back to an AVX2
 //! kernel and the crossover moves to larger `m` (not measured here).
+//!
+//! [`bf16`] is the opt-in product with bf16 weights and `f32` accumulation
+//! (AVX512_BF16 only, detected at run time) for inference; it rounds both
+//! operands to 8 significant bits, so it is not used in training.
 
+pub mod bf16;
 pub mod tile;
 
 /// An immutable strided matrix view over a slice.

@@ -50,6 +50,15 @@
 //! floating-point rounding: evaluation mode uses running statistics, so a
 //! candidate's score does not depend on the others.
 //!
+//! # Precision
+//!
+//! By default every product is `f32`. [`Predictor::with_precision`] with
+//! [`Precision::Bf16`] (an explicit option, on CPUs with AVX512_BF16)
+//! runs the attention MLP's products, the head's hidden layers and the
+//! GRUs' input projections with bf16 weights and `f32` accumulation; its
+//! measured cost in accuracy and gain in speed are in
+//! docs/PERFORMANCE.md, "bf16 (opt-in)".
+//!
 //! ```
 //! use dien_model::serve::{Items, Predictor, Scratch};
 //! use dien_model::{ModelConfig, ModelKind, ParamStore};
@@ -69,27 +78,29 @@
 //! [`fast::Model`]: crate::fast::Model
 //! [`fast::Model::forward`]: crate::fast::Model::forward
 
-// Index loops mirror the equations' subscripts.
-#![allow(clippy::needless_range_loop)]
+pub(crate) mod linear;
+mod path;
 
 use std::path::Path;
 
-use dien_engine::cell::fast::{GruCell, SharedWorkspace};
-use dien_engine::cell::{CellKind, GruParams};
-use dien_engine::simd::{axpy, grow, sigmoid};
+use dien_engine::cell::fast::SharedWorkspace;
+use dien_engine::gemm::bf16::{Bf16Cpu, Bf16Rows};
+use dien_engine::simd::grow;
 use thiserror::Error;
+
+pub use self::linear::Precision;
+use self::path::InterestServe;
 
 use crate::vocab::VocabError;
 pub use crate::vocab::Vocabs;
 
 use crate::checkpoint;
-use crate::config::{Evolution, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::fast::Model;
-use crate::layers::attention::serve::{AttServe, AttWs};
+use crate::layers::attention::serve::AttWs;
 use crate::layers::head::serve::{HeadServe, HeadWs};
 use crate::params::ParamStore;
-use crate::plan::{Interest, Plan};
 
 /// Candidates per block of the per-candidate stages: their activations
 /// stay in cache, and the scratch does not grow with `K`.
@@ -128,6 +139,14 @@ pub enum ServeError {
     /// String ids were given but the predictor has no vocabularies.
     #[error("this predictor has no vocabularies: score by index, or load a checkpoint with its `.vocab.json` sidecar")]
     NoVocabularies,
+    /// The precision asked for needs an instruction set this CPU lacks.
+    #[error("precision `{precision}` needs a CPU with {needs}, which this one lacks (use `f32`)")]
+    PrecisionUnsupported {
+        /// The precision asked for.
+        precision: Precision,
+        /// What it needs.
+        needs: &'static str,
+    },
     /// The vocabularies are unreadable or do not fit the checkpoint.
     #[error("vocabularies: {0}")]
     Vocab(String),
@@ -173,17 +192,7 @@ pub struct Predictor {
     vocabs: Option<Vocabs>,
     interest: InterestServe,
     head: HeadServe,
-}
-
-/// The interest stage of the [`Plan`], packed for requests: exactly the
-/// layers the model has.
-// One per predictor, built once: the size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-enum InterestServe {
-    SumPool,
-    AttentionPool(AttServe),
-    Evolving { gru1: GruCell, gru2: GruCell, att: AttServe, evolution: Evolution },
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Predictor {
@@ -191,6 +200,7 @@ impl std::fmt::Debug for Predictor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Predictor")
             .field("config", &self.cfg)
+            .field("precision", &self.precision)
             .field("vocabs", &self.vocabs.as_ref().map(Vocabs::sizes))
             .finish_non_exhaustive()
     }
@@ -229,6 +239,8 @@ pub struct Scratch {
     gru: SharedWorkspace,
     att: AttWs,
     head: HeadWs,
+    /// The bf16 copy of a projection's input ([`Precision::Bf16`]).
+    bf: Bf16Rows,
 }
 
 impl Scratch {
@@ -266,33 +278,11 @@ impl Predictor {
     pub fn new(cfg: ModelConfig, params: ParamStore<f32>) -> Result<Self, ServeError> {
         cfg.validate()?;
         params.check_matches(&cfg)?;
-        let (e, h) = (cfg.e(), cfg.hidden);
+        let (interest, head) = path::pack(&cfg, &params);
         let p = &params;
-        let gru = |prefix: &str, kind: CellKind, input: usize| {
-            let mut cell = GruCell::new(kind, input, h);
-            cell.set_params(&GruParams {
-                w_ih: p.get(&format!("{prefix}.w_ih")),
-                w_hh: p.get(&format!("{prefix}.w_hh")),
-                b: p.get(&format!("{prefix}.b")),
-                input,
-                hidden: h,
-            });
-            cell
-        };
-        let interest = match Plan::new(&cfg).interest {
-            Interest::SumPool => InterestServe::SumPool,
-            Interest::AttentionPool { att } => InterestServe::AttentionPool(AttServe::new(att, cfg.att_width(), e, p)),
-            Interest::Evolving(ev) => InterestServe::Evolving {
-                gru1: gru("gru1", CellKind::Gru, e),
-                gru2: gru("gru2", ev.cell, h),
-                att: AttServe::new(ev.att, cfg.att_width(), e, p),
-                evolution: ev.evolution,
-            },
-        };
-        let head = HeadServe::new(cfg.head_in(), p);
         let idx = |name: &str| p.index_of(name).expect("embedding tables exist in every model");
         let emb = [idx("emb.uid"), idx("emb.mid"), idx("emb.cat")];
-        Ok(Self { cfg, params, emb, vocabs: None, interest, head })
+        Ok(Self { cfg, params, emb, vocabs: None, interest, head, precision: Precision::F32 })
     }
 
     /// A predictor of a model's current parameters (copied), without
@@ -322,6 +312,33 @@ impl Predictor {
         vocabs.check(&self.cfg)?;
         self.vocabs = Some(vocabs);
         Ok(self)
+    }
+
+    /// This predictor with its large products in `precision`
+    /// ([`Precision`]: `f32`, the default, or bf16 weights with `f32`
+    /// accumulation). [`Precision::Bf16`] on a CPU without AVX512_BF16 is
+    /// an error ([`ServeError::PrecisionUnsupported`]); nothing else
+    /// changes (inputs, vocabularies, errors, allocation).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self, ServeError> {
+        if precision == self.precision {
+            return Ok(self);
+        }
+        let (interest, head) = path::pack(&self.cfg, &self.params);
+        (self.interest, self.head) = match precision {
+            Precision::F32 => (interest, head),
+            Precision::Bf16 => {
+                let cpu = Bf16Cpu::detect()
+                    .ok_or(ServeError::PrecisionUnsupported { precision, needs: "AVX512_BF16 (and AVX-512F)" })?;
+                (interest.to_bf16(&self.cfg, &self.params, cpu), head.to_bf16(cpu))
+            }
+        };
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The precision of the large products ([`Predictor::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The model configuration.
@@ -450,148 +467,6 @@ impl Predictor {
         check_indices("cand_mid", cands.mid, 0, cfg.n_mid)?;
         check_indices("cand_cat", cands.cat, 0, cfg.n_cat)?;
         Ok(start)
-    }
-
-    /// Embedding row `i` of table `t` (0 uid, 1 mid, 2 cat); `i` was checked.
-    #[inline]
-    fn row(&self, t: usize, i: u32) -> &[f32] {
-        let d = self.cfg.d;
-        &self.params.data(self.emb[t])[i as usize * d..(i as usize + 1) * d]
-    }
-
-    /// The request path: logits (or probabilities) of the candidates into `out`.
-    fn run(
-        &self,
-        sc: &mut Scratch,
-        uid: u32,
-        hist: Items<'_>,
-        cands: Items<'_>,
-        out: &mut [f32],
-        probs: bool,
-    ) -> Result<(), ServeError> {
-        let start = self.validate(uid, hist, cands, out.len())?;
-        let cfg = &self.cfg;
-        let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
-        let (hm, hc) = (&hist.mid[start..], &hist.cat[start..]);
-        let (l, k) = (hm.len(), cands.len());
-        let Scratch { u, e_hist, s, g1, h1, g2, h2, e_a, w, interest, x, gru, att, head, .. } = sc;
-
-        // Per request: user row, history rows and their sum.
-        grow(u, d);
-        u[..d].copy_from_slice(self.row(0, uid));
-        grow(e_hist, l * e);
-        grow(s, e);
-        let s = &mut s[..e];
-        s.fill(0.0);
-        for t in 0..l {
-            let x = &mut e_hist[t * e..(t + 1) * e];
-            x[..d].copy_from_slice(self.row(1, hm[t]));
-            x[d..].copy_from_slice(self.row(2, hc[t]));
-            for (a, &b) in s.iter_mut().zip(x.iter()) {
-                *a += b;
-            }
-        }
-        let e_hist = &e_hist[..l * e];
-
-        // Per request: extractor GRU, shared projections, attention keys.
-        let mut keys: &[f32] = &[];
-        if l > 0 {
-            match &self.interest {
-                InterestServe::Evolving { gru1: c1, gru2: c2, att: a, evolution } => {
-                    let n3 = 3 * h;
-                    grow(g1, l * n3);
-                    grow(h1, l * h);
-                    grow(g2, l * n3);
-                    c1.project_shared(l, e_hist, e, g1);
-                    c1.forward_shared(1, l, g1, None, gru, Some(&mut h1[..l * h]));
-                    let h1 = &h1[..l * h];
-                    c2.project_shared(l, h1, h, g2);
-                    keys = h1;
-                    if *evolution == Evolution::Pooled {
-                        grow(h2, l * h);
-                        c2.forward_shared(1, l, g2, None, gru, Some(&mut h2[..l * h]));
-                        keys = &h2[..l * h];
-                    }
-                    a.prepare_keys(keys, l, att);
-                }
-                InterestServe::AttentionPool(a) => {
-                    keys = e_hist;
-                    a.prepare_keys(keys, l, att);
-                }
-                InterestServe::SumPool => {}
-            }
-        }
-
-        // Per block of candidates: interest, head input, head.
-        let b = BLOCK.min(k);
-        grow(e_a, b * e);
-        grow(w, b * l);
-        grow(interest, b * iw);
-        grow(x, b * dh);
-        let mut c0 = 0;
-        while c0 < k {
-            let nb = BLOCK.min(k - c0);
-            for j in 0..nb {
-                let ea = &mut e_a[j * e..(j + 1) * e];
-                ea[..d].copy_from_slice(self.row(1, cands.mid[c0 + j]));
-                ea[d..].copy_from_slice(self.row(2, cands.cat[c0 + j]));
-            }
-            let it = &mut interest[..nb * iw];
-            // The attention and, for a steered evolving cell, that cell.
-            let (a, gated) = match &self.interest {
-                InterestServe::SumPool => (None, None),
-                InterestServe::AttentionPool(a) => (Some(a), None),
-                InterestServe::Evolving { att: a, gru2, evolution, .. } => {
-                    (Some(a), (*evolution == Evolution::Gated).then_some(gru2))
-                }
-            };
-            match a {
-                None => {
-                    for row in it.chunks_exact_mut(iw) {
-                        row.copy_from_slice(s);
-                    }
-                }
-                Some(_) if l == 0 => it.fill(0.0),
-                Some(a) => {
-                    a.weights(keys, l, e_a, nb, att, w);
-                    if let Some(c2) = gated {
-                        c2.forward_shared(nb, l, g2, Some((&w[..], l)), gru, None);
-                        for (j, row) in it.chunks_exact_mut(iw).enumerate() {
-                            row.copy_from_slice(gru.state(j));
-                        }
-                    } else {
-                        // Interest = Σ_t a_t k_t.
-                        for (j, row) in it.chunks_exact_mut(iw).enumerate() {
-                            row.fill(0.0);
-                            for t in 0..l {
-                                axpy(w[j * l + t], &keys[t * iw..(t + 1) * iw], row);
-                            }
-                        }
-                    }
-                }
-            }
-            // Head input [u; e_a; s; e_a ∘ s; interest].
-            for j in 0..nb {
-                let xr = &mut x[j * dh..(j + 1) * dh];
-                let ea = &e_a[j * e..(j + 1) * e];
-                xr[..d].copy_from_slice(&u[..d]);
-                xr[d..d + e].copy_from_slice(ea);
-                xr[d + e..d + 2 * e].copy_from_slice(s);
-                for ((p, &a), &b) in xr[d + 2 * e..d + 3 * e].iter_mut().zip(ea).zip(s.iter()) {
-                    *p = a * b;
-                }
-                xr[d + 3 * e..].copy_from_slice(&interest[j * iw..(j + 1) * iw]);
-            }
-            let o = &mut out[c0..c0 + nb];
-            self.head.logits(x, nb, head, o);
-            if probs {
-                for v in o.iter_mut() {
-                    *v = sigmoid(*v);
-                }
-            }
-            c0 += nb;
-        }
-        Ok(())
     }
 }
 

@@ -155,6 +155,10 @@ pub(crate) struct BenchArgs {
     /// infer modes): milliseconds per step and share.
     #[arg(long)]
     pub(crate) stages: bool,
+    /// Precision of the request path's large products (score mode): f32,
+    /// or bf16 weights with f32 accumulation (needs AVX512_BF16).
+    #[arg(long, default_value = "f32", value_parser = precision_values())]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub(crate) arch: ArchArgs,
 }

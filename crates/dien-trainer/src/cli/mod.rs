@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use dien_model::serve::Precision;
 use dien_model::{AttForm, AuxForm, ModelConfig, ModelKind, Variant};
 use dien_trainer::optim::OptimKind;
 use dien_trainer::prepare::{BehaviorFilter, DEFAULT_CHUNK_EVENTS, DEFAULT_TEST_FRAC, EventFormat};
@@ -36,6 +37,7 @@ named_values!(
     optim_values => OptimKind,
     recipe_values => Recipe,
     select_values => Select,
+    precision_values => Precision,
 );
 
 /// The most threads a command accepts: eight per core (more only
@@ -314,6 +316,11 @@ pub(crate) struct PredictArgs {
     /// Compute threads (default: all cores).
     #[arg(long, value_parser = threads_value)]
     pub(crate) threads: Option<usize>,
+    /// Arithmetic of the large products: f32 (the batch forward), or bf16
+    /// weights with f32 accumulation through the request path (needs a CPU
+    /// with AVX512_BF16; docs/EMBEDDING.md#precision).
+    #[arg(long, default_value = "f32", value_parser = precision_values())]
+    pub(crate) precision: Precision,
 }
 
 impl ArchArgs {

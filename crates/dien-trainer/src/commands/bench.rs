@@ -76,7 +76,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
 fn run_score(a: &BenchArgs, threads: usize) -> Result<()> {
     let mut cfg = a.arch.model_config(a.model, 1000, 50_000, 800)?;
     cfg.max_len = a.seqlen.max(1);
-    let mut times = time_requests(&cfg, a.candidates, a.seqlen, threads, a.steps)?;
+    let mut times = time_requests(&cfg, a.candidates, a.seqlen, threads, a.steps, a.precision)?;
     times.sort_by(f64::total_cmp);
     let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (p50, p99) = (pct(0.5), pct(0.99));
@@ -85,11 +85,12 @@ fn run_score(a: &BenchArgs, threads: usize) -> Result<()> {
     let span = times.iter().sum::<f64>() / threads as f64;
     let cps = (times.len() * a.candidates) as f64 / span;
     eprintln!(
-        "{} score K={} T={} threads={}: p50 {:.1} µs, p99 {:.1} µs, {:.0} candidates/s over {} requests [{}]",
+        "{} score K={} T={} threads={} precision={}: p50 {:.1} µs, p99 {:.1} µs, {:.0} candidates/s over {} requests [{}]",
         a.model,
         a.candidates,
         a.seqlen,
         threads,
+        a.precision,
         p50 * 1e6,
         p99 * 1e6,
         cps,
@@ -100,7 +101,8 @@ fn run_score(a: &BenchArgs, threads: usize) -> Result<()> {
         "{}",
         json!({"impl": "dien-rs", "mode": "score", "model": a.model.to_string(), "batch": a.candidates,
                "T": a.seqlen, "threads": threads, "samples_per_s": cps, "ms_per_step": p50 * 1e3,
-               "p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "candidates": a.candidates})
+               "p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "candidates": a.candidates,
+               "precision": a.precision.name()})
     );
     Ok(())
 }

@@ -4,15 +4,17 @@ use std::fmt::Write;
 
 use anyhow::Result;
 use dien_model::checkpoint::{VOCAB_SUFFIX, sidecar_path};
+use dien_model::serve::{Precision, Predictor};
 use dien_trainer::paths::{Role, check_outputs};
-use dien_trainer::predict::predict_file;
+use dien_trainer::predict::{predict_file, predict_file_requests};
 use dien_trainer::train::load_checkpoint;
 use serde_json::json;
 
 use super::{data_file, pool};
 use crate::cli::PredictArgs;
 
-/// Scores a data file and writes one probability per line, in input order.
+/// Scores a data file and writes one probability per line, in input order:
+/// in `f32` through the batch forward, in bf16 through the request path.
 pub(crate) fn run(a: &PredictArgs) -> Result<()> {
     let data = data_file(&a.data);
     let inputs = [
@@ -22,7 +24,14 @@ pub(crate) fn run(a: &PredictArgs) -> Result<()> {
     ];
     check_outputs(&inputs, &[Role::new("--out", &a.out)])?;
     let (mut model, vocabs) = load_checkpoint(&a.checkpoint)?;
-    let probs = pool(a.threads)?.install(|| predict_file(&mut model, vocabs, &data, a.batch))?;
+    let probs = match a.precision {
+        Precision::F32 => pool(a.threads)?.install(|| predict_file(&mut model, vocabs, &data, a.batch))?,
+        p => {
+            let pred = Predictor::from_model(&model)?.with_precision(p)?;
+            let s = pool(a.threads)?.install(|| predict_file_requests(&pred, vocabs, &data, a.batch))?;
+            s.logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
+        }
+    };
     // Written whole and renamed into place: never a half-written file.
     let mut text = String::with_capacity(probs.len() * 12);
     for p in &probs {
@@ -30,6 +39,9 @@ pub(crate) fn run(a: &PredictArgs) -> Result<()> {
     }
     dien_model::checkpoint::write_atomic(&a.out, text.as_bytes())?;
     eprintln!("wrote {} probabilities to {}", probs.len(), a.out.display());
-    println!("{}", json!({"samples": probs.len(), "out": a.out.display().to_string()}));
+    println!(
+        "{}",
+        json!({"samples": probs.len(), "out": a.out.display().to_string(), "precision": a.precision.name()})
+    );
     Ok(())
 }

@@ -12,13 +12,18 @@
 //! `(Wq + Wd)·q` (one row) and `Wp·(q ∘ k_t)`, an inner width of `A`
 //! instead of `4A` for the per-step product. Candidates are processed a few
 //! at a time so each block's activations stay in the L1/L2 caches.
+//!
+//! Every product goes through a [`Linear`], so the same code runs in either
+//! [`Precision`](crate::serve::Precision) ([`AttServe::to_bf16`]).
 
-use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::gemm::bf16::{Bf16Cpu, Bf16Rows};
+use dien_engine::gemm::tile::Accumulate;
 use dien_engine::vecmath::sigmoid_inplace;
 
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
 use crate::params::ParamStore;
+use crate::serve::linear::Linear;
 use dien_engine::simd::{dot, grow};
 /// Rows (candidate × step) per block of the per-candidate products.
 const ROWS: usize = 256;
@@ -27,17 +32,17 @@ const ROWS: usize = 256;
 #[derive(Clone, Debug)]
 struct Mlp {
     /// `att.q.wᵀ`: `[E → A]`.
-    q_w: Packed,
+    q_w: Linear,
     q_b: Vec<f32>,
     prelu: Vec<f32>,
     /// `(Wk − Wd)ᵀ`: `[A → F1]` (shared key part).
-    fc1_k: Packed,
+    fc1_k: Linear,
     /// `Wpᵀ`: `[A → F1]` (per-candidate `q ∘ k` part).
-    fc1_p: Packed,
+    fc1_p: Linear,
     /// `(Wq + Wd)ᵀ`: `[A → F1]` (per-candidate constant).
-    fc1_q: Packed,
+    fc1_q: Linear,
     fc1_b: Vec<f32>,
-    fc2: Packed,
+    fc2: Linear,
     fc2_b: Vec<f32>,
     fc3_w: Vec<f32>,
     fc3_b: f32,
@@ -47,7 +52,7 @@ struct Mlp {
 enum Form {
     Mlp(Box<Mlp>),
     /// `att.wᵀ`: `[E → A]`.
-    Bilinear(Packed),
+    Bilinear(Linear),
 }
 
 /// Attention packed for the request path.
@@ -73,6 +78,8 @@ pub(crate) struct AttWs {
     x1: Vec<f32>,
     y1: Vec<f32>,
     y2: Vec<f32>,
+    /// The bf16 copy of a product's input (bf16 only).
+    bf: Bf16Rows,
 }
 
 impl AttServe {
@@ -88,22 +95,38 @@ impl AttServe {
                     q[o * a + j] = q_plus_d;
                 });
                 Form::Mlp(Box::new(Mlp {
-                    q_w: Packed::from_weight_t(p.get("att.q.w"), a, e),
+                    q_w: Linear::new(p.get("att.q.w"), a, e),
                     q_b: p.get("att.q.b").to_vec(),
                     prelu: p.get("att.q.prelu").to_vec(),
-                    fc1_k: Packed::from_weight_t(&k, F1, a),
-                    fc1_p: Packed::from_weight_t(&pp, F1, a),
-                    fc1_q: Packed::from_weight_t(&q, F1, a),
+                    fc1_k: Linear::new(&k, F1, a),
+                    fc1_p: Linear::new(&pp, F1, a),
+                    fc1_q: Linear::new(&q, F1, a),
                     fc1_b: p.get("att.fc1.b").to_vec(),
-                    fc2: Packed::from_weight_t(p.get("att.fc2.w"), F2, F1),
+                    fc2: Linear::new(p.get("att.fc2.w"), F2, F1),
                     fc2_b: p.get("att.fc2.b").to_vec(),
                     fc3_w: p.get("att.fc3.w").to_vec(),
                     fc3_b: p.get("att.fc3.b")[0],
                 }))
             }
-            AttForm::Bilinear => Form::Bilinear(Packed::from_weight_t(p.get("att.w"), a, e)),
+            AttForm::Bilinear => Form::Bilinear(Linear::new(p.get("att.w"), a, e)),
         };
         Self { a, e, form }
+    }
+
+    /// The same attention with every product in bf16.
+    pub fn to_bf16(&self, cpu: Bf16Cpu) -> Self {
+        let form = match &self.form {
+            Form::Mlp(m) => Form::Mlp(Box::new(Mlp {
+                q_w: m.q_w.to_bf16(cpu),
+                fc1_k: m.fc1_k.to_bf16(cpu),
+                fc1_p: m.fc1_p.to_bf16(cpu),
+                fc1_q: m.fc1_q.to_bf16(cpu),
+                fc2: m.fc2.to_bf16(cpu),
+                ..(**m).clone()
+            })),
+            Form::Bilinear(w) => Form::Bilinear(w.to_bf16(cpu)),
+        };
+        Self { form, ..*self }
     }
 
     /// The per-request part: `(Wk − Wd)·k_t + b1` for `keys [l, A]`
@@ -114,7 +137,7 @@ impl AttServe {
             for t in 0..l {
                 ws.kp[t * F1..(t + 1) * F1].copy_from_slice(&m.fc1_b);
             }
-            gemm_packed(l, keys, self.a, &m.fc1_k, &mut ws.kp, F1, Accumulate::Yes);
+            m.fc1_k.gemm(l, keys, self.a, &mut ws.kp, F1, Accumulate::Yes, &mut ws.bf);
         }
     }
 
@@ -131,13 +154,13 @@ impl AttServe {
                 for c in 0..nc {
                     ws.q[c * a..(c + 1) * a].copy_from_slice(&m.q_b);
                 }
-                gemm_packed(nc, e_a, self.e, &m.q_w, &mut ws.q, a, Accumulate::Yes);
+                m.q_w.gemm(nc, e_a, self.e, &mut ws.q, a, Accumulate::Yes, &mut ws.bf);
                 for (qv, &s) in ws.q[..nc * a].iter_mut().zip(m.prelu.iter().cycle()) {
                     if *qv <= 0.0 {
                         *qv *= s;
                     }
                 }
-                gemm_packed(nc, &ws.q, a, &m.fc1_q, &mut ws.cq, F1, Accumulate::No);
+                m.fc1_q.gemm(nc, &ws.q, a, &mut ws.cq, F1, Accumulate::No, &mut ws.bf);
                 // Candidates per block: whole histories, about ROWS rows.
                 let per = (ROWS / l).max(1);
                 // Sized for the largest block any request can use (at most
@@ -146,7 +169,7 @@ impl AttServe {
                 grow(&mut ws.x1, rows_max * a);
                 grow(&mut ws.y1, rows_max * F1);
                 grow(&mut ws.y2, rows_max * F2);
-                let AttWs { kp, q, cq, x1, y1, y2 } = ws;
+                let AttWs { kp, q, cq, x1, y1, y2, bf } = ws;
                 let mut c0 = 0;
                 while c0 < nc {
                     let m_c = per.min(nc - c0);
@@ -166,12 +189,12 @@ impl AttServe {
                             }
                         }
                     }
-                    gemm_packed(rows, x1, a, &m.fc1_p, y1, F1, Accumulate::Yes);
+                    m.fc1_p.gemm(rows, x1, a, y1, F1, Accumulate::Yes, bf);
                     sigmoid_inplace(&mut y1[..rows * F1]);
                     for r in 0..rows {
                         y2[r * F2..(r + 1) * F2].copy_from_slice(&m.fc2_b);
                     }
-                    gemm_packed(rows, y1, F1, &m.fc2, y2, F2, Accumulate::Yes);
+                    m.fc2.gemm(rows, y1, F1, y2, F2, Accumulate::Yes, bf);
                     sigmoid_inplace(&mut y2[..rows * F2]);
                     for r in 0..rows {
                         w[c0 * l + r] = dot(&y2[r * F2..(r + 1) * F2], &m.fc3_w) + m.fc3_b;
@@ -181,7 +204,7 @@ impl AttServe {
             }
             Form::Bilinear(bil) => {
                 // s_t = k_t · (att.w · e_a)
-                gemm_packed(nc, e_a, self.e, bil, &mut ws.q, a, Accumulate::No);
+                bil.gemm(nc, e_a, self.e, &mut ws.q, a, Accumulate::No, &mut ws.bf);
                 for c in 0..nc {
                     let v = &ws.q[c * a..(c + 1) * a];
                     for t in 0..l {

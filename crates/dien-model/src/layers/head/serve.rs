@@ -1,13 +1,17 @@
 //! The prediction head (docs/MODEL.md#prediction-head) in evaluation form: BatchNorm and Dice
 //! use their running statistics, so each row is scored on its own and the
 //! normalisation constants are computed once when the predictor is built.
+//! The two hidden layers' products go through a [`Linear`], in the
+//! predictor's [`Precision`](crate::serve::Precision) ([`HeadServe::to_bf16`]).
 
-use dien_engine::gemm::tile::{Accumulate, Packed, gemm_packed};
+use dien_engine::gemm::bf16::{Bf16Cpu, Bf16Rows};
+use dien_engine::gemm::tile::Accumulate;
 use dien_engine::simd::V;
 use dien_engine::simd::{LANES, dot, grow, load, pad_lanes, store};
 use dien_engine::vecmath::simd::sigmoid_v;
 
 use crate::params::ParamStore;
+use crate::serve::linear::Linear;
 
 /// Hidden widths of the head (docs/MODEL.md#prediction-head).
 pub(crate) const H1: usize = 200;
@@ -45,11 +49,11 @@ pub(crate) struct HeadServe {
     bn: Norm,
     gamma: Vec<f32>,
     beta: Vec<f32>,
-    fc1: Packed,
+    fc1: Linear,
     b1: Vec<f32>,
     dice1: Norm,
     alpha1: Vec<f32>,
-    fc2: Packed,
+    fc2: Linear,
     b2: Vec<f32>,
     dice2: Norm,
     alpha2: Vec<f32>,
@@ -62,6 +66,8 @@ pub(crate) struct HeadServe {
 pub(crate) struct HeadWs {
     z1: Vec<f32>,
     z2: Vec<f32>,
+    /// The bf16 copy of a product's input (bf16 only).
+    bf: Bf16Rows,
 }
 
 fn padded(v: &[f32], width: usize) -> Vec<f32> {
@@ -94,17 +100,22 @@ impl HeadServe {
             bn: Norm::new(p, "head.bn", BN_EPS, d),
             gamma: p.get("head.bn.gamma").to_vec(),
             beta: p.get("head.bn.beta").to_vec(),
-            fc1: Packed::from_weight_t(p.get("head.fc1.w"), H1, d),
+            fc1: Linear::new(p.get("head.fc1.w"), H1, d),
             b1: padded(p.get("head.fc1.b"), l1),
             dice1: Norm::new(p, "head.dice1", DICE_EPS, l1),
             alpha1: padded(p.get("head.dice1.alpha"), l1),
-            fc2: Packed::from_weight_t(p.get("head.fc2.w"), H2, H1),
+            fc2: Linear::new(p.get("head.fc2.w"), H2, H1),
             b2: padded(p.get("head.fc2.b"), l2),
             dice2: Norm::new(p, "head.dice2", DICE_EPS, l2),
             alpha2: padded(p.get("head.dice2.alpha"), l2),
             w3: p.get("head.fc3.w").to_vec(),
             b3: p.get("head.fc3.b")[0],
         }
+    }
+
+    /// The same head with its two hidden layers' products in bf16.
+    pub fn to_bf16(&self, cpu: Bf16Cpu) -> Self {
+        Self { fc1: self.fc1.to_bf16(cpu), fc2: self.fc2.to_bf16(cpu), ..self.clone() }
     }
 
     /// Logits `out [rows]` of head inputs `x [rows, D]`; `x` is normalised
@@ -125,9 +136,9 @@ impl HeadServe {
             ws.z1[r * l1..(r + 1) * l1].copy_from_slice(&self.b1);
             ws.z2[r * l2..(r + 1) * l2].copy_from_slice(&self.b2);
         }
-        gemm_packed(rows, x, d, &self.fc1, &mut ws.z1, l1, Accumulate::Yes);
+        self.fc1.gemm(rows, x, d, &mut ws.z1, l1, Accumulate::Yes, &mut ws.bf);
         dice(&mut ws.z1, rows, l1, &self.dice1, &self.alpha1);
-        gemm_packed(rows, &ws.z1, l1, &self.fc2, &mut ws.z2, l2, Accumulate::Yes);
+        self.fc2.gemm(rows, &ws.z1, l1, &mut ws.z2, l2, Accumulate::Yes, &mut ws.bf);
         dice(&mut ws.z2, rows, l2, &self.dice2, &self.alpha2);
         for (r, o) in out[..rows].iter_mut().enumerate() {
             *o = dot(&ws.z2[r * l2..r * l2 + H2], &self.w3) + self.b3;
