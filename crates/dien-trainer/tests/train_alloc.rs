@@ -8,7 +8,9 @@
 //! parallel stages run on those threads; the calling thread only waits).
 //! The `install` call itself is outside the counted part: rayon's global
 //! job queue (crossbeam's injector) allocates a block of job slots every few
-//! dozen injected jobs, which is the pool's business, not the step's.
+//! dozen injected jobs, which is the pool's business, not the step's; so is
+//! a pool thread's registration with crossbeam's epoch collector, which is
+//! done before anything is counted.
 //!
 //! One allocation source is known and left to its owner: the weight-gradient
 //! GEMMs go through `dien_engine::gemm::gemm`, i.e. `matrixmultiply`, which
@@ -170,6 +172,13 @@ fn a_training_step_allocates_nothing_after_warm_up() {
             .unwrap()
     };
     let pools = [(1, pool(1)), (2, pool(2))];
+    // A pool thread registers with crossbeam's epoch collector (one
+    // 128-byte-aligned allocation) the first time it looks for work, which
+    // a thread slow to start may do while another pool's steps are counted:
+    // have every thread of both pools run a job first.
+    for (_, p) in &pools {
+        p.broadcast(|_| ());
+    }
     assert!(OptimConfig::adam().lazy_embeddings);
     let optims = [("adam (lazy rows)", OptimConfig::adam()), ("sgd", OptimConfig::sgd(0.05))];
     let mut report = Vec::new();

@@ -79,6 +79,7 @@ fn print_summary(a: &TrainArgs, s: &TrainSummary) {
     out["bad_lines"] = json!(s.bad_lines.count);
     out["bad_line_examples"] = json!(s.bad_lines.first);
     out["seconds"] = json!(s.seconds);
+    out["stages"] = json!(s.stages);
     out["checkpoint"] = json!(a.out.display().to_string());
     if let Some(d) = &s.distributed {
         out["distributed"] = json!(d);

@@ -1,6 +1,7 @@
 //! Evaluation on a data file and recalibration of the normalisation
 //! statistics before it.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,9 +72,21 @@ pub(super) fn evaluate_with(
 ) -> Result<EvalMetrics, TrainError> {
     let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
     let bcfg = evaluation_batcher(model.config(), batch_size, skip_bad_lines, shard, users);
+    let stream = Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4);
+    score(model, stream.map(|lb| lb.map(Cow::Owned)), dist)
+}
+
+/// The metrics of `model` on `batches` (made by [`evaluation_batcher`]),
+/// in evaluation mode; with `dist`, each rank holds its share of every
+/// batch and the scores of all ranks are gathered in batch order.
+pub(super) fn score<'b>(
+    model: &mut Model,
+    batches: impl Iterator<Item = Result<Cow<'b, LoadedBatch>, TrainError>>,
+    dist: Option<&mut Replicas<'_>>,
+) -> Result<EvalMetrics, TrainError> {
     let mut acc = MetricsAccumulator::new();
     let Some(dist) = dist else {
-        for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
+        for lb in batches {
             let lb = lb?;
             model.forward(&lb.batch, Mode::Eval)?;
             acc.push_batch(&lb.raw_uid, model.logits(), &lb.batch.label);
@@ -81,7 +94,7 @@ pub(super) fn evaluate_with(
         return Ok(acc.finish());
     };
     let mut shares = Vec::new();
-    for lb in Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4) {
+    for lb in batches {
         let lb = lb?;
         let logits = if lb.batch.batch > 0 {
             model.forward(&lb.batch, Mode::Eval)?;
@@ -89,6 +102,7 @@ pub(super) fn evaluate_with(
         } else {
             Vec::new()
         };
+        let lb = lb.into_owned();
         shares.push(ScoreShare { users: lb.raw_uid, logits, labels: lb.batch.label });
     }
     for b in dist.gather_scores(&shares)? {
@@ -125,18 +139,21 @@ pub(crate) fn evaluation_batcher(
 /// that about `src.samples` samples are kept (every batch when the lines
 /// drawn from hold no more), drawn from a generator seeded by `src.seed`;
 /// empty batches (shares of a short batch, or groups without a kept user)
-/// are left out.
+/// are left out. The batcher runs on a background thread.
 pub(crate) fn recalibration_batches(
     cfg: &ModelConfig,
     data: &Arc<DataSet>,
     src: &RecalSource<'_>,
     shard: Option<Shard>,
 ) -> Result<impl Iterator<Item = Result<LoadedBatch, TrainError>> + use<>, TrainError> {
-    let (total, samples) = (src.lines, src.samples);
-    // Batches are drawn independently with probability p; 10% headroom so the
-    // sample is at least `samples` large in all but rare draws.
-    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
-    let bcfg = BatcherConfig {
+    let stream = Batcher::open(src.train_file, data.clone(), recalibration_batcher(cfg, src, shard), 0)?.spawn(4);
+    Ok(recalibration_draw(stream, src))
+}
+
+/// How recalibration batches the training file: as training does, without
+/// negatives, only the lines of `src.users`.
+pub(crate) fn recalibration_batcher(cfg: &ModelConfig, src: &RecalSource<'_>, shard: Option<Shard>) -> BatcherConfig {
+    BatcherConfig {
         batch_size: src.batch_size,
         max_len: cfg.max_len,
         negatives: false,
@@ -145,15 +162,29 @@ pub(crate) fn recalibration_batches(
         shard,
         users: src.users,
         ..BatcherConfig::default()
-    };
+    }
+}
+
+/// The batches of `batches` (made by [`recalibration_batcher`]) that
+/// recalibration keeps: see [`recalibration_batches`].
+pub(crate) fn recalibration_draw<I>(
+    batches: I,
+    src: &RecalSource<'_>,
+) -> impl Iterator<Item = Result<LoadedBatch, TrainError>> + use<I>
+where
+    I: Iterator<Item = Result<LoadedBatch, TrainError>>,
+{
+    let (total, samples) = (src.lines, src.samples);
+    // Batches are drawn independently with probability p; 10% headroom so the
+    // sample is at least `samples` large in all but rare draws.
+    let p = if total as f64 <= samples as f64 { 1.0 } else { (1.1 * samples as f64 / total as f64).min(1.0) };
     let mut rng = ChaCha8Rng::seed_from_u64(src.seed ^ 0x7eca_11b7);
-    let stream = Batcher::open(src.train_file, data.clone(), bcfg, 0)?.spawn(4);
     // The draw comes before the emptiness test, so that every rank draws
     // for every batch and all keep the same ones.
-    Ok(stream.filter(move |lb| match lb {
+    batches.filter(move |lb| match lb {
         Ok(lb) => !(p < 1.0 && rng.random::<f64>() >= p) && lb.batch.batch > 0,
         Err(_) => true,
-    }))
+    })
 }
 
 /// Number of lines of `path` (a last line without a line break counts).
@@ -230,9 +261,23 @@ fn recalibrate_with(
 ) -> Result<usize, TrainError> {
     let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
     let cfg = model.config().clone();
-    let mut xs = Vec::new();
+    let batches = recalibration_batches(&cfg, data, src, shard)?;
+    recalibrate_on(model, batches.map(|lb| lb.map(Cow::Owned)), 0, dist)
+}
+
+/// Recalibrates `model` on `batches` (made by [`recalibration_batches`]),
+/// which hold `samples` samples when known (0: unknown), so that the head
+/// inputs are collected without growing their buffer. Returns the number
+/// of samples of all ranks.
+pub(super) fn recalibrate_on<'b>(
+    model: &mut Model,
+    batches: impl Iterator<Item = Result<Cow<'b, LoadedBatch>, TrainError>>,
+    samples: usize,
+    dist: Option<&mut Replicas<'_>>,
+) -> Result<usize, TrainError> {
+    let mut xs = Vec::with_capacity(samples * model.config().head_in());
     let mut n = 0;
-    for lb in recalibration_batches(&cfg, data, src, shard)? {
+    for lb in batches {
         let lb = lb?;
         model.forward(&lb.batch, Mode::Eval)?;
         xs.extend_from_slice(model.head_input());

@@ -19,9 +19,12 @@
 //!   vocabularies) and the best model.
 //! - `run`: the record of the run's configuration.
 //! - `export`: the replayable record of a run (`export_batches`).
+//! - `evalsets`: the batches evaluations read, prepared once per run.
+//! - `timing`: the wall time of each stage of a run.
 
 mod config;
 mod eval;
+mod evalsets;
 mod export;
 mod log;
 mod recipe;
@@ -29,6 +32,7 @@ mod resume;
 mod run;
 mod selection;
 mod state;
+mod timing;
 
 use std::fs;
 use std::path::Path;
@@ -53,6 +57,8 @@ pub use self::selection::BestSummary;
 use self::selection::{Outcome, Selection, Sources};
 use self::state::{Progress, Resumed, RunMeta, load_best, load_for_resume, save_all};
 pub use self::state::{best_path, load_checkpoint};
+use self::timing::Stage;
+pub use self::timing::StageTimes;
 use crate::data::{BadLines, Batcher, DataPosition, DataSet, Shard, SplitCounts, count_split};
 use crate::dist::{Collective, CommCounters, DistSummary, Fault, Replicas, injected_fault};
 use crate::error::TrainError;
@@ -97,6 +103,8 @@ pub struct TrainSummary {
     pub history: Vec<LogRecord>,
     /// The communication of a distributed run (`None` for one process).
     pub distributed: Option<DistSummary>,
+    /// Where this run's wall time went.
+    pub stages: StageTimes,
 }
 
 /// Events reported while training (for a caller's display).
@@ -293,7 +301,7 @@ fn train_in_pool(
         samples_at_start: prog.samples,
         export: export.as_ref(),
     };
-    let mut sel = Selection::new(sources, &prog, best_params)?;
+    let mut sel = Selection::new(sources, &prog, best_params, model.config(), shard)?;
     let mut window = (0.0f64, 0.0f64, 0.0f64, 0u64);
     let samples_at_start = prog.samples;
     // Communication of the training steps (distributed runs): counters,
@@ -314,13 +322,16 @@ fn train_in_pool(
             prog.step, sel.since_best
         )));
     }
+    let mut times = StageTimes { setup: start.elapsed().as_secs_f64(), ..StageTimes::default() };
     'epochs: while (prog.epoch as usize) < cfg.epochs && !stopped_early {
         let bcfg = cfg.batcher(has_aux, shard, sel.train_users());
-        let mut stream = Batcher::open_at(&train_file, data.clone(), bcfg, prog.epoch, prog.pos)?.spawn(4);
+        let mut stream = times.time(Stage::BatchWait, || {
+            Batcher::open_at(&train_file, data.clone(), bcfg, prog.epoch, prog.pos).map(|b| b.spawn(4))
+        })?;
         let mut stop = false;
         // Peeking tells the last batch of the epoch, whose step ends it.
         let mut batches = stream.by_ref().peekable();
-        while let Some(lb) = batches.next() {
+        while let Some(lb) = times.time(Stage::BatchWait, || batches.next()) {
             let lb = lb?;
             let b = lb.global_batch as u64;
             let fault = injected_fault(rank, prog.step + 1);
@@ -339,10 +350,10 @@ fn train_in_pool(
                 Some(d) => (d.counters(), d.part_bytes()),
                 None => (CommCounters::default(), [0; 3]),
             };
-            let result = match dist.as_deref_mut() {
+            let result = times.time(Stage::ForwardBackward, || match dist.as_deref_mut() {
                 Some(d) => model.forward_backward_synced(&lb.batch, d),
                 None => model.forward_backward(&lb.batch),
-            };
+            });
             let losses = result.map_err(|e| match e {
                 ModelError::NonFinite(m) => TrainError::Diverged {
                     step: prog.step + 1,
@@ -356,9 +367,12 @@ fn train_in_pool(
             if let Some(d) = dist.as_deref_mut() {
                 d.all_reduce_gradients(model.gradients_mut())?;
             }
-            let (params, grads) = model.params_and_gradients();
-            opt.step(params, grads)?;
-            model.update_running_stats();
+            times.time(Stage::Optimiser, || -> Result<(), TrainError> {
+                let (params, grads) = model.params_and_gradients();
+                opt.step(params, grads)?;
+                model.update_running_stats();
+                Ok(())
+            })?;
             if let Some(d) = dist.as_deref() {
                 step_seconds += step_start.elapsed().as_secs_f64();
                 step_comm.add(&d.counters().since(&comm_before));
@@ -423,7 +437,7 @@ fn train_in_pool(
             if cfg.save_every.is_some_and(|k| k > 0 && prog.step.is_multiple_of(k)) {
                 (prog.best, prog.since_best) = (sel.best, sel.since_best);
                 if lead {
-                    save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
+                    times.time(Stage::Saving, || save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta))?;
                     on_event(Event::Saved(&cfg.out));
                 }
             }
@@ -433,7 +447,7 @@ fn train_in_pool(
             }
         }
         drop(batches);
-        let skipped = stream.finish()?;
+        let skipped = times.time(Stage::BatchWait, || stream.finish())?;
         if skipped.count > bad.count {
             bad = skipped;
         }
@@ -478,12 +492,19 @@ fn train_in_pool(
     };
     let history = std::mem::take(&mut log.history);
     if lead {
-        save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta)?;
+        times.time(Stage::Saving, || save_all(&cfg.out, &model, &opt, &data.vocabs, prog, &run_meta))?;
         on_event(Event::Saved(&cfg.out));
         if let Some(p) = &cfg.plot {
-            crate::plot::write_curves(p, &[(cfg.model.model.to_string(), history.as_slice())])?;
+            times.time(Stage::Saving, || {
+                crate::plot::write_curves(p, &[(cfg.model.model.to_string(), history.as_slice())])
+            })?;
         }
     }
+    times.recalibration += sel.times.recalibration;
+    times.evaluation += sel.times.evaluation;
+    times.saving += sel.times.saving;
+    let seconds = start.elapsed().as_secs_f64();
+    times.close(seconds);
     Ok(TrainSummary {
         model: cfg.model.model.to_string(),
         last: last_test,
@@ -494,9 +515,10 @@ fn train_in_pool(
         stopped_early,
         steps: prog.step,
         samples: prog.samples,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         bad_lines: bad,
         history,
         distributed,
+        stages: times,
     })
 }

@@ -12,18 +12,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dien_model::ParamStore;
 use dien_model::fast::Model;
+use dien_model::{ModelConfig, ParamStore};
 use serde::Serialize;
 use serde_json::json;
 
 use super::config::Select;
-use super::eval::{RecalSource, evaluate_with, recalibrate_sampled, recalibrate_shared};
+use super::eval::{self, RecalSource, recalibrate_on};
+use super::evalsets::{EvalSets, Plan, Set};
 use super::export::{Exporter, Scored};
 use super::log::MetricsLog;
 use super::state::{Best, Progress, RunMeta, save_best};
+use super::timing::{Stage, StageTimes};
 use super::{Event, TrainConfig};
-use crate::data::{DataSet, Side, SplitCounts, UserFilter};
+use crate::data::{DataSet, Shard, Side, SplitCounts, UserFilter};
 use crate::dist::Replicas;
 use crate::error::TrainError;
 use crate::metrics::EvalMetrics;
@@ -86,20 +88,48 @@ pub(super) struct Selection<'a> {
     /// The best model's parameters (every rank keeps them, so that the ranks
     /// can score it together at the end).
     best_params: Option<ParamStore<f32>>,
+    /// The batches evaluations read, prepared once.
+    sets: EvalSets,
+    /// The wall time of recalibration, scoring and saving the best model.
+    pub(super) times: StageTimes,
 }
 
 type OnEvent<'e> = dyn FnMut(Event<'_>) + Send + 'e;
 
 impl<'a> Selection<'a> {
     /// Selection resuming from `prog` (a fresh run: nothing chosen yet),
-    /// with the best model's parameters when there is one.
+    /// with the best model's parameters when there is one, for a model of
+    /// configuration `mc` (this rank's part `shard` of every batch in a
+    /// data-parallel run). Starts preparing the batches evaluations read.
     pub(super) fn new(
         src: Sources<'a>,
         prog: &Progress,
         best_params: Option<ParamStore<f32>>,
+        mc: &ModelConfig,
+        shard: Option<Shard>,
     ) -> Result<Self, TrainError> {
         let (train_users, valid_users) = (src.cfg.users(Side::Train)?, src.cfg.users(Side::Valid)?);
-        Ok(Self { src, train_users, valid_users, best: prog.best, since_best: prog.since_best, best_params })
+        let cfg = src.cfg;
+        let (batch, skip) = (cfg.batch_size, cfg.skip_bad_lines);
+        let mut plans = Vec::new();
+        if cfg.recalibrate {
+            plans.push(Plan::recal(mc, &recal_source(&src, train_users), shard));
+        }
+        if valid_users.is_some() {
+            plans.push(Plan::scored(Set::Valid, mc, src.train_file.into(), batch, skip, shard, valid_users));
+        }
+        plans.push(Plan::scored(Set::Test, mc, src.test_file.into(), batch, skip, shard, None));
+        let sets = EvalSets::start(src.data, plans)?;
+        Ok(Self {
+            src,
+            train_users,
+            valid_users,
+            best: prog.best,
+            since_best: prog.since_best,
+            best_params,
+            sets,
+            times: StageTimes::default(),
+        })
     }
 
     /// The lines training reads (the training side of the split).
@@ -131,31 +161,24 @@ impl<'a> Selection<'a> {
         on_event: &mut OnEvent<'_>,
     ) -> Result<Outcome, TrainError> {
         let (cfg, data) = (self.src.cfg, self.src.data);
-        let rs = RecalSource {
-            train_file: self.src.train_file,
-            lines: self.src.split.train_lines,
-            users: self.train_users,
-            samples: cfg.recal_samples,
-            seed: cfg.seed,
-            batch_size: cfg.batch_size,
-            skip_bad_lines: cfg.skip_bad_lines,
-        };
+        let rs = recal_source(&self.src, self.train_users);
+        let (sets, times) = (&mut self.sets, &mut self.times);
         if cfg.recalibrate {
-            match dist.as_deref_mut() {
-                Some(d) => recalibrate_shared(model, data, &rs, d)?,
-                None => recalibrate_sampled(model, data, &rs)?,
-            };
+            times.time(Stage::Recalibration, || -> Result<usize, TrainError> {
+                let (batches, samples) = sets.batches(Set::Recal)?;
+                recalibrate_on(model, batches, samples, dist.as_deref_mut())
+            })?;
         }
-        let (batch, skip) = (cfg.batch_size, cfg.skip_bad_lines);
+        let mut scored = |set, model: &mut Model, dist: Option<&mut Replicas<'_>>| {
+            times.time(Stage::Evaluation, || eval::score(model, sets.batches(set)?.0, dist))
+        };
         let valid = match self.valid_users {
-            Some(users) => {
-                Some(evaluate_with(model, data, self.src.train_file, batch, skip, Some(users), dist.as_deref_mut())?)
-            }
+            Some(_) => Some(scored(Set::Valid, model, dist.as_deref_mut())?),
             None => None,
         };
         let mut test = None;
         if cfg.select == Select::Test {
-            test = Some(evaluate_with(model, data, self.src.test_file, batch, skip, None, dist.as_deref_mut())?);
+            test = Some(scored(Set::Test, model, dist.as_deref_mut())?);
         }
         let score = match cfg.select {
             Select::Valid => valid.as_ref().and_then(|m| m.auc),
@@ -167,7 +190,8 @@ impl<'a> Selection<'a> {
             let best =
                 Best { auc, step: prog.step, epoch: Some(prog.epoch), valid_auc: valid.as_ref().and_then(|m| m.auc) };
             if self.src.lead {
-                save_best(&cfg.out, model, &data.vocabs, self.src.run_meta, &best, cfg.select)?;
+                let meta = self.src.run_meta;
+                self.times.time(Stage::Saving, || save_best(&cfg.out, model, &data.vocabs, meta, &best, cfg.select))?;
             }
             self.best = Some(best);
             self.best_params = Some(model.params().clone());
@@ -177,7 +201,8 @@ impl<'a> Selection<'a> {
         }
         let stop = counted && self.stopped();
         if test.is_none() && (last || stop) {
-            test = Some(evaluate_with(model, data, self.src.test_file, batch, skip, None, dist)?);
+            let sets = &mut self.sets;
+            test = Some(self.times.time(Stage::Evaluation, || eval::score(model, sets.batches(Set::Test)?.0, dist))?);
         }
         // The export records the test file's batches when it was scored, else
         // the validation split's (every evaluation scores one of them).
@@ -221,7 +246,7 @@ impl<'a> Selection<'a> {
     /// one); written to the log as a `best` line. `None` when no evaluation
     /// chose a model (no AUC was defined).
     pub(super) fn finish(
-        &self,
+        &mut self,
         model: &Model,
         step: u64,
         last: &Outcome,
@@ -239,8 +264,8 @@ impl<'a> Selection<'a> {
                     TrainError::Config(format!("the parameters of the best model (step {}) are missing", b.step))
                 })?;
                 let mut best = Model::new(model.config().clone(), params)?;
-                let (data, file) = (self.src.data, self.src.test_file);
-                evaluate_with(&mut best, data, file, cfg.batch_size, cfg.skip_bad_lines, None, dist)?
+                let sets = &mut self.sets;
+                self.times.time(Stage::Evaluation, || eval::score(&mut best, sets.batches(Set::Test)?.0, dist))?
             }
         };
         let s = BestSummary { select: cfg.select, step: b.step, epoch: b.epoch, valid_auc: b.valid_auc, test };
@@ -262,5 +287,19 @@ impl<'a> Selection<'a> {
             s.test.logloss.unwrap_or(f64::NAN)
         )));
         Ok(Some(s))
+    }
+}
+
+/// Where recalibration draws from in a run: the training side of its split.
+fn recal_source<'s>(src: &Sources<'s>, train_users: Option<UserFilter>) -> RecalSource<'s> {
+    let cfg = src.cfg;
+    RecalSource {
+        train_file: src.train_file,
+        lines: src.split.train_lines,
+        users: train_users,
+        samples: cfg.recal_samples,
+        seed: cfg.seed,
+        batch_size: cfg.batch_size,
+        skip_bad_lines: cfg.skip_bad_lines,
     }
 }

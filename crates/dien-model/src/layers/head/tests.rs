@@ -1,8 +1,9 @@
 //! The fast head against the `f64` reference: logits in both modes, and in
-//! training mode the loss, the input gradient and every parameter gradient.
+//! training mode the loss, the input gradient and every parameter gradient;
+//! recalibration against its definition.
 
 use super::reference::{head_backward, head_forward};
-use super::train::{HeadGrads, HeadPacked, HeadWs};
+use super::train::{H1, H2, HeadGrads, HeadPacked, HeadWs, recalibrate};
 use crate::config::{ModelConfig, ModelKind};
 use crate::layers::testutil::{assert_close, uniform, wide};
 use crate::mode::Mode;
@@ -47,4 +48,59 @@ fn fast_head_matches_the_reference() {
             assert_close(name, part, grads.get(name), 1e-4);
         }
     }
+}
+
+/// Exact column mean and biased variance in f64, rows in order, as f32.
+fn exact(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut mean = vec![0.0f64; cols];
+    for r in 0..rows {
+        for j in 0..cols {
+            mean[j] += x[r * cols + j] as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    let mut var = vec![0.0f64; cols];
+    for r in 0..rows {
+        for j in 0..cols {
+            let d = x[r * cols + j] as f64 - mean[j];
+            var[j] += d * d;
+        }
+    }
+    (mean.iter().map(|&m| m as f32).collect(), var.iter().map(|&v| (v / rows as f64) as f32).collect())
+}
+
+#[test]
+fn recalibration_gives_each_layer_the_statistics_of_its_input() {
+    // More rows than one block of the recalibration, and not a multiple.
+    let rows = 2500;
+    let mut cfg = ModelConfig::new(ModelKind::Base, 10, 10, 10);
+    cfg.d = 3;
+    let dh = cfg.head_in();
+    let mut p = ParamStore::init(&cfg, 5);
+    let mut pk = HeadPacked::new(dh);
+    pk.set(&p);
+    let x = uniform(rows * dh, 2.0, 8);
+    // By the definition: each layer's running statistics become the exact
+    // statistics of its input over all rows, the layers before it already
+    // recalibrated, all rows in one evaluation-mode pass.
+    let mut want = p.clone();
+    let set = |q: &mut ParamStore<f32>, name: &str, (m, v): (Vec<f32>, Vec<f32>)| {
+        q.get_mut(&format!("{name}.running_mean")).copy_from_slice(&m);
+        q.get_mut(&format!("{name}.running_var")).copy_from_slice(&v);
+    };
+    set(&mut want, "head.bn", exact(&x, rows, dh));
+    let mut ws = HeadWs::default();
+    ws.prepare(dh, rows);
+    ws.x[..rows * dh].copy_from_slice(&x);
+    ws.forward(&pk, &want, Mode::Eval, &mut crate::NoSync).unwrap();
+    set(&mut want, "head.dice1", exact(ws.dice_inputs().0, rows, H1));
+    ws.forward(&pk, &want, Mode::Eval, &mut crate::NoSync).unwrap();
+    set(&mut want, "head.dice2", exact(ws.dice_inputs().1, rows, H2));
+
+    recalibrate(&pk, &mut p, &x, rows, &mut crate::NoSync).unwrap();
+    for (spec, v) in want.iter() {
+        let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(p.get(&spec.name)), bits(v), "{}", spec.name);
+    }
+    assert_ne!(want.get("head.dice2.running_var"), ParamStore::init(&cfg, 5).get("head.dice2.running_var"));
 }

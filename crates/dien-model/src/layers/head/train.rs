@@ -387,6 +387,19 @@ impl HeadWs {
         mode: Mode,
         sync: &mut dyn StatSync,
     ) -> Result<(), ModelError> {
+        self.forward_fc1(pk, p, mode, sync)?;
+        self.forward_fc2(pk, p, mode, sync)?;
+        self.forward_fc3(p, mode, sync)
+    }
+
+    /// BatchNorm and fc1: `self.x` to `self.z1`, the input of Dice 1.
+    fn forward_fc1(
+        &mut self,
+        pk: &HeadPacked,
+        p: &ParamStore<f32>,
+        mode: Mode,
+        sync: &mut dyn StatSync,
+    ) -> Result<(), ModelError> {
         let (d, rows) = (pk.d, self.rows);
         let n = rows * d;
         let sc = &mut self.sync;
@@ -410,11 +423,29 @@ impl HeadWs {
             }
         }
         pk.fc1.forward(rows, &self.y0, d, p.get("head.fc1.b"), &mut self.z1, H1);
+        Ok(())
+    }
+
+    /// Dice 1 and fc2: `self.z1` to `self.z2`, the input of Dice 2.
+    fn forward_fc2(
+        &mut self,
+        pk: &HeadPacked,
+        p: &ParamStore<f32>,
+        mode: Mode,
+        sync: &mut dyn StatSync,
+    ) -> Result<(), ModelError> {
+        let (rows, sc) = (self.rows, &mut self.sync);
         let z1 = &self.z1[..rows * H1];
         let (m1, v1) = (p.get("head.dice1.running_mean"), p.get("head.dice1.running_var"));
         self.dice1.compute(mode, z1, rows, m1, v1, DICE_EPS, sc, sync)?;
         dice_forward(z1, &mut self.z1hat, &mut self.y1, &self.dice1, p.get("head.dice1.alpha"), rows);
         pk.fc2.forward(rows, &self.y1, H1, p.get("head.fc2.b"), &mut self.z2, H2);
+        Ok(())
+    }
+
+    /// Dice 2 and fc3: `self.z2` to `self.logits`.
+    fn forward_fc3(&mut self, p: &ParamStore<f32>, mode: Mode, sync: &mut dyn StatSync) -> Result<(), ModelError> {
+        let (rows, sc) = (self.rows, &mut self.sync);
         let z2 = &self.z2[..rows * H2];
         let (m2, v2) = (p.get("head.dice2.running_mean"), p.get("head.dice2.running_var"));
         self.dice2.compute(mode, z2, rows, m2, v2, DICE_EPS, sc, sync)?;
@@ -424,6 +455,12 @@ impl HeadWs {
             self.logits[r] = dot(&self.y2[r * H2..(r + 1) * H2], w3) + b3;
         }
         Ok(())
+    }
+
+    /// The inputs of Dice 1 and Dice 2 of the last forward.
+    #[cfg(test)]
+    pub(super) fn dice_inputs(&self) -> (&[f32], &[f32]) {
+        (&self.z1[..self.rows * H1], &self.z2[..self.rows * H2])
     }
 
     /// This replica's part of the mean target loss over the batch
@@ -546,26 +583,44 @@ pub(crate) fn recalibrate(
     p.get_mut("head.bn.running_var").copy_from_slice(&var);
     let mut ws = HeadWs::default();
     // Block the rows to bound memory; the layer inputs of all rows are kept.
+    // Evaluation mode: running statistics, nothing to exchange.
     const BLOCK: usize = 1024;
+    // Dice 1's input, through the recalibrated BatchNorm. It does not
+    // depend on the Dice statistics, so it is computed once and serves
+    // Dice 2's input below.
     let mut z1 = vec![0.0f32; n * H1];
-    let mut z2 = vec![0.0f32; n * H2];
-    for stage in 0..2 {
-        for r0 in (0..n).step_by(BLOCK) {
-            let m = BLOCK.min(n - r0);
-            ws.prepare(d, m);
-            ws.x[..m * d].copy_from_slice(&x[r0 * d..(r0 + m) * d]);
-            // Evaluation mode: running statistics, nothing to exchange.
-            ws.forward(pk, p, Mode::Eval, &mut NoSync)?;
-            if stage == 0 {
-                z1[r0 * H1..(r0 + m) * H1].copy_from_slice(&ws.z1[..m * H1]);
-            } else {
-                z2[r0 * H2..(r0 + m) * H2].copy_from_slice(&ws.z2[..m * H2]);
-            }
-        }
-        let (name, z, w) = if stage == 0 { ("head.dice1", &z1, H1) } else { ("head.dice2", &z2, H2) };
-        let (mean, var, _) = exact_stats(z, n, w, sync)?;
-        p.get_mut(&format!("{name}.running_mean")).copy_from_slice(&mean);
-        p.get_mut(&format!("{name}.running_var")).copy_from_slice(&var);
+    for r0 in (0..n).step_by(BLOCK) {
+        let m = BLOCK.min(n - r0);
+        ws.prepare(d, m);
+        ws.x[..m * d].copy_from_slice(&x[r0 * d..(r0 + m) * d]);
+        ws.forward_fc1(pk, p, Mode::Eval, &mut NoSync)?;
+        z1[r0 * H1..(r0 + m) * H1].copy_from_slice(&ws.z1[..m * H1]);
     }
+    set_running(p, "head.dice1", &z1, n, H1, sync)?;
+    // Dice 2's input, through the recalibrated Dice 1.
+    let mut z2 = vec![0.0f32; n * H2];
+    for r0 in (0..n).step_by(BLOCK) {
+        let m = BLOCK.min(n - r0);
+        ws.prepare(d, m);
+        ws.z1[..m * H1].copy_from_slice(&z1[r0 * H1..(r0 + m) * H1]);
+        ws.forward_fc2(pk, p, Mode::Eval, &mut NoSync)?;
+        z2[r0 * H2..(r0 + m) * H2].copy_from_slice(&ws.z2[..m * H2]);
+    }
+    set_running(p, "head.dice2", &z2, n, H2, sync)
+}
+
+/// Sets the running statistics of layer `name` to the exact ones of its
+/// input `z [n, w]` (over every replica's rows).
+fn set_running(
+    p: &mut ParamStore<f32>,
+    name: &str,
+    z: &[f32],
+    n: usize,
+    w: usize,
+    sync: &mut dyn StatSync,
+) -> Result<(), ModelError> {
+    let (mean, var, _) = exact_stats(z, n, w, sync)?;
+    p.get_mut(&format!("{name}.running_mean")).copy_from_slice(&mean);
+    p.get_mut(&format!("{name}.running_var")).copy_from_slice(&var);
     Ok(())
 }
