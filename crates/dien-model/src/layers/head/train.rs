@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use dien_engine::gemm::tile::Accumulate;
+use rayon::prelude::*;
 
 use crate::error::ModelError;
 use crate::fast::dense::{Dense, softplus, weight_grad};
@@ -581,31 +582,35 @@ pub(crate) fn recalibrate(
     let (mean, var, _) = exact_stats(x, n, d, sync)?;
     p.get_mut("head.bn.running_mean").copy_from_slice(&mean);
     p.get_mut("head.bn.running_var").copy_from_slice(&var);
-    let mut ws = HeadWs::default();
-    // Block the rows to bound memory; the layer inputs of all rows are kept.
-    // Evaluation mode: running statistics, nothing to exchange.
+    // Blocks of rows, in parallel (each row's values do not depend on the
+    // others or on the block it is in); the layer inputs of all rows are
+    // kept. Evaluation mode: running statistics, nothing to exchange.
     const BLOCK: usize = 1024;
     // Dice 1's input, through the recalibrated BatchNorm. It does not
     // depend on the Dice statistics, so it is computed once and serves
     // Dice 2's input below.
     let mut z1 = vec![0.0f32; n * H1];
-    for r0 in (0..n).step_by(BLOCK) {
-        let m = BLOCK.min(n - r0);
+    let q: &ParamStore<f32> = p;
+    z1.par_chunks_mut(BLOCK * H1).enumerate().try_for_each_init(HeadWs::default, |ws, (k, out)| {
+        let (r0, m) = (k * BLOCK, out.len() / H1);
         ws.prepare(d, m);
         ws.x[..m * d].copy_from_slice(&x[r0 * d..(r0 + m) * d]);
-        ws.forward_fc1(pk, p, Mode::Eval, &mut NoSync)?;
-        z1[r0 * H1..(r0 + m) * H1].copy_from_slice(&ws.z1[..m * H1]);
-    }
+        ws.forward_fc1(pk, q, Mode::Eval, &mut NoSync)?;
+        out.copy_from_slice(&ws.z1[..m * H1]);
+        Ok::<(), ModelError>(())
+    })?;
     set_running(p, "head.dice1", &z1, n, H1, sync)?;
     // Dice 2's input, through the recalibrated Dice 1.
     let mut z2 = vec![0.0f32; n * H2];
-    for r0 in (0..n).step_by(BLOCK) {
-        let m = BLOCK.min(n - r0);
+    let q: &ParamStore<f32> = p;
+    z2.par_chunks_mut(BLOCK * H2).enumerate().try_for_each_init(HeadWs::default, |ws, (k, out)| {
+        let (r0, m) = (k * BLOCK, out.len() / H2);
         ws.prepare(d, m);
         ws.z1[..m * H1].copy_from_slice(&z1[r0 * H1..(r0 + m) * H1]);
-        ws.forward_fc2(pk, p, Mode::Eval, &mut NoSync)?;
-        z2[r0 * H2..(r0 + m) * H2].copy_from_slice(&ws.z2[..m * H2]);
-    }
+        ws.forward_fc2(pk, q, Mode::Eval, &mut NoSync)?;
+        out.copy_from_slice(&ws.z2[..m * H2]);
+        Ok::<(), ModelError>(())
+    })?;
     set_running(p, "head.dice2", &z2, n, H2, sync)
 }
 
