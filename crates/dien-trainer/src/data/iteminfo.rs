@@ -8,30 +8,39 @@ use dien_model::vocab::{Vocab, Vocabs};
 use crate::data::line::{BadLines, LineReader};
 use crate::error::TrainError;
 
-/// Splits a line on tabs into at least `min` UTF-8 fields.
-fn fields<'a>(line: &'a [u8], min: usize, names: &[&'static str]) -> Result<Vec<&'a str>, (&'static str, String)> {
-    let parts: Vec<&[u8]> = line.split(|&c| c == b'\t').collect();
-    if parts.len() < min {
-        return Err(("line", format!("expected at least {min} tab-separated fields, found {}", parts.len())));
+/// The first `N` tab-separated fields of a line, as UTF-8 (further fields
+/// are ignored); `names` names them in errors. A line with fewer fields is
+/// refused for that before any field is read.
+fn fields<'a, const N: usize>(
+    line: &'a [u8],
+    names: &[&'static str; N],
+) -> Result<[&'a str; N], (&'static str, String)> {
+    let mut parts: [&[u8]; N] = [&[]; N];
+    let mut found = 0;
+    for (i, part) in line.split(|&c| c == b'\t').enumerate() {
+        if i < N {
+            parts[i] = part;
+        }
+        found = i + 1;
     }
-    parts
-        .iter()
-        .take(min)
-        .enumerate()
-        .map(|(i, p)| {
-            std::str::from_utf8(p)
-                .map_err(|e| (names[i], format!("invalid UTF-8 at byte {} of the field", e.valid_up_to())))
-        })
-        .collect()
+    if found < N {
+        return Err(("line", format!("expected at least {N} tab-separated fields, found {found}")));
+    }
+    let mut out = [""; N];
+    for (i, (o, p)) in out.iter_mut().zip(parts).enumerate() {
+        *o = std::str::from_utf8(p)
+            .map_err(|e| (names[i], format!("invalid UTF-8 at byte {} of the field", e.valid_up_to())))?;
+    }
+    Ok(out)
 }
 
-/// Reads every non-empty line of `path`, handing its first `names.len()`
-/// fields to `each`; malformed lines are errors, or skipped and counted.
-fn for_each_record(
+/// Reads every non-empty line of `path`, handing its first `N` fields to
+/// `each`; malformed lines are errors, or skipped and counted.
+fn for_each_record<const N: usize>(
     path: &Path,
-    names: &[&'static str],
+    names: &[&'static str; N],
     skip_bad_lines: bool,
-    mut each: impl FnMut(&[&str]),
+    mut each: impl FnMut(&[&str; N]),
 ) -> Result<BadLines, TrainError> {
     let mut reader = LineReader::open(path)?;
     let mut bad = BadLines::default();
@@ -39,7 +48,7 @@ fn for_each_record(
         if line.is_empty() {
             continue;
         }
-        match fields(line, names.len(), names) {
+        match fields(line, names) {
             Ok(f) => each(&f),
             Err((field, msg)) => {
                 let err = TrainError::Line { path: path.to_path_buf(), line: reader.lines_consumed(), field, msg };

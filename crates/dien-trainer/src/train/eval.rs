@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use dien_model::StatSync;
 
+use super::passes::{Workers, forward_each};
 use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, LoadedBatch, Shard, UserFilter};
 use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
@@ -73,24 +74,25 @@ pub(super) fn evaluate_with(
     let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
     let bcfg = evaluation_batcher(model.config(), batch_size, skip_bad_lines, shard, users);
     let stream = Batcher::open(file, data.clone(), bcfg, 0)?.spawn(4);
-    score(model, stream.map(|lb| lb.map(Cow::Owned)), dist)
+    score(model, &mut Workers::default(), stream.map(|lb| lb.map(Cow::Owned)), dist)
 }
 
 /// The metrics of `model` on `batches` (made by [`evaluation_batcher`]),
-/// in evaluation mode; with `dist`, each rank holds its share of every
-/// batch and the scores of all ranks are gathered in batch order.
+/// in evaluation mode (`workers` run batches beside `model`); with `dist`,
+/// each rank holds its share of every batch and the scores of all ranks
+/// are gathered in batch order.
 pub(super) fn score<'b>(
     model: &mut Model,
+    workers: &mut Workers,
     batches: impl Iterator<Item = Result<Cow<'b, LoadedBatch>, TrainError>>,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<EvalMetrics, TrainError> {
     let mut acc = MetricsAccumulator::new();
     let Some(dist) = dist else {
-        for lb in batches {
-            let lb = lb?;
-            model.forward(&lb.batch, Mode::Eval)?;
-            acc.push_batch(&lb.raw_uid, model.logits(), &lb.batch.label);
-        }
+        forward_each(model, workers, batches, |m, lb| {
+            acc.push_batch(&lb.raw_uid, m.logits(), &lb.batch.label);
+            Ok(())
+        })?;
         return Ok(acc.finish());
     };
     let mut shares = Vec::new();
@@ -262,26 +264,37 @@ fn recalibrate_with(
     let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
     let cfg = model.config().clone();
     let batches = recalibration_batches(&cfg, data, src, shard)?;
-    recalibrate_on(model, batches.map(|lb| lb.map(Cow::Owned)), 0, dist)
+    recalibrate_on(model, &mut Workers::default(), batches.map(|lb| lb.map(Cow::Owned)), 0, dist)
 }
 
 /// Recalibrates `model` on `batches` (made by [`recalibration_batches`]),
 /// which hold `samples` samples when known (0: unknown), so that the head
-/// inputs are collected without growing their buffer. Returns the number
-/// of samples of all ranks.
+/// inputs are collected without growing their buffer; `workers` run
+/// batches beside `model`. Returns the number of samples of all ranks.
 pub(super) fn recalibrate_on<'b>(
     model: &mut Model,
+    workers: &mut Workers,
     batches: impl Iterator<Item = Result<Cow<'b, LoadedBatch>, TrainError>>,
     samples: usize,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<usize, TrainError> {
     let mut xs = Vec::with_capacity(samples * model.config().head_in());
     let mut n = 0;
-    for lb in batches {
-        let lb = lb?;
-        model.forward(&lb.batch, Mode::Eval)?;
-        xs.extend_from_slice(model.head_input());
+    let mut collect = |m: &Model, lb: &LoadedBatch| {
+        xs.extend_from_slice(m.head_input());
         n += lb.batch.batch;
+        Ok(())
+    };
+    match dist {
+        // The ranks' forwards are their own: only the statistics are shared.
+        Some(_) => {
+            for lb in batches {
+                let lb = lb?;
+                model.forward(&lb.batch, Mode::Eval)?;
+                collect(model, &lb)?;
+            }
+        }
+        None => forward_each(model, workers, batches, collect)?,
     }
     match dist {
         None => {

@@ -19,7 +19,8 @@
 //!   vocabularies) and the best model.
 //! - `run`: the record of the run's configuration.
 //! - `export`: the replayable record of a run (`export_batches`).
-//! - `evalsets`: the batches evaluations read, prepared once per run.
+//! - `evalsets`: the batches evaluations read, prepared once per run;
+//!   `passes`: evaluation-mode forwards over them, several batches at once.
 //! - `timing`: the wall time of each stage of a run.
 
 mod config;
@@ -27,6 +28,7 @@ mod eval;
 mod evalsets;
 mod export;
 mod log;
+mod passes;
 mod recipe;
 mod resume;
 mod run;
@@ -425,7 +427,7 @@ fn train_in_pool(
                 window = (0.0, 0.0, 0.0, 0);
             }
             let at_limit = cfg.max_steps.is_some_and(|m| prog.step >= m);
-            let epoch_end = batches.peek().is_none();
+            let epoch_end = times.time(Stage::BatchWait, || batches.peek().is_none());
             let last = at_limit || (epoch_end && prog.epoch + 1 >= cfg.epochs as u64);
             if cfg.eval_every.is_some_and(|k| prog.step.is_multiple_of(k)) || (epoch_end && cfg.eval_each_epoch) || last
             {

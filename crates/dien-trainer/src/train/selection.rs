@@ -22,6 +22,7 @@ use super::eval::{self, RecalSource, recalibrate_on};
 use super::evalsets::{EvalSets, Plan, Set};
 use super::export::{Exporter, Scored};
 use super::log::MetricsLog;
+use super::passes::Workers;
 use super::state::{Best, Progress, RunMeta, save_best};
 use super::timing::{Stage, StageTimes};
 use super::{Event, TrainConfig};
@@ -90,6 +91,8 @@ pub(super) struct Selection<'a> {
     best_params: Option<ParamStore<f32>>,
     /// The batches evaluations read, prepared once.
     sets: EvalSets,
+    /// Replicas of the model that score batches beside it.
+    workers: Workers,
     /// The wall time of recalibration, scoring and saving the best model.
     pub(super) times: StageTimes,
 }
@@ -128,6 +131,7 @@ impl<'a> Selection<'a> {
             since_best: prog.since_best,
             best_params,
             sets,
+            workers: Workers::default(),
             times: StageTimes::default(),
         })
     }
@@ -162,15 +166,15 @@ impl<'a> Selection<'a> {
     ) -> Result<Outcome, TrainError> {
         let (cfg, data) = (self.src.cfg, self.src.data);
         let rs = recal_source(&self.src, self.train_users);
-        let (sets, times) = (&mut self.sets, &mut self.times);
+        let (sets, workers, times) = (&mut self.sets, &mut self.workers, &mut self.times);
         if cfg.recalibrate {
             times.time(Stage::Recalibration, || -> Result<usize, TrainError> {
                 let (batches, samples) = sets.batches(Set::Recal)?;
-                recalibrate_on(model, batches, samples, dist.as_deref_mut())
+                recalibrate_on(model, workers, batches, samples, dist.as_deref_mut())
             })?;
         }
         let mut scored = |set, model: &mut Model, dist: Option<&mut Replicas<'_>>| {
-            times.time(Stage::Evaluation, || eval::score(model, sets.batches(set)?.0, dist))
+            times.time(Stage::Evaluation, || eval::score(model, workers, sets.batches(set)?.0, dist))
         };
         let valid = match self.valid_users {
             Some(_) => Some(scored(Set::Valid, model, dist.as_deref_mut())?),
@@ -201,8 +205,9 @@ impl<'a> Selection<'a> {
         }
         let stop = counted && self.stopped();
         if test.is_none() && (last || stop) {
-            let sets = &mut self.sets;
-            test = Some(self.times.time(Stage::Evaluation, || eval::score(model, sets.batches(Set::Test)?.0, dist))?);
+            let (sets, workers) = (&mut self.sets, &mut self.workers);
+            let score = || eval::score(model, workers, sets.batches(Set::Test)?.0, dist);
+            test = Some(self.times.time(Stage::Evaluation, score)?);
         }
         // The export records the test file's batches when it was scored, else
         // the validation split's (every evaluation scores one of them).
@@ -264,8 +269,9 @@ impl<'a> Selection<'a> {
                     TrainError::Config(format!("the parameters of the best model (step {}) are missing", b.step))
                 })?;
                 let mut best = Model::new(model.config().clone(), params)?;
-                let sets = &mut self.sets;
-                self.times.time(Stage::Evaluation, || eval::score(&mut best, sets.batches(Set::Test)?.0, dist))?
+                let (sets, workers) = (&mut self.sets, &mut self.workers);
+                let score = || eval::score(&mut best, workers, sets.batches(Set::Test)?.0, dist);
+                self.times.time(Stage::Evaluation, score)?
             }
         };
         let s = BestSummary { select: cfg.select, step: b.step, epoch: b.epoch, valid_auc: b.valid_auc, test };
