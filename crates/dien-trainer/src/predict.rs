@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use dien_model::Mode;
 use dien_model::fast::Model;
 use dien_model::serve::{Items, Predictor, Scratch};
 use dien_model::vocab::{TableSizes, Vocabs};
+use dien_model::{Mode, ModelConfig};
 use rayon::prelude::*;
 
 use crate::data::{Batcher, BatcherConfig, DataSet};
@@ -20,16 +20,7 @@ use crate::error::TrainError;
 /// run on the current thread pool.
 pub fn predict_file(model: &mut Model, vocabs: Vocabs, file: &Path, batch_size: usize) -> Result<Vec<f32>, TrainError> {
     let c = model.config();
-    let data = Arc::new(DataSet { vocabs, sampler: None });
-    let bcfg = BatcherConfig {
-        batch_size,
-        max_len: c.max_len,
-        negatives: false,
-        sort_by_length: false,
-        tables: Some(TableSizes::of_config(c)),
-        label_optional: true,
-        ..BatcherConfig::default()
-    };
+    let (data, bcfg) = scoring_input(c, vocabs, batch_size);
     let mut scored: Vec<(u64, f32)> = Vec::new();
     for lb in Batcher::open(file, data, bcfg, 0)?.spawn(4) {
         let lb = lb?;
@@ -73,16 +64,7 @@ pub fn predict_file_requests(
     batch_size: usize,
 ) -> Result<RequestScores, TrainError> {
     let c = pred.config();
-    let data = Arc::new(DataSet { vocabs, sampler: None });
-    let bcfg = BatcherConfig {
-        batch_size,
-        max_len: c.max_len,
-        negatives: false,
-        sort_by_length: false,
-        tables: Some(TableSizes::of_config(c)),
-        label_optional: true,
-        ..BatcherConfig::default()
-    };
+    let (data, bcfg) = scoring_input(c, vocabs, batch_size);
     let mut scored: Vec<(u64, f32, f32, u32)> = Vec::new();
     let mut requests = 0;
     for lb in Batcher::open(file, data, bcfg, 0)?.spawn(4) {
@@ -122,4 +104,20 @@ pub fn predict_file_requests(
         users: scored.iter().map(|s| s.3).collect(),
         requests,
     })
+}
+
+/// The data set and batcher settings of scoring a file: no negatives, file
+/// order, labels optional, ids checked against the model's tables.
+fn scoring_input(c: &ModelConfig, vocabs: Vocabs, batch_size: usize) -> (Arc<DataSet>, BatcherConfig) {
+    let data = Arc::new(DataSet { vocabs, sampler: None });
+    let bcfg = BatcherConfig {
+        batch_size,
+        max_len: c.max_len,
+        negatives: false,
+        sort_by_length: false,
+        tables: Some(TableSizes::of_config(c)),
+        label_optional: true,
+        ..BatcherConfig::default()
+    };
+    (data, bcfg)
 }

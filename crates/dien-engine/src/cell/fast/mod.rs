@@ -216,11 +216,7 @@ impl GruCell {
         let train = mode == Mode::Train;
         ws.tag = None;
         if t == 0 {
-            // Nothing runs: every sample has length 0.
-            match input.h0 {
-                Some(h0) => last.copy_from_slice(h0),
-                None => last.fill(0.0),
-            }
+            no_steps(input, last);
         } else if b > 0 {
             let cs = if train { CHUNK } else { INFER_CHUNK };
             let nc = b.div_ceil(cs);
@@ -246,10 +242,7 @@ impl GruCell {
         assert_eq!(last.len(), b * h, "last must be [B, H]");
         ws.tag = None;
         if t == 0 {
-            match input.h0 {
-                Some(h0) => last.copy_from_slice(h0),
-                None => last.fill(0.0),
-            }
+            no_steps(input, last);
         } else if b > 0 {
             let cs = INFER_CHUNK;
             let nc = b.div_ceil(cs);
@@ -349,6 +342,15 @@ impl GruCell {
                 grads.b[g] += ch.gb[g];
             }
         }
+    }
+}
+
+/// A forward with `T = 0`: nothing runs, every sample's last state is its
+/// initial state.
+fn no_steps(input: &SeqInput<'_, f32>, last: &mut [f32]) {
+    match input.h0 {
+        Some(h0) => last.copy_from_slice(h0),
+        None => last.fill(0.0),
     }
 }
 
