@@ -4,10 +4,11 @@
 
 mod common;
 
+use dien_model::fast::Model;
 use dien_model::fast::{EMB_TABLES, Gradients};
-use dien_model::{ParamStore, TensorKind};
+use dien_model::{ModelConfig, ModelKind, ParamStore, TensorKind};
 use dien_trainer::TrainError;
-use dien_trainer::optim::{OptimConfig, OptimKind, Optimizer};
+use dien_trainer::optim::{OptimConfig, OptimKind, Optimizer, SUM_SQ_BLOCK, sum_sq};
 
 use common::*;
 
@@ -234,17 +235,20 @@ fn clipping_scales_every_gradient_exactly() {
     assert_eq!(p.get("emb.mid")[7 * d + 1], before.get("emb.mid")[7 * d + 1] - lr * 6.0);
 
     // Real gradients: the norm in f64 over the dense gradients (in
-    // `dense_iter` order) then the sparse rows, scale = (c / norm) as f32.
+    // `dense_iter` order) then the sparse rows, each tensor's sum of squares
+    // in `sum_sq`'s documented order; scale = (c / norm) as f32.
     for clip_ratio in [0.3, 2.0] {
         let mut model = tiny_model(6);
         let g = grads(&mut model, 31);
-        let mut sum = 0.0f64;
+        let (mut plain, mut ordered) = (0.0f64, 0.0f64);
         for v in g.dense_iter().map(|(_, v)| v).chain(g.emb.iter().map(|e| e.values.as_slice())) {
             for &x in v {
-                sum += f64::from(x) * f64::from(x);
+                plain += f64::from(x) * f64::from(x);
             }
+            ordered += sum_sq(v);
         }
-        let norm = sum.sqrt();
+        let norm = ordered.sqrt();
+        assert!((norm - plain.sqrt()).abs() <= 1e-12 * norm, "{norm} vs {}", plain.sqrt());
         let clip = (norm * clip_ratio) as f32;
         let scale = if norm > f64::from(clip) { (f64::from(clip) / norm) as f32 } else { 1.0 };
         assert_eq!(scale == 1.0, clip_ratio > 1.0);
@@ -369,4 +373,73 @@ fn config_defaults_and_validation() {
     }
     // SGD ignores Adam's settings.
     assert!(OptimConfig { beta1: 2.0, ..OptimConfig::sgd(0.1) }.validate().is_ok());
+}
+
+#[test]
+fn sum_of_squares_is_the_documented_blocked_sum_on_any_number_of_threads() {
+    // Long enough for several blocks and a partial last one and a tail of
+    // the eight accumulators; values of very different sizes so that a
+    // different order would show in the bits.
+    let n = 5 * SUM_SQ_BLOCK + 13;
+    let g: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * if i % 97 == 0 { 1e3 } else { 1e-3 }).collect();
+    let block = |b: &[f32]| {
+        let mut a = [0.0f64; 8];
+        for (i, &x) in b.iter().enumerate() {
+            a[i % 8] += f64::from(x) * f64::from(x);
+        }
+        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+    };
+    // The documented split: halves at the block boundary nearest the middle.
+    fn tree(g: &[f32], block: &dyn Fn(&[f32]) -> f64) -> f64 {
+        let blocks = g.len().div_ceil(SUM_SQ_BLOCK);
+        if blocks <= 1 {
+            return block(g);
+        }
+        let (l, r) = g.split_at((blocks / 2) * SUM_SQ_BLOCK);
+        tree(l, block) + tree(r, block)
+    }
+    let want = tree(&g, &block);
+    let plain: f64 = g.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    assert!((want - plain).abs() <= 1e-12 * plain);
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        assert_eq!(pool.install(|| sum_sq(&g)).to_bits(), want.to_bits(), "{threads} threads");
+    }
+    assert_eq!(sum_sq(&[]), 0.0);
+    assert_eq!(sum_sq(&[3.0, 4.0]), 25.0);
+}
+
+#[test]
+fn lazy_adam_over_many_rows_matches_the_rule_row_by_row_on_any_number_of_threads() {
+    // Enough touched rows that the update splits them over threads (2048
+    // rows per task); every other row of a 20,000-row table touched.
+    let mut cfg = ModelConfig::new(ModelKind::Dien, 10, 20_000, 10);
+    cfg.d = 2;
+    cfg.hidden = 4;
+    let d = cfg.d;
+    let init = Model::init(cfg, 3).unwrap().params().clone();
+    let touched: Vec<u32> = (0..20_000u32).step_by(2).collect();
+    let values: Vec<f32> = (0..touched.len() * d).map(|i| ((i % 37) as f32 - 18.0) * 0.01).collect();
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut p = init.clone();
+        let mut opt = Optimizer::new(OptimConfig::adam(), &p).unwrap();
+        let mut emb = no_rows(d);
+        emb[1] = rows(d, touched.clone(), values.clone());
+        pool.install(|| opt.step_with(&mut p, std::iter::empty, &emb)).unwrap();
+        results.push(bits(p.get("emb.mid")));
+        let (before, after) = (init.get("emb.mid"), p.get("emb.mid"));
+        for (k, &r) in touched.iter().enumerate() {
+            for j in 0..d {
+                let i = r as usize * d + j;
+                let want =
+                    RefAdam { m: 0.0, v: 0.0 }.step(f64::from(before[i]), f64::from(values[k * d + j]), 0.001, 1);
+                assert_close(after[i], want, &format!("row {r}"));
+            }
+            let untouched = (r as usize + 1) * d..(r as usize + 2) * d;
+            assert_eq!(bits(&after[untouched.clone()]), bits(&before[untouched]), "row {}", r + 1);
+        }
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "results differ between thread counts");
 }

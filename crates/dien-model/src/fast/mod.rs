@@ -61,3 +61,15 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
         *x += y;
     }
 }
+
+/// `v = 0` over several threads for large buffers (a training step clears
+/// megabytes of gradient buffers; one thread would leave the others idle).
+pub(crate) fn par_zero(v: &mut [f32]) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 15;
+    if v.len() <= BLOCK {
+        v.fill(0.0);
+    } else {
+        v.par_chunks_mut(BLOCK).for_each(|c| c.fill(0.0));
+    }
+}

@@ -45,11 +45,9 @@ impl Model {
         let ws = &mut self.ws;
         let layers = &self.layers;
         if grad {
-            ws.d_e_hist.fill(0.0);
-            ws.d_e_neg.fill(0.0);
-            ws.d_e_a.fill(0.0);
-            ws.d_h1.fill(0.0);
-            ws.d_h2.fill(0.0);
+            for v in [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h2] {
+                super::par_zero(v);
+            }
         }
         clock.lap(Stage::Input);
 

@@ -81,14 +81,47 @@ impl AdamStep {
     }
 }
 
-/// Lazy Adam: only the rows of `rows` move.
+/// Touched rows per parallel task of lazy Adam.
+const ROWS_PER_TASK: usize = 2048;
+
+/// Lazy Adam: only the rows of `rows` move. Elementwise, so splitting the
+/// rows over threads cannot change any result.
 pub(super) fn adam_rows_lazy(k: &AdamStep, p: &mut [f32], m: &mut [f32], v: &mut [f32], rows: &SparseRows, scale: f32) {
     let w = rows.width;
     if w == 0 {
         return;
     }
-    for (&r, g) in rows.rows.iter().zip(rows.values.chunks_exact(w)) {
-        let span = r as usize * w..(r as usize + 1) * w;
+    lazy_part(k, (p, m, v), 0, &rows.rows, &rows.values, w, scale);
+}
+
+/// Lazy Adam on `rows` (ascending) with `values`, where `p`, `m` and `v`
+/// start at table row `base`; halves of many rows run in parallel.
+fn lazy_part(
+    k: &AdamStep,
+    (p, m, v): (&mut [f32], &mut [f32], &mut [f32]),
+    base: usize,
+    rows: &[u32],
+    values: &[f32],
+    w: usize,
+    scale: f32,
+) {
+    if rows.len() > ROWS_PER_TASK {
+        let mid = rows.len() / 2;
+        // Rows ascend: everything left of row `rows[mid]` belongs to the
+        // first half, so the tables split there.
+        let at = (rows[mid] as usize - base) * w;
+        let (pl, pr) = p.split_at_mut(at);
+        let (ml, mr) = m.split_at_mut(at);
+        let (vl, vr) = v.split_at_mut(at);
+        let (gl, gr) = values.split_at(mid * w);
+        rayon::join(
+            || lazy_part(k, (pl, ml, vl), base, &rows[..mid], gl, w, scale),
+            || lazy_part(k, (pr, mr, vr), rows[mid] as usize, &rows[mid..], gr, w, scale),
+        );
+        return;
+    }
+    for (&r, g) in rows.iter().zip(values.chunks_exact(w)) {
+        let span = (r as usize - base) * w..(r as usize - base + 1) * w;
         k.update(&mut p[span.clone()], &mut m[span.clone()], &mut v[span], g, scale);
     }
 }

@@ -36,8 +36,9 @@
 //!
 //! Before anything changes, one pass over every gradient (the dense ones in
 //! the order given, then the embedding rows of `emb.uid`, `emb.mid`,
-//! `emb.cat`) accumulates the sum of squares in one f64 running sum, element
-//! after element. A NaN or infinity anywhere refuses the step with
+//! `emb.cat`) accumulates the sum of squares in f64: each tensor's sum in
+//! the fixed blocked order of [`sum_sq`] (the same bits on any number of
+//! threads), the tensors' sums added in that order. A NaN or infinity anywhere refuses the step with
 //! [`TrainError::NonFiniteGradient`] and leaves parameters and state
 //! untouched. With `clip_norm = Some(c)` and a global L2 norm `n > c`, every
 //! gradient element is multiplied by the f32 `scale = (c / n) as f32` before
@@ -78,6 +79,7 @@ mod step;
 
 pub use config::{OptimConfig, OptimKind};
 pub use state::{STATE_FORMAT_VERSION, sidecar_path};
+pub use step::{SUM_SQ_BLOCK, sum_sq};
 
 /// State of one trainable tensor.
 struct Slot {

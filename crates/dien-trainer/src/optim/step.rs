@@ -11,14 +11,41 @@ use super::sgd::sgd_update;
 use super::{OptimKind, Optimizer};
 use crate::error::TrainError;
 
-/// `acc` plus the sum of squares of `g`, in f64, one element after the other
-/// (the documented order, so a caller can reproduce the clipping norm bit
-/// for bit).
-fn add_sum_sq(acc: f64, g: &[f32]) -> f64 {
-    g.iter().fold(acc, |s, &x| {
+/// Elements of one block of [`sum_sq`]: the unit of its fixed summation
+/// order and of its parallel work.
+pub const SUM_SQ_BLOCK: usize = 1 << 14;
+
+/// The sum of squares of `g` in f64, in a fixed order that does not depend
+/// on the threads: blocks of [`SUM_SQ_BLOCK`] elements, each summed in
+/// eight interleaved accumulators (element `i` into accumulator `i mod 8`,
+/// then `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`); a run of
+/// blocks is split in two at the block boundary nearest its middle, the two
+/// halves summed (in parallel) and added, left + right.
+pub fn sum_sq(g: &[f32]) -> f64 {
+    let blocks = g.len().div_ceil(SUM_SQ_BLOCK);
+    if blocks <= 1 {
+        return block_sum_sq(g);
+    }
+    let (l, r) = g.split_at((blocks / 2) * SUM_SQ_BLOCK);
+    let (a, b) = rayon::join(|| sum_sq(l), || sum_sq(r));
+    a + b
+}
+
+/// One block of [`sum_sq`].
+fn block_sum_sq(g: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = g.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            let x = f64::from(x);
+            *a += x * x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
         let x = f64::from(x);
-        s + x * x
-    })
+        *a += x * x;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 impl Optimizer {
@@ -113,7 +140,7 @@ impl Optimizer {
             assert_eq!(g.len(), slot.numel(), "gradient of `{name}` has the wrong length");
             assert_ne!(slot.seen, stamp, "two gradients for `{name}`");
             slot.seen = stamp;
-            ss = add_sum_sq(ss, g);
+            ss += sum_sq(g);
             if !ss.is_finite() {
                 return Err(non_finite(name, g, |i| i, attempt));
             }
@@ -134,7 +161,7 @@ impl Optimizer {
                 "`{}`: sparse rows must be ascending, unique and below {n}",
                 slot.name
             );
-            ss = add_sum_sq(ss, &rows.values);
+            ss += sum_sq(&rows.values);
             if !ss.is_finite() {
                 let index = |i: usize| rows.rows[i / w] as usize * w + i % w;
                 return Err(non_finite(&slot.name, &rows.values, index, attempt));

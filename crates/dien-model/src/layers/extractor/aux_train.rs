@@ -107,22 +107,24 @@ impl AuxGrads {
     }
 }
 
-/// Scratch of one chunk.
+/// Rows of one block of the MLP head. The head runs forward and backward
+/// block by block so that its activations (`2·BLOCK` rows of 100 and 50
+/// values, and their gradients: about 300 KiB) stay in a core's L2 cache;
+/// a whole chunk's rows at once would stream megabytes through L3.
+pub(crate) const BLOCK: usize = 128;
+
+/// Scratch of one chunk. The `2·BLOCK`-row buffers hold the block's
+/// positive rows first, then its negative rows, so the products shared by
+/// both terms run once over both.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AuxChunk {
     bc: usize,
     t: usize,
-    ah: Vec<f32>,
-    y1p: Vec<f32>,
-    y1n: Vec<f32>,
-    y2p: Vec<f32>,
-    y2n: Vec<f32>,
-    gp: Vec<f32>,
-    gn: Vec<f32>,
-    g2p: Vec<f32>,
-    g2n: Vec<f32>,
-    g1p: Vec<f32>,
-    g1n: Vec<f32>,
+    y1: Vec<f32>,
+    y2: Vec<f32>,
+    g: Vec<f32>,
+    g2: Vec<f32>,
+    g1: Vec<f32>,
     pub grads: AuxGrads,
 }
 
@@ -130,18 +132,13 @@ impl AuxChunk {
     pub fn prepare(&mut self, pk: &AuxPacked, bc: usize, t: usize) {
         self.bc = bc;
         self.t = t;
-        let rows = bc * t;
         if pk.form == AuxForm::Mlp {
             for (v, n) in [
-                (&mut self.ah, rows * F1),
-                (&mut self.y1p, rows * F1),
-                (&mut self.y1n, rows * F1),
-                (&mut self.y2p, rows * F2),
-                (&mut self.y2n, rows * F2),
-                (&mut self.g2p, rows * F2),
-                (&mut self.g2n, rows * F2),
-                (&mut self.g1p, rows * F1),
-                (&mut self.g1n, rows * F1),
+                (&mut self.y1, 2 * BLOCK * F1),
+                (&mut self.y2, 2 * BLOCK * F2),
+                (&mut self.g2, 2 * BLOCK * F2),
+                (&mut self.g1, 2 * BLOCK * F1),
+                (&mut self.g, 2 * BLOCK),
             ] {
                 grow(v, n);
             }
@@ -159,8 +156,6 @@ impl AuxChunk {
                 };
             }
         }
-        grow(&mut self.gp, rows);
-        grow(&mut self.gn, rows);
     }
 
     /// Sum over the chunk of `softplus(−p⁺) + softplus(p⁻)` for `t + 1 < L`.
@@ -193,70 +188,25 @@ impl AuxChunk {
         let mut loss = 0.0f64;
         match pk.form {
             AuxForm::Mlp => {
-                pk.fc1_h.forward(m, h, hw, &pk.fc1_b, &mut self.ah, F1);
-                self.y1p[..m * F1].copy_from_slice(&self.ah[..m * F1]);
-                self.y1n[..m * F1].copy_from_slice(&self.ah[..m * F1]);
-                pk.fc1_e.forward_acc(m, &pos[e..], e, &mut self.y1p, F1, Accumulate::Yes);
-                pk.fc1_e.forward_acc(m, &neg[e..], e, &mut self.y1n, F1, Accumulate::Yes);
-                sigmoid_inplace(&mut self.y1p[..m * F1]);
-                sigmoid_inplace(&mut self.y1n[..m * F1]);
-                pk.fc2.forward(m, &self.y1p, F1, &pk.fc2_b, &mut self.y2p, F2);
-                pk.fc2.forward(m, &self.y1n, F1, &pk.fc2_b, &mut self.y2n, F2);
-                sigmoid_inplace(&mut self.y2p[..m * F2]);
-                sigmoid_inplace(&mut self.y2n[..m * F2]);
-                for r in 0..m {
-                    if valid(r) {
-                        let zp = dot(&self.y2p[r * F2..(r + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-                        let zn = dot(&self.y2n[r * F2..(r + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-                        loss += (softplus(-zp) + softplus(zn)) as f64;
-                        // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
-                        self.gp[r] = -sigmoid(-zp);
-                        self.gn[r] = sigmoid(zn);
-                    } else {
-                        self.gp[r] = 0.0;
-                        self.gn[r] = 0.0;
-                    }
+                if scale.is_some() {
+                    self.grads.d_wh.fill(0.0);
+                    self.grads.d_we.fill(0.0);
                 }
-                let Some(c) = scale else { return loss };
-                let g = &mut self.grads;
-                for r in 0..m {
-                    let (dp, dn) = (c * self.gp[r], c * self.gn[r]);
-                    g.fc3_b[0] += dp + dn;
-                    axpy(dp, &self.y2p[r * F2..(r + 1) * F2], &mut g.fc3_w);
-                    axpy(dn, &self.y2n[r * F2..(r + 1) * F2], &mut g.fc3_w);
-                    for j in 0..F2 {
-                        self.g2p[r * F2 + j] = dp * pk.fc3_w[j];
-                        self.g2n[r * F2 + j] = dn * pk.fc3_w[j];
-                    }
+                for r0 in (0..m).step_by(BLOCK) {
+                    let mb = BLOCK.min(m - r0);
+                    let blk = Block { r0, mb, hw, e };
+                    loss += self.mlp_block(pk, &blk, h, pos, neg, &valid, scale, d_h, d_pos, d_neg);
                 }
-                sigmoid_backward_inplace(&mut self.g2p[..m * F2], &self.y2p[..m * F2]);
-                sigmoid_backward_inplace(&mut self.g2n[..m * F2], &self.y2n[..m * F2]);
-                weight_grad(m, &self.g2p, F2, F2, &self.y1p, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
-                weight_grad(m, &self.g2n, F2, F2, &self.y1n, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
-                pk.fc2.backward_input(m, &self.g2p, F2, &mut self.g1p, F1, Accumulate::No);
-                pk.fc2.backward_input(m, &self.g2n, F2, &mut self.g1n, F1, Accumulate::No);
-                sigmoid_backward_inplace(&mut self.g1p[..m * F1], &self.y1p[..m * F1]);
-                sigmoid_backward_inplace(&mut self.g1n[..m * F1], &self.y1n[..m * F1]);
-                // Embedding side: separate products for the two terms.
-                pk.fc1_e.backward_input(m, &self.g1p, F1, &mut d_pos[e..], e, Accumulate::Yes);
-                pk.fc1_e.backward_input(m, &self.g1n, F1, &mut d_neg[e..], e, Accumulate::Yes);
-                g.d_we.fill(0.0);
-                weight_grad(m, &self.g1p, F1, F1, &pos[e..], e, e, &mut g.d_we, &mut []);
-                weight_grad(m, &self.g1n, F1, F1, &neg[e..], e, e, &mut g.d_we, &mut []);
-                // State side: the shared block gets the sum of both terms.
-                for (x, &y) in self.g1p[..m * F1].iter_mut().zip(&self.g1n[..m * F1]) {
-                    *x += y;
-                }
-                pk.fc1_h.backward_input(m, &self.g1p, F1, d_h, hw, Accumulate::Yes);
-                g.d_wh.fill(0.0);
-                weight_grad(m, &self.g1p, F1, F1, h, hw, hw, &mut g.d_wh, &mut g.fc1_b);
-                for o in 0..F1 {
-                    let row = &mut g.fc1_w[o * (hw + e)..(o + 1) * (hw + e)];
-                    for j in 0..hw {
-                        row[j] += g.d_wh[o * hw + j];
-                    }
-                    for j in 0..e {
-                        row[hw + j] += g.d_we[o * e + j];
+                if scale.is_some() {
+                    let g = &mut self.grads;
+                    for o in 0..F1 {
+                        let row = &mut g.fc1_w[o * (hw + e)..(o + 1) * (hw + e)];
+                        for j in 0..hw {
+                            row[j] += g.d_wh[o * hw + j];
+                        }
+                        for j in 0..e {
+                            row[hw + j] += g.d_we[o * e + j];
+                        }
                     }
                 }
             }
@@ -283,4 +233,93 @@ impl AuxChunk {
         }
         loss
     }
+
+    /// The MLP head on rows `r0..r0 + mb` of the chunk: the loss terms of
+    /// its valid rows, and with `scale` their backward (gradients added).
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_block(
+        &mut self,
+        pk: &AuxPacked,
+        blk: &Block,
+        h: &[f32],
+        pos: &[f32],
+        neg: &[f32],
+        valid: &impl Fn(usize) -> bool,
+        scale: Option<f32>,
+        d_h: &mut [f32],
+        d_pos: &mut [f32],
+        d_neg: &mut [f32],
+    ) -> f64 {
+        let Block { r0, mb, hw, e } = *blk;
+        // Inputs of the block: states of rows r0.., embeddings of rows r0 + 1...
+        let hs = &h[r0 * hw..];
+        let (ps, ns) = (&pos[(r0 + 1) * e..], &neg[(r0 + 1) * e..]);
+        let (n1, n2) = (mb * F1, mb * F2);
+        // Layer 1: the state block W_h·h + b is shared by both terms.
+        let (y1p, y1n) = self.y1.split_at_mut(n1);
+        pk.fc1_h.forward(mb, hs, hw, &pk.fc1_b, y1p, F1);
+        y1n[..n1].copy_from_slice(y1p);
+        pk.fc1_e.forward_acc(mb, ps, e, y1p, F1, Accumulate::Yes);
+        pk.fc1_e.forward_acc(mb, ns, e, y1n, F1, Accumulate::Yes);
+        let y1 = &mut self.y1[..2 * n1];
+        sigmoid_inplace(y1);
+        pk.fc2.forward(2 * mb, y1, F1, &pk.fc2_b, &mut self.y2, F2);
+        let y2 = &mut self.y2[..2 * n2];
+        sigmoid_inplace(y2);
+        let mut loss = 0.0f64;
+        let (gp, gn) = self.g.split_at_mut(mb);
+        for i in 0..mb {
+            if valid(r0 + i) {
+                let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+                let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+                loss += (softplus(-zp) + softplus(zn)) as f64;
+                // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
+                gp[i] = -sigmoid(-zp);
+                gn[i] = sigmoid(zn);
+            } else {
+                gp[i] = 0.0;
+                gn[i] = 0.0;
+            }
+        }
+        let Some(c) = scale else { return loss };
+        let g = &mut self.grads;
+        // Output layer, rows of both terms in order (positives, then negatives).
+        let g2 = &mut self.g2[..2 * n2];
+        for (k, &gk) in self.g[..2 * mb].iter().enumerate() {
+            let d = c * gk;
+            g.fc3_b[0] += d;
+            let y2r = &y2[k * F2..(k + 1) * F2];
+            axpy(d, y2r, &mut g.fc3_w);
+            for (o, &w) in g2[k * F2..(k + 1) * F2].iter_mut().zip(&pk.fc3_w) {
+                *o = d * w;
+            }
+        }
+        sigmoid_backward_inplace(g2, y2);
+        weight_grad(2 * mb, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
+        let g1 = &mut self.g1[..2 * n1];
+        pk.fc2.backward_input(2 * mb, g2, F2, g1, F1, Accumulate::No);
+        sigmoid_backward_inplace(g1, y1);
+        let (g1p, g1n) = g1.split_at_mut(n1);
+        // Embedding side: separate products for the two terms.
+        pk.fc1_e.backward_input(mb, g1p, F1, &mut d_pos[(r0 + 1) * e..], e, Accumulate::Yes);
+        pk.fc1_e.backward_input(mb, g1n, F1, &mut d_neg[(r0 + 1) * e..], e, Accumulate::Yes);
+        weight_grad(mb, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut []);
+        weight_grad(mb, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut []);
+        // State side: the shared block gets the sum of both terms.
+        for (x, &y) in g1p.iter_mut().zip(g1n.iter()) {
+            *x += y;
+        }
+        pk.fc1_h.backward_input(mb, g1p, F1, &mut d_h[r0 * hw..], hw, Accumulate::Yes);
+        weight_grad(mb, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b);
+        loss
+    }
+}
+
+/// Where a block of rows lies: first row, rows, and the two row widths.
+#[derive(Clone, Copy)]
+struct Block {
+    r0: usize,
+    mb: usize,
+    hw: usize,
+    e: usize,
 }

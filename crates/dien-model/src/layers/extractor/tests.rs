@@ -9,8 +9,14 @@ use crate::params::ParamStore;
 
 #[test]
 fn fast_aux_head_matches_the_reference_for_every_form() {
-    let (bc, t) = (5, 6);
-    let lengths = [6, 2, 0, 1, 4];
+    // One block of rows, and several blocks with a partial last one.
+    aux_head_case(6, [6, 2, 0, 1, 4]);
+    let t = 2 * super::aux_train::BLOCK / 5 + 7;
+    aux_head_case(t, [t, 2, 0, 1, t - 3]);
+}
+
+fn aux_head_case(t: usize, lengths: [usize; 5]) {
+    let bc = lengths.len();
     let weight = 0.7f32;
     for &form in AuxForm::ALL {
         let mut cfg = ModelConfig::new(ModelKind::Dien, 10, 10, 10);
