@@ -328,11 +328,49 @@ pub fn gemm_acc_long_k(
     c: &mut [f32],
     ldc: usize,
 ) {
-    const KB: usize = 64;
+    gemm_acc_blocks(64, m, k, n, a, rsa, csa, b, ldb, c, ldc);
+}
+
+/// [`gemm_acc_long_k`] without blocking over `k`: every element of `C` gets
+/// one chain of fused multiply-adds over `p = 0 .. k` in order, from zero,
+/// then added to `C`. So rows of `A`'s transpose that are zero (padded
+/// steps) change no bit of the result wherever they are inserted: for
+/// products whose rows include padding.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc_one_pass(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    gemm_acc_blocks(k.max(1), m, k, n, a, rsa, csa, b, ldb, c, ldc);
+}
+
+/// `C += A·B` in blocks of `kb` rows of `B`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_acc_blocks(
+    kb_max: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
     let nvec = n.div_ceil(LANES);
     let mut k0 = 0;
     while k0 < k {
-        let kb = KB.min(k - k0);
+        let kb = kb_max.min(k - k0);
         let mut epi = |i: usize, v: usize, acc: V| {
             let off = i * ldc + v * LANES;
             let w = (n - v * LANES).min(LANES);

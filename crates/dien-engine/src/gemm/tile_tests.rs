@@ -83,6 +83,35 @@ fn long_k_accumulates_and_leaves_columns_past_n_untouched() {
 }
 
 #[test]
+fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (m, k, n) = (9, 150, 24);
+    let x = rand_vec(&mut rng, k * m);
+    let b = rand_vec(&mut rng, k * n);
+    let mut c = vec![0.25f32; m * n];
+    gemm_acc_one_pass(m, k, n, &x, 1, m, &b, n, &mut c, n);
+    let want = naive(m, k, n, &x, 1, m, &b, n);
+    for (i, (&g, &w)) in c.iter().zip(&want).enumerate() {
+        assert!((g as f64 - 0.25 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+    }
+    // The same product with zero rows of Aᵀ (and junk rows of B) inserted
+    // every 7 rows: the same bits.
+    let (mut x2, mut b2) = (Vec::new(), Vec::new());
+    for p in 0..k {
+        if p % 7 == 3 {
+            x2.extend(std::iter::repeat_n(0.0f32, m));
+            b2.extend(rand_vec(&mut rng, n));
+        }
+        x2.extend_from_slice(&x[p * m..(p + 1) * m]);
+        b2.extend_from_slice(&b[p * n..(p + 1) * n]);
+    }
+    let k2 = x2.len() / m;
+    let mut c2 = vec![0.25f32; m * n];
+    gemm_acc_one_pass(m, k2, n, &x2, 1, m, &b2, n, &mut c2, n);
+    assert_eq!(c, c2);
+}
+
+#[test]
 #[should_panic(expected = "B too short")]
 fn gemm_ep_rejects_short_b() {
     let a = [1.0f32; 4];

@@ -107,15 +107,13 @@ impl AuxGrads {
     }
 }
 
-/// Rows of one block of the MLP head. The head runs forward and backward
-/// block by block so that its activations (`2·BLOCK` rows of 100 and 50
-/// values, and their gradients: about 300 KiB) stay in a core's L2 cache;
-/// a whole chunk's rows at once would stream megabytes through L3.
-pub(crate) const BLOCK: usize = 128;
-
-/// Scratch of one chunk. The `2·BLOCK`-row buffers hold the block's
-/// positive rows first, then its negative rows, so the products shared by
-/// both terms run once over both.
+/// Scratch of one chunk. The MLP head runs forward and backward one sample
+/// at a time, over that sample's valid rows only: its activations (at most
+/// `2·T` rows of 100 and 50 values, and their gradients) stay in a core's
+/// L2 cache, padded steps cost nothing, and since no padded row enters any
+/// product, padding changes no bit. The `2·T`-row buffers hold the
+/// sample's positive rows first, then its negative rows, so the products
+/// shared by both terms run once over both.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AuxChunk {
     bc: usize,
@@ -134,11 +132,11 @@ impl AuxChunk {
         self.t = t;
         if pk.form == AuxForm::Mlp {
             for (v, n) in [
-                (&mut self.y1, 2 * BLOCK * F1),
-                (&mut self.y2, 2 * BLOCK * F2),
-                (&mut self.g2, 2 * BLOCK * F2),
-                (&mut self.g1, 2 * BLOCK * F1),
-                (&mut self.g, 2 * BLOCK),
+                (&mut self.y1, 2 * t * F1),
+                (&mut self.y2, 2 * t * F2),
+                (&mut self.g2, 2 * t * F2),
+                (&mut self.g1, 2 * t * F1),
+                (&mut self.g, 2 * t),
             ] {
                 grow(v, n);
             }
@@ -192,10 +190,13 @@ impl AuxChunk {
                     self.grads.d_wh.fill(0.0);
                     self.grads.d_we.fill(0.0);
                 }
-                for r0 in (0..m).step_by(BLOCK) {
-                    let mb = BLOCK.min(m - r0);
-                    let blk = Block { r0, mb, hw, e };
-                    loss += self.mlp_block(pk, &blk, h, pos, neg, &valid, scale, d_h, d_pos, d_neg);
+                for (s, &len) in lengths.iter().enumerate().take(bc) {
+                    // Rows s·t + i with i + 1 < L: a term each.
+                    let mb = len.min(t).saturating_sub(1);
+                    if mb > 0 {
+                        let blk = Block { r0: s * t, mb, hw, e };
+                        loss += self.mlp_block(pk, &blk, h, pos, neg, scale, d_h, d_pos, d_neg);
+                    }
                 }
                 if scale.is_some() {
                     let g = &mut self.grads;
@@ -234,8 +235,8 @@ impl AuxChunk {
         loss
     }
 
-    /// The MLP head on rows `r0..r0 + mb` of the chunk: the loss terms of
-    /// its valid rows, and with `scale` their backward (gradients added).
+    /// The MLP head on rows `r0..r0 + mb` of the chunk (all valid): their
+    /// loss terms, and with `scale` their backward (gradients added).
     #[allow(clippy::too_many_arguments)]
     fn mlp_block(
         &mut self,
@@ -244,7 +245,6 @@ impl AuxChunk {
         h: &[f32],
         pos: &[f32],
         neg: &[f32],
-        valid: &impl Fn(usize) -> bool,
         scale: Option<f32>,
         d_h: &mut [f32],
         d_pos: &mut [f32],
@@ -269,17 +269,12 @@ impl AuxChunk {
         let mut loss = 0.0f64;
         let (gp, gn) = self.g.split_at_mut(mb);
         for i in 0..mb {
-            if valid(r0 + i) {
-                let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-                let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-                loss += (softplus(-zp) + softplus(zn)) as f64;
-                // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
-                gp[i] = -sigmoid(-zp);
-                gn[i] = sigmoid(zn);
-            } else {
-                gp[i] = 0.0;
-                gn[i] = 0.0;
-            }
+            let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+            let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+            loss += (softplus(-zp) + softplus(zn)) as f64;
+            // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
+            gp[i] = -sigmoid(-zp);
+            gn[i] = sigmoid(zn);
         }
         let Some(c) = scale else { return loss };
         let g = &mut self.grads;
