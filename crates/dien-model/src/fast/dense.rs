@@ -92,22 +92,57 @@ pub(crate) fn weight_grad(
     if full > 0 {
         gemm_acc_one_pass(out, m, full, dy, 1, lddy, x, ldx, dw, inp);
     }
-    for j in full..inp {
-        for i0 in (0..out).step_by(LANES) {
-            let w = (out - i0).min(LANES);
-            let mut acc = V::ZERO;
-            for p in 0..m {
-                acc = V::splat(x[p * ldx + j]).mul_add(load_n(dy, p * lddy + i0, w), acc);
-            }
-            for (l, &a) in acc.to_array()[..w].iter().enumerate() {
-                dw[(i0 + l) * inp + j] += a;
-            }
-        }
+    if full < inp {
+        tail_columns(m, dy, lddy, out, x, ldx, full, inp, dw);
     }
     if !db.is_empty() {
         for r in 0..m {
             for (d, &g) in db.iter_mut().zip(&dy[r * lddy..r * lddy + out]) {
                 *d += g;
+            }
+        }
+    }
+}
+
+/// Columns `j0..inp` (fewer than a vector) of [`weight_grad`], vectorised
+/// over `out`: tiles of up to 4 columns × 2 vectors of outputs keep eight
+/// independent chains in flight (one chain would wait on each fused
+/// multiply-add's latency). Each element is still one chain over the rows.
+#[allow(clippy::too_many_arguments)]
+fn tail_columns(
+    m: usize,
+    dy: &[f32],
+    lddy: usize,
+    out: usize,
+    x: &[f32],
+    ldx: usize,
+    j0: usize,
+    inp: usize,
+    dw: &mut [f32],
+) {
+    const NC: usize = 4;
+    for jc in (j0..inp).step_by(NC) {
+        let nc = (inp - jc).min(NC);
+        for i0 in (0..out).step_by(2 * LANES) {
+            let w0 = (out - i0).min(LANES);
+            let w1 = (out - i0).saturating_sub(LANES).min(LANES);
+            let mut acc = [[V::ZERO; 2]; NC];
+            for p in 0..m {
+                let d0 = load_n(dy, p * lddy + i0, w0);
+                let d1 = if w1 > 0 { load_n(dy, p * lddy + i0 + LANES, w1) } else { V::ZERO };
+                for (c, a) in acc.iter_mut().enumerate().take(nc) {
+                    let xs = V::splat(x[p * ldx + jc + c]);
+                    a[0] = xs.mul_add(d0, a[0]);
+                    a[1] = xs.mul_add(d1, a[1]);
+                }
+            }
+            for (c, a) in acc.iter().enumerate().take(nc) {
+                for (l, &v) in a[0].to_array()[..w0].iter().enumerate() {
+                    dw[(i0 + l) * inp + jc + c] += v;
+                }
+                for (l, &v) in a[1].to_array()[..w1].iter().enumerate() {
+                    dw[(i0 + LANES + l) * inp + jc + c] += v;
+                }
             }
         }
     }
