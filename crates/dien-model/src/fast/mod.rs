@@ -9,9 +9,9 @@
 //! samples, so the head runs on the whole batch.
 //!
 //! Buffers live in the model and are reused: after the first batch of a
-//! given size, a step allocates nothing of its own (the weight-gradient
-//! GEMMs go through `matrixmultiply`, which allocates and frees its own
-//! packing buffer per call); `dien-trainer/tests/train_alloc.rs` counts.
+//! given size, a step allocates nothing (every product runs on the
+//! engine's own kernels, which never allocate);
+//! `dien-trainer/tests/train_alloc.rs` counts.
 //!
 //! The layers themselves live in [`crate::layers`]; this module assembles
 //! them: [`Model`] (`model.rs`) holds parameters, packed layers
