@@ -328,7 +328,13 @@ pub fn gemm_acc_long_k(
     c: &mut [f32],
     ldc: usize,
 ) {
-    gemm_acc_blocks(64, m, k, n, a, rsa, csa, b, ldb, c, ldc);
+    const KB: usize = 64;
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = KB.min(k - k0);
+        gemm_acc_one_pass(m, kb, n, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, c, ldc);
+        k0 += kb;
+    }
 }
 
 /// [`gemm_acc_long_k`] without blocking over `k`: every element of `C` gets
@@ -349,37 +355,13 @@ pub fn gemm_acc_one_pass(
     c: &mut [f32],
     ldc: usize,
 ) {
-    gemm_acc_blocks(k.max(1), m, k, n, a, rsa, csa, b, ldb, c, ldc);
-}
-
-/// `C += A·B` in blocks of `kb` rows of `B`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_acc_blocks(
-    kb_max: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    rsa: usize,
-    csa: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let nvec = n.div_ceil(LANES);
-    let mut k0 = 0;
-    while k0 < k {
-        let kb = kb_max.min(k - k0);
-        let mut epi = |i: usize, v: usize, acc: V| {
-            let off = i * ldc + v * LANES;
-            let w = (n - v * LANES).min(LANES);
-            let cur = load_n(c, off, w);
-            store_n(c, off, w, cur + acc);
-        };
-        gemm_ep::<4, 3, _>(m, kb, nvec, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, &mut epi);
-        k0 += kb;
-    }
+    let mut epi = |i: usize, v: usize, acc: V| {
+        let off = i * ldc + v * LANES;
+        let w = (n - v * LANES).min(LANES);
+        let cur = load_n(c, off, w);
+        store_n(c, off, w, cur + acc);
+    };
+    gemm_ep::<4, 3, _>(m, k, n.div_ceil(LANES), a, rsa, csa, b, ldb, &mut epi);
 }
 
 /// Whether [`gemm_packed`] overwrites or accumulates into `C`.

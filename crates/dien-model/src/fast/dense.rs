@@ -184,9 +184,9 @@ mod tests {
     use super::weight_grad;
 
     /// Against the plain sum over rows, for widths below, at and above a
-    /// vector, row strides with and without padding, one row and many, and
-    /// `x` ending right after its last row (so the last rows take the
-    /// one-at-a-time path).
+    /// vector (so both the kernel's columns and the tail columns), row
+    /// strides with and without padding, one row and many, and `x` ending
+    /// right after its last row.
     #[test]
     fn weight_grad_matches_the_plain_sum() {
         let val = |i: usize, s: usize| ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0;

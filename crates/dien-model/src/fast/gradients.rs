@@ -66,25 +66,20 @@ impl SparseRows {
         let w = self.width;
         self.rows.clear();
         self.values.clear();
-        let n = self.touched.len();
         // Ascending rows: a sweep of the direct index when the batch touched
         // a good part of the table (cheaper than sorting), a sort otherwise.
         // Both give the same order, so the same values.
-        if n.saturating_mul(usize::BITS as usize) >= self.slot.len() {
-            for (r, &s) in self.slot.iter().enumerate() {
-                if s != NONE {
-                    self.rows.push(r as u32);
-                    self.values.extend_from_slice(&self.scratch[s as usize * w..(s as usize + 1) * w]);
-                }
-            }
+        self.order.clear();
+        if self.touched.len().saturating_mul(usize::BITS as usize) >= self.slot.len() {
+            let touched = self.slot.iter().enumerate().filter(|&(_, &s)| s != NONE);
+            self.order.extend(touched.map(|(r, &s)| (r as u32, s)));
         } else {
-            self.order.clear();
             self.order.extend(self.touched.iter().map(|&r| (r, self.slot[r as usize])));
             self.order.sort_unstable();
-            for &(r, s) in &self.order {
-                self.rows.push(r);
-                self.values.extend_from_slice(&self.scratch[s as usize * w..(s as usize + 1) * w]);
-            }
+        }
+        for &(r, s) in &self.order {
+            self.rows.push(r);
+            self.values.extend_from_slice(&self.scratch[s as usize * w..(s as usize + 1) * w]);
         }
     }
     /// Sets these rows to the sum of `parts`, each a list of rows in the

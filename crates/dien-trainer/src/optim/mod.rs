@@ -38,7 +38,8 @@
 //! the order given, then the embedding rows of `emb.uid`, `emb.mid`,
 //! `emb.cat`) accumulates the sum of squares in f64: each tensor's sum in
 //! the fixed blocked order of [`sum_sq`] (the same bits on any number of
-//! threads), the tensors' sums added in that order. A NaN or infinity anywhere refuses the step with
+//! threads), the tensors' sums added in that order. A NaN or infinity
+//! anywhere refuses the step with
 //! [`TrainError::NonFiniteGradient`] and leaves parameters and state
 //! untouched. With `clip_norm = Some(c)` and a global L2 norm `n > c`, every
 //! gradient element is multiplied by the f32 `scale = (c / n) as f32` before

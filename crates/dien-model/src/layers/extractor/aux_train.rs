@@ -194,8 +194,7 @@ impl AuxChunk {
                     // Rows s·t + i with i + 1 < L: a term each.
                     let mb = len.min(t).saturating_sub(1);
                     if mb > 0 {
-                        let blk = Block { r0: s * t, mb, hw, e };
-                        loss += self.mlp_block(pk, &blk, h, pos, neg, scale, d_h, d_pos, d_neg);
+                        loss += self.mlp_block(pk, s * t, mb, h, pos, neg, scale, d_h, d_pos, d_neg);
                     }
                 }
                 if scale.is_some() {
@@ -241,7 +240,8 @@ impl AuxChunk {
     fn mlp_block(
         &mut self,
         pk: &AuxPacked,
-        blk: &Block,
+        r0: usize,
+        mb: usize,
         h: &[f32],
         pos: &[f32],
         neg: &[f32],
@@ -250,7 +250,7 @@ impl AuxChunk {
         d_pos: &mut [f32],
         d_neg: &mut [f32],
     ) -> f64 {
-        let Block { r0, mb, hw, e } = *blk;
+        let (hw, e) = (pk.h, pk.e);
         // Inputs of the block: states of rows r0.., embeddings of rows r0 + 1...
         let hs = &h[r0 * hw..];
         let (ps, ns) = (&pos[(r0 + 1) * e..], &neg[(r0 + 1) * e..]);
@@ -308,13 +308,4 @@ impl AuxChunk {
         weight_grad(mb, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b);
         loss
     }
-}
-
-/// Where a block of rows lies: first row, rows, and the two row widths.
-#[derive(Clone, Copy)]
-struct Block {
-    r0: usize,
-    mb: usize,
-    hw: usize,
-    e: usize,
 }
