@@ -352,10 +352,17 @@ fn train_in_pool(
                 Some(d) => (d.counters(), d.part_bytes()),
                 None => (CommCounters::default(), [0; 3]),
             };
+            // Timed per model stage for the summary; off again for the
+            // evaluation passes that share the model.
+            model.time_stages(true);
             let result = times.time(Stage::ForwardBackward, || match dist.as_deref_mut() {
                 Some(d) => model.forward_backward_synced(&lb.batch, d),
                 None => model.forward_backward(&lb.batch),
             });
+            if let Some(st) = model.stage_times() {
+                times.add_model_stages(st);
+            }
+            model.time_stages(false);
             let losses = result.map_err(|e| match e {
                 ModelError::NonFinite(m) => TrainError::Diverged {
                     step: prog.step + 1,

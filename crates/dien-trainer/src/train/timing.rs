@@ -1,7 +1,9 @@
 //! Where the wall time of a run goes, by stage ([`StageTimes`]).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
+use dien_model::fast::{Stage as ModelStage, StageTimes as ModelStageTimes};
 use serde::Serialize;
 
 /// Wall seconds of each stage of a run (this sitting's, without the part
@@ -19,6 +21,9 @@ pub struct StageTimes {
     pub batch_wait: f64,
     /// Forward and backward passes of the training steps.
     pub forward_backward: f64,
+    /// `forward_backward` split by the model's stages (input, extractor,
+    /// auxiliary loss, …; the names of [`ModelStage::name`]), seconds.
+    pub forward_backward_stages: BTreeMap<&'static str, f64>,
     /// Optimiser steps and the running statistics' updates.
     pub optimiser: f64,
     /// Recalibration before each evaluation: the forward passes over its
@@ -64,6 +69,13 @@ impl StageTimes {
         r
     }
 
+    /// Adds the model's per-stage times of one or more steps.
+    pub(crate) fn add_model_stages(&mut self, t: &ModelStageTimes) {
+        for stage in ModelStage::ALL {
+            *self.forward_backward_stages.entry(stage.name()).or_insert(0.0) += t.secs(stage);
+        }
+    }
+
     /// Sets `total` and `other` from the run's wall time `total`.
     pub(crate) fn close(&mut self, total: f64) {
         let parts = self.setup
@@ -97,5 +109,14 @@ mod tests {
         assert!((t.other - (1.0 - t.optimiser)).abs() < 1e-12);
         t.close(0.5);
         assert_eq!(t.other, 0.0, "never negative");
+    }
+
+    #[test]
+    fn model_stages_accumulate_by_name() {
+        let mut t = StageTimes::default();
+        t.add_model_stages(&ModelStageTimes::default());
+        assert_eq!(t.forward_backward_stages.len(), ModelStage::ALL.len());
+        assert!(t.forward_backward_stages.values().all(|&s| s == 0.0));
+        assert!(t.forward_backward_stages.contains_key("extractor"));
     }
 }

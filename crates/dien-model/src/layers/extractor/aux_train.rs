@@ -107,23 +107,46 @@ impl AuxGrads {
     }
 }
 
-/// Scratch of one chunk. The MLP head runs forward and backward one sample
-/// at a time, over that sample's valid rows only: its activations (at most
-/// `2·T` rows of 100 and 50 values, and their gradients) stay in a core's
-/// L2 cache, padded steps cost nothing, and since no padded row enters any
-/// product, padding changes no bit. The `2·T`-row buffers hold the
-/// sample's positive rows first, then its negative rows, so the products
-/// shared by both terms run once over both.
+/// Rows of one block of the MLP head: the valid rows of consecutive
+/// samples are packed until a block holds about this many (a sample longer
+/// than that is a block alone). Short histories then still make products
+/// of many rows, and the weights and their gradients are read once per
+/// block rather than once per sample; the activations of a block (twice
+/// these rows of 100 and 50 values, and their gradients) stay in L2.
+pub(crate) const AUX_BLOCK: usize = 128;
+
+/// Scratch of one chunk. The MLP head runs forward and backward one block
+/// of rows at a time ([`AUX_BLOCK`]), over valid rows only: padded steps
+/// cost nothing, and since no padded row enters any product, padding
+/// changes no bit. Inputs are packed into the block's buffers; the
+/// activation buffers hold the block's positive rows first, then its
+/// negative rows, so the products shared by both terms run once over both.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AuxChunk {
     bc: usize,
     t: usize,
+    acts: Acts,
+    /// The block's samples: (first row in the chunk, terms).
+    segs: Vec<(usize, usize)>,
+    pub grads: AuxGrads,
+}
+
+/// One block's packed inputs, activations and gradients.
+#[derive(Clone, Debug, Default)]
+struct Acts {
+    /// States `[m, H]`, positive and negative embeddings `[m, E]`.
+    xh: Vec<f32>,
+    xp: Vec<f32>,
+    xn: Vec<f32>,
+    /// Their gradients, same shapes.
+    dh: Vec<f32>,
+    dp: Vec<f32>,
+    dn: Vec<f32>,
     y1: Vec<f32>,
     y2: Vec<f32>,
     g: Vec<f32>,
     g2: Vec<f32>,
     g1: Vec<f32>,
-    pub grads: AuxGrads,
 }
 
 impl AuxChunk {
@@ -131,17 +154,28 @@ impl AuxChunk {
         self.bc = bc;
         self.t = t;
         if pk.form == AuxForm::Mlp {
+            let m = AUX_BLOCK.max(t);
+            let (h, e) = (pk.h, pk.e);
+            let a = &mut self.acts;
             for (v, n) in [
-                (&mut self.y1, 2 * t * F1),
-                (&mut self.y2, 2 * t * F2),
-                (&mut self.g2, 2 * t * F2),
-                (&mut self.g1, 2 * t * F1),
-                (&mut self.g, 2 * t),
+                (&mut a.xh, m * h),
+                (&mut a.xp, m * e),
+                (&mut a.xn, m * e),
+                (&mut a.dh, m * h),
+                (&mut a.dp, m * e),
+                (&mut a.dn, m * e),
+                (&mut a.y1, 2 * m * F1),
+                (&mut a.y2, 2 * m * F2),
+                (&mut a.g2, 2 * m * F2),
+                (&mut a.g1, 2 * m * F1),
+                (&mut a.g, 2 * m),
             ] {
                 grow(v, n);
             }
+            if self.segs.capacity() < bc {
+                self.segs.reserve(bc);
+            }
             if self.grads.fc1_w.is_empty() {
-                let (h, e) = (pk.h, pk.e);
                 self.grads = AuxGrads {
                     fc1_w: vec![0.0; F1 * (h + e)],
                     fc1_b: vec![0.0; F1],
@@ -190,12 +224,28 @@ impl AuxChunk {
                     self.grads.d_wh.fill(0.0);
                     self.grads.d_we.fill(0.0);
                 }
+                // Rows s·t + i with i + 1 < L: a term each, packed in blocks.
+                // From the lengths alone, so that padding cannot move a
+                // block boundary (the buffers hold AUX_BLOCK.max(t) rows).
+                let longest = lengths[..bc].iter().map(|&l| l.min(t).saturating_sub(1)).max().unwrap_or(0);
+                let cap = AUX_BLOCK.max(longest);
+                let mut rows_in = 0;
+                self.segs.clear();
                 for (s, &len) in lengths.iter().enumerate().take(bc) {
-                    // Rows s·t + i with i + 1 < L: a term each.
                     let mb = len.min(t).saturating_sub(1);
-                    if mb > 0 {
-                        loss += self.mlp_block(pk, s * t, mb, h, pos, neg, scale, d_h, d_pos, d_neg);
+                    if mb == 0 {
+                        continue;
                     }
+                    if rows_in + mb > cap {
+                        loss += self.block(pk, h, pos, neg, scale, d_h, d_pos, d_neg);
+                        self.segs.clear();
+                        rows_in = 0;
+                    }
+                    self.segs.push((s * t, mb));
+                    rows_in += mb;
+                }
+                if rows_in > 0 {
+                    loss += self.block(pk, h, pos, neg, scale, d_h, d_pos, d_neg);
                 }
                 if scale.is_some() {
                     let g = &mut self.grads;
@@ -234,14 +284,12 @@ impl AuxChunk {
         loss
     }
 
-    /// The MLP head on rows `r0..r0 + mb` of the chunk (all valid): their
-    /// loss terms, and with `scale` their backward (gradients added).
-    #[allow(clippy::too_many_arguments)]
-    fn mlp_block(
+    /// The MLP head on the rows of `self.segs` (all valid): packs their
+    /// inputs, runs the block, and with `scale` adds the input gradients
+    /// back to the chunk's rows. Returns the block's loss terms.
+    fn block(
         &mut self,
         pk: &AuxPacked,
-        r0: usize,
-        mb: usize,
         h: &[f32],
         pos: &[f32],
         neg: &[f32],
@@ -251,61 +299,92 @@ impl AuxChunk {
         d_neg: &mut [f32],
     ) -> f64 {
         let (hw, e) = (pk.h, pk.e);
-        // Inputs of the block: states of rows r0.., embeddings of rows r0 + 1...
-        let hs = &h[r0 * hw..];
-        let (ps, ns) = (&pos[(r0 + 1) * e..], &neg[(r0 + 1) * e..]);
-        let (n1, n2) = (mb * F1, mb * F2);
-        // Layer 1: the state block W_h·h + b is shared by both terms.
-        let (y1p, y1n) = self.y1.split_at_mut(n1);
-        pk.fc1_h.forward(mb, hs, hw, &pk.fc1_b, y1p, F1);
-        y1n[..n1].copy_from_slice(y1p);
-        pk.fc1_e.forward_acc(mb, ps, e, y1p, F1, Accumulate::Yes);
-        pk.fc1_e.forward_acc(mb, ns, e, y1n, F1, Accumulate::Yes);
-        let y1 = &mut self.y1[..2 * n1];
-        sigmoid_inplace(y1);
-        pk.fc2.forward(2 * mb, y1, F1, &pk.fc2_b, &mut self.y2, F2);
-        let y2 = &mut self.y2[..2 * n2];
-        sigmoid_inplace(y2);
-        let mut loss = 0.0f64;
-        let (gp, gn) = self.g.split_at_mut(mb);
-        for i in 0..mb {
-            let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-            let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-            loss += (softplus(-zp) + softplus(zn)) as f64;
-            // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
-            gp[i] = -sigmoid(-zp);
-            gn[i] = sigmoid(zn);
+        let a = &mut self.acts;
+        // State row r pairs with embedding row r + 1.
+        let mut m = 0;
+        for &(r0, mb) in &self.segs {
+            a.xh[m * hw..(m + mb) * hw].copy_from_slice(&h[r0 * hw..(r0 + mb) * hw]);
+            a.xp[m * e..(m + mb) * e].copy_from_slice(&pos[(r0 + 1) * e..(r0 + 1 + mb) * e]);
+            a.xn[m * e..(m + mb) * e].copy_from_slice(&neg[(r0 + 1) * e..(r0 + 1 + mb) * e]);
+            m += mb;
         }
-        let Some(c) = scale else { return loss };
-        let g = &mut self.grads;
-        // Output layer, rows of both terms in order (positives, then negatives).
-        let g2 = &mut self.g2[..2 * n2];
-        for (k, &gk) in self.g[..2 * mb].iter().enumerate() {
-            let d = c * gk;
-            g.fc3_b[0] += d;
-            let y2r = &y2[k * F2..(k + 1) * F2];
-            axpy(d, y2r, &mut g.fc3_w);
-            for (o, &w) in g2[k * F2..(k + 1) * F2].iter_mut().zip(&pk.fc3_w) {
-                *o = d * w;
+        let loss = mlp_block(pk, a, &mut self.grads, m, scale);
+        if scale.is_some() {
+            let mut i = 0;
+            for &(r0, mb) in &self.segs {
+                add(&mut d_h[r0 * hw..(r0 + mb) * hw], &a.dh[i * hw..(i + mb) * hw]);
+                add(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dp[i * e..(i + mb) * e]);
+                add(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dn[i * e..(i + mb) * e]);
+                i += mb;
             }
         }
-        sigmoid_backward_inplace(g2, y2);
-        weight_grad(2 * mb, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
-        let g1 = &mut self.g1[..2 * n1];
-        pk.fc2.backward_input(2 * mb, g2, F2, g1, F1, Accumulate::No);
-        sigmoid_backward_inplace(g1, y1);
-        let (g1p, g1n) = g1.split_at_mut(n1);
-        // Embedding side: separate products for the two terms.
-        pk.fc1_e.backward_input(mb, g1p, F1, &mut d_pos[(r0 + 1) * e..], e, Accumulate::Yes);
-        pk.fc1_e.backward_input(mb, g1n, F1, &mut d_neg[(r0 + 1) * e..], e, Accumulate::Yes);
-        weight_grad(mb, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut []);
-        weight_grad(mb, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut []);
-        // State side: the shared block gets the sum of both terms.
-        for (x, &y) in g1p.iter_mut().zip(g1n.iter()) {
-            *x += y;
-        }
-        pk.fc1_h.backward_input(mb, g1p, F1, &mut d_h[r0 * hw..], hw, Accumulate::Yes);
-        weight_grad(mb, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b);
         loss
     }
+}
+
+/// `dst += src`.
+fn add(dst: &mut [f32], src: &[f32]) {
+    for (x, &y) in dst.iter_mut().zip(src) {
+        *x += y;
+    }
+}
+
+/// The MLP head on the `m` packed rows of `a` (`xh`, `xp`, `xn`): their
+/// loss terms, and with `scale` their backward (input gradients written to
+/// `dh`, `dp`, `dn`; parameter gradients added to `g`).
+fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Option<f32>) -> f64 {
+    let (hw, e) = (pk.h, pk.e);
+    let (n1, n2) = (m * F1, m * F2);
+    let (hs, ps, ns) = (&a.xh[..m * hw], &a.xp[..m * e], &a.xn[..m * e]);
+    // Layer 1: the state block W_h·h + b is shared by both terms.
+    let (y1p, y1n) = a.y1.split_at_mut(n1);
+    pk.fc1_h.forward(m, hs, hw, &pk.fc1_b, y1p, F1);
+    y1n[..n1].copy_from_slice(y1p);
+    pk.fc1_e.forward_acc(m, ps, e, y1p, F1, Accumulate::Yes);
+    pk.fc1_e.forward_acc(m, ns, e, y1n, F1, Accumulate::Yes);
+    let y1 = &mut a.y1[..2 * n1];
+    sigmoid_inplace(y1);
+    pk.fc2.forward(2 * m, y1, F1, &pk.fc2_b, &mut a.y2, F2);
+    let y2 = &mut a.y2[..2 * n2];
+    sigmoid_inplace(y2);
+    let mut loss = 0.0f64;
+    let (gp, gn) = a.g.split_at_mut(m);
+    for i in 0..m {
+        let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+        let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+        loss += (softplus(-zp) + softplus(zn)) as f64;
+        // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
+        gp[i] = -sigmoid(-zp);
+        gn[i] = sigmoid(zn);
+    }
+    let Some(c) = scale else { return loss };
+    // Output layer, rows of both terms in order (positives, then negatives).
+    let g2 = &mut a.g2[..2 * n2];
+    for (k, &gk) in a.g[..2 * m].iter().enumerate() {
+        let d = c * gk;
+        g.fc3_b[0] += d;
+        let y2r = &y2[k * F2..(k + 1) * F2];
+        axpy(d, y2r, &mut g.fc3_w);
+        for (o, &w) in g2[k * F2..(k + 1) * F2].iter_mut().zip(&pk.fc3_w) {
+            *o = d * w;
+        }
+    }
+    sigmoid_backward_inplace(g2, y2);
+    weight_grad(2 * m, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
+    let g1 = &mut a.g1[..2 * n1];
+    pk.fc2.backward_input(2 * m, g2, F2, g1, F1, Accumulate::No);
+    sigmoid_backward_inplace(g1, y1);
+    let (g1p, g1n) = g1.split_at_mut(n1);
+    // Embedding side: separate products for the two terms.
+    pk.fc1_e.backward_input(m, g1p, F1, &mut a.dp, e, Accumulate::No);
+    pk.fc1_e.backward_input(m, g1n, F1, &mut a.dn, e, Accumulate::No);
+    weight_grad(m, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut []);
+    weight_grad(m, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut []);
+    // State side: the shared block gets the sum of both terms.
+    for (x, &y) in g1p.iter_mut().zip(g1n.iter()) {
+        *x += y;
+    }
+    pk.fc1_h.backward_input(m, g1p, F1, &mut a.dh, hw, Accumulate::No);
+    weight_grad(m, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b);
+    loss
 }

@@ -9,9 +9,12 @@ use crate::params::ParamStore;
 
 #[test]
 fn fast_aux_head_matches_the_reference_for_every_form() {
-    // Short and long histories (the head runs sample by sample).
+    // Short and long histories: several samples packed into one block,
+    // and (T = 150) blocks split between samples and one sample longer
+    // than a block alone.
     aux_head_case(6, [6, 2, 0, 1, 4]);
     aux_head_case(60, [60, 2, 0, 1, 57]);
+    aux_head_case(150, [40, 150, 0, 70, 80]);
 }
 
 fn aux_head_case(t: usize, lengths: [usize; 5]) {
