@@ -185,12 +185,12 @@ pub fn lane_masks(n: usize) -> Vec<V> {
         .collect()
 }
 
-/// Grows `v` to at least `n` values (new ones zero). Never shrinks, so a
+/// Grows `v` to at least `n` values (new ones zero: `T::default()`). Never shrinks, so a
 /// workspace that has seen a size never allocates for it again.
 #[inline]
-pub fn grow(v: &mut Vec<f32>, n: usize) {
+pub fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
-        v.resize(n, 0.0);
+        v.resize(n, T::default());
     }
 }
 

@@ -2,6 +2,7 @@
 //! behind the public API. The step itself is in [`super::stages`].
 
 use super::Losses;
+use super::stages::Depth;
 use super::gradients::{Gradients, LayerIds};
 use super::workspace::Workspace;
 use crate::batch::Batch;
@@ -171,7 +172,14 @@ impl Model {
     /// [`Model::logits`]; `loss_aux` is evaluated when the batch has
     /// negatives and the model an auxiliary head.
     pub fn forward(&mut self, batch: &Batch, mode: Mode) -> Result<Losses, ModelError> {
-        self.run(batch, mode, false, &mut NoSync)
+        self.run(batch, mode, Depth::Forward, &mut NoSync)
+    }
+
+    /// The head inputs of `batch` in evaluation mode ([`Model::head_input`]),
+    /// without running the head: what recalibration collects. The logits
+    /// are not computed.
+    pub fn forward_head_input(&mut self, batch: &Batch) -> Result<(), ModelError> {
+        self.run(batch, Mode::Eval, Depth::HeadInput, &mut NoSync).map(drop)
     }
 
     /// [`Model::forward`] as one replica of a data-parallel step: `batch`
@@ -183,14 +191,14 @@ impl Model {
     /// ones) and the losses are this share's. The share may be empty in
     /// training mode when `sync` has more than one replica.
     pub fn forward_synced(&mut self, batch: &Batch, mode: Mode, sync: &mut dyn StatSync) -> Result<Losses, ModelError> {
-        self.run(batch, mode, false, sync)
+        self.run(batch, mode, Depth::Forward, sync)
     }
 
     /// One training-mode forward and backward pass. Gradients are in
     /// [`Model::gradients`]; parameters and running statistics are left
     /// unchanged (see [`Model::update_running_stats`]).
     pub fn forward_backward(&mut self, batch: &Batch) -> Result<Losses, ModelError> {
-        self.run(batch, Mode::Train, true, &mut NoSync)
+        self.run(batch, Mode::Train, Depth::Backward, &mut NoSync)
     }
 
     /// [`Model::forward_backward`] as one replica of a data-parallel step
@@ -202,7 +210,7 @@ impl Model {
     /// [`Model::update_running_stats`] are the global batch's, the same on
     /// every replica.
     pub fn forward_backward_synced(&mut self, batch: &Batch, sync: &mut dyn StatSync) -> Result<Losses, ModelError> {
-        self.run(batch, Mode::Train, true, sync)
+        self.run(batch, Mode::Train, Depth::Backward, sync)
     }
 
     /// Moves the running statistics of BatchNorm and both Dice layers

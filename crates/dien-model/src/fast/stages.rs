@@ -15,8 +15,19 @@ use crate::layers::{InterestLayers, embedding, evolution, extractor, head};
 use crate::mode::Mode;
 use crate::sync::StatSync;
 
+/// How far a step goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Depth {
+    /// Up to the head inputs (what recalibration collects); no losses.
+    HeadInput,
+    /// The whole forward and the losses.
+    Forward,
+    /// Forward and the whole backward.
+    Backward,
+}
+
 impl Model {
-    /// Forward in `mode`, then with `grad` the whole backward. In training
+    /// Forward in `mode` to `depth`, and the backward for [`Depth::Backward`]. In training
     /// mode the quantities that couple the samples are summed over the
     /// replicas through `sync` (see [`crate::sync`]); a replica's share may
     /// then be empty, as long as the global batch is not.
@@ -24,9 +35,10 @@ impl Model {
         &mut self,
         batch: &Batch,
         mode: Mode,
-        grad: bool,
+        depth: Depth,
         sync: &mut dyn StatSync,
     ) -> Result<Losses, ModelError> {
+        let grad = depth == Depth::Backward;
         batch.validate(self.cfg.n_uid, self.cfg.n_mid, self.cfg.n_cat)?;
         if batch.batch == 0 && (mode == Mode::Eval || sync.replicas() < 2) {
             return Err(ModelError::Batch("empty batch".into()));
@@ -36,7 +48,8 @@ impl Model {
         let cfg = &self.cfg;
         let (b, t) = (batch.batch, batch.steps);
         let (d, e, h, iw, dh) = (cfg.d, cfg.e(), cfg.hidden, cfg.interest_width(), cfg.head_in());
-        let with_neg = self.layers.interest.aux().is_some() && batch.has_negatives();
+        // Head inputs alone need no auxiliary loss.
+        let with_neg = depth != Depth::HeadInput && self.layers.interest.aux().is_some() && batch.has_negatives();
         self.ws.prepare(cfg, &self.layers, b, t, with_neg);
         embedding::gather(&self.params, batch, d, e, &mut self.ws);
         let lengths = &batch.lengths[..];
@@ -75,6 +88,10 @@ impl Model {
 
         // Head.
         head::assemble_input(ws, b, d, e, iw, dh);
+        if depth == Depth::HeadInput {
+            clock.finish(&mut self.timing);
+            return Ok(Losses { loss: 0.0, loss_target: 0.0, loss_aux });
+        }
         ws.head.forward(&layers.head, &self.params, mode, sync)?;
         self.has_stats = mode == Mode::Train;
         let mut loss_target = ws.head.target_loss(&batch.label);

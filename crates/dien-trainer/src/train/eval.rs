@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use dien_model::StatSync;
 
-use super::passes::{Workers, forward_each};
+use super::passes::{Pass, Workers, forward_each};
 use crate::data::{Batcher, BatcherConfig, DataSet, LineReader, LoadedBatch, Shard, UserFilter};
 use crate::dist::{Replicas, ScoreShare};
 use crate::error::TrainError;
@@ -89,7 +89,7 @@ pub(super) fn score<'b>(
 ) -> Result<EvalMetrics, TrainError> {
     let mut acc = MetricsAccumulator::new();
     let Some(dist) = dist else {
-        forward_each(model, workers, batches, |m, lb| {
+        forward_each(model, workers, Pass::Logits, batches, |m, lb| {
             acc.push_batch(&lb.raw_uid, m.logits(), &lb.batch.label);
             Ok(())
         })?;
@@ -290,11 +290,11 @@ pub(super) fn recalibrate_on<'b>(
         Some(_) => {
             for lb in batches {
                 let lb = lb?;
-                model.forward(&lb.batch, Mode::Eval)?;
+                model.forward_head_input(&lb.batch)?;
                 collect(model, &lb)?;
             }
         }
-        None => forward_each(model, workers, batches, collect)?,
+        None => forward_each(model, workers, Pass::HeadInputs, batches, collect)?,
     }
     match dist {
         None => {

@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use dien_model::Mode;
+use dien_model::{Batch, Mode};
 use dien_model::fast::Model;
 use rayon::prelude::*;
 
@@ -48,7 +48,26 @@ impl Workers {
     }
 }
 
-/// Runs `model`'s evaluation-mode forward on every batch of `batches`,
+/// What [`forward_each`] computes of each batch, in evaluation mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// The whole forward: logits and head inputs.
+    Logits,
+    /// The head inputs only ([`Model::forward_head_input`]): recalibration.
+    HeadInputs,
+}
+
+impl Pass {
+    fn run(self, m: &mut Model, batch: &Batch) -> Result<(), TrainError> {
+        match self {
+            Pass::Logits => m.forward(batch, Mode::Eval).map(drop),
+            Pass::HeadInputs => m.forward_head_input(batch),
+        }
+        .map_err(TrainError::from)
+    }
+}
+
+/// Runs `model`'s evaluation-mode forward (as far as `pass` says) on every batch of `batches`,
 /// then calls `each` with the model that ran it (its logits and head
 /// inputs: `model` itself, or one of its replicas in `workers`) and the
 /// batch, in batch order. The first error (of the batches, of a forward,
@@ -57,6 +76,7 @@ impl Workers {
 pub(super) fn forward_each<'b>(
     model: &mut Model,
     workers: &mut Workers,
+    pass: Pass,
     batches: impl Iterator<Item = Result<Cow<'b, LoadedBatch>, TrainError>>,
     mut each: impl FnMut(&Model, &LoadedBatch) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
@@ -65,7 +85,7 @@ pub(super) fn forward_each<'b>(
     if width <= 1 || batches.peek().is_none() {
         for lb in batches {
             let lb = lb?;
-            model.forward(&lb.batch, Mode::Eval)?;
+            pass.run(model, &lb.batch)?;
             each(model, &lb)?;
         }
         return Ok(());
@@ -73,7 +93,7 @@ pub(super) fn forward_each<'b>(
     let replicas = workers.replicas(model, width - 1)?;
     let mut window: Vec<Cow<'b, LoadedBatch>> = Vec::with_capacity(width);
     let mut results: Vec<Result<(), TrainError>> = Vec::with_capacity(width - 1);
-    let run = |m: &mut Model, lb: &LoadedBatch| m.forward(&lb.batch, Mode::Eval).map(drop).map_err(TrainError::from);
+    let run = |m: &mut Model, lb: &LoadedBatch| pass.run(m, &lb.batch);
     loop {
         window.clear();
         let mut failed = None;
@@ -156,7 +176,7 @@ mod tests {
         });
         let mut workers = Workers::default();
         let r = pool.install(|| {
-            forward_each(&mut m, &mut workers, stream, |m, lb| {
+            forward_each(&mut m, &mut workers, Pass::Logits, stream, |m, lb| {
                 let bits = m.logits().iter().chain(m.head_input()).map(|x| x.to_bits()).collect();
                 got.push((lb.lines[0], bits));
                 Ok(())
@@ -178,6 +198,28 @@ mod tests {
     }
 
     #[test]
+    fn the_head_input_pass_gives_the_forwards_head_inputs() {
+        let all = batches(&model());
+        let inputs = |pass: Pass, threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (mut m, mut workers, mut out) = (model(), Workers::default(), Vec::new());
+            let stream = all.iter().map(|lb| Ok(Cow::Borrowed(lb)));
+            let keep = |m: &Model, _: &LoadedBatch| {
+                out.push(m.head_input().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                Ok(())
+            };
+            pool.install(|| forward_each(&mut m, &mut workers, pass, stream, keep)).unwrap();
+            out
+        };
+        let full = inputs(Pass::Logits, 1);
+        assert_eq!(full.len(), all.len());
+        assert!(full.iter().all(|x| !x.is_empty() && x.iter().any(|&b| b != 0)));
+        for threads in [1, 2] {
+            assert_eq!(inputs(Pass::HeadInputs, threads), full, "{threads} threads");
+        }
+    }
+
+    #[test]
     fn replicas_take_the_models_current_parameters() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         let all = batches(&model());
@@ -189,7 +231,7 @@ mod tests {
                 out.extend_from_slice(m.logits());
                 Ok(())
             };
-            pool.install(|| forward_each(m, workers, stream, keep)).unwrap();
+            pool.install(|| forward_each(m, workers, Pass::Logits, stream, keep)).unwrap();
             out
         };
         let mut m = model();

@@ -12,20 +12,12 @@ use crate::simd::V;
 use super::GruCell;
 use crate::cell::{CellKind, SeqInput};
 use crate::gemm::tile::{Epilogue, gemm_acc_long_k, gemm_ep};
-use crate::simd::{LANES, load, load_n, prefetch, store, store_n};
+use crate::simd::{LANES, grow, load, load_n, prefetch, store, store_n};
 use crate::vecmath::simd::{sigmoid_v, tanh_v};
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
 /// vectors past the last column of their last row.
 const SLACK: usize = LANES;
-
-/// Grows `v` to at least `n` elements (new ones zero). Never shrinks, so a
-/// workspace that has seen a size never allocates for it again.
-fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
-}
 
 /// Scratch and forward cache of one chunk.
 #[derive(Debug, Default)]

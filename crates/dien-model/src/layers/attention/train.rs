@@ -189,23 +189,32 @@ impl AttPacked {
 }
 
 /// Scratch and cache of one chunk of `bc` samples with `t` steps.
+///
+/// The per-step rows (`x1`, `y1`, `y2` and their gradients) are compact:
+/// sample `s`'s valid steps are rows `off[s]..off[s + 1]`, so padded steps
+/// cost neither time nor memory and the chunk's products run over all its
+/// valid rows at once.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AttChunk {
     bc: usize,
     t: usize,
+    /// First compact row of each sample, `[bc + 1]` (`off[bc] = n`).
+    off: Vec<usize>,
+    /// Sample of each compact row `[n]`.
+    sample: Vec<usize>,
     /// Query pre-activation `[bc, A]` (mlp) or `att.w·e_a` `[bc, A]` (bilinear).
     q_pre: Vec<f32>,
     /// Query after PReLU `[bc, A]`.
     q: Vec<f32>,
     /// Per-sample constant of the first layer `[bc, F1]`.
     cb: Vec<f32>,
-    /// `[k_t | q ∘ k_t]` rows `[bc·t, 2A]`.
+    /// `[k_t | q ∘ k_t]` rows `[n, 2A]`.
     x1: Vec<f32>,
     y1: Vec<f32>,
     y2: Vec<f32>,
     /// Attention weights `[bc, t]`.
     pub weights: Vec<f32>,
-    /// Lane-wise partial scores of one sample's rows `[t]`.
+    /// Lane-wise partial scores of the rows `[n]`.
     score_acc: Vec<V>,
     // backward scratch
     ds: Vec<f32>,
@@ -246,18 +255,35 @@ impl AttChunk {
         ] {
             grow(v, n);
         }
-        if self.score_acc.len() < t {
-            self.score_acc.resize(t, V::ZERO);
+        grow(&mut self.off, bc + 1);
+        grow(&mut self.sample, rows);
+        if self.score_acc.len() < rows {
+            self.score_acc.resize(rows, V::ZERO);
         }
         if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
             self.grads = AttGrads::new(pk.form, a, pk.e);
         }
     }
 
+    /// Fills `off` and `sample` from the lengths; returns the number of
+    /// compact rows.
+    fn index_rows(&mut self, lengths: &[usize]) -> usize {
+        let mut n = 0;
+        for s in 0..self.bc {
+            self.off[s] = n;
+            let len = lengths[s].min(self.t);
+            self.sample[n..n + len].fill(s);
+            n += len;
+        }
+        self.off[self.bc] = n;
+        n
+    }
+
     /// Scores and softmax weights for `bc` samples: `keys [bc, t, A]`,
     /// `e_a [bc, E]`, `lengths [bc]`. Weights at padded steps are zero.
     pub fn forward(&mut self, pk: &AttPacked, keys: &[f32], e_a: &[f32], lengths: &[usize]) {
         let (a, bc, t) = (pk.a, self.bc, self.t);
+        let n = self.index_rows(lengths);
         match pk.form {
             AttForm::Mlp => {
                 pk.q.forward(bc, e_a, pk.e, &pk.q_b, &mut self.q_pre, a);
@@ -267,43 +293,41 @@ impl AttChunk {
                     *qv = if z > 0.0 { z } else { s * z };
                 }
                 pk.fc1_q.forward(bc, &self.q, a, &pk.fc1_b, &mut self.cb, F1);
-                // Only the valid steps are computed: the rows of padded steps
-                // keep whatever they held (finite: zeros or earlier sigmoid
-                // outputs), their weights are zeroed by the softmax below and
-                // backward multiplies them by a zero gradient.
+                // Only the valid steps are computed, in compact rows.
                 let (fc1, fc2) = (pk.fc1_kp.packed_t(), pk.fc2.packed_t());
                 for s in 0..bc {
-                    let (r0, len) = (s * t, lengths[s]);
                     let q = &self.q[s * a..(s + 1) * a];
-                    for r in r0..r0 + len {
-                        let x = &mut self.x1[r * 2 * a..(r + 1) * 2 * a];
+                    for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
+                        let x = &mut self.x1[rc * 2 * a..(rc + 1) * 2 * a];
+                        let r = s * t + tt;
                         let k = &keys[r * a..(r + 1) * a];
                         x[..a].copy_from_slice(k);
                         for j in 0..a {
                             x[a + j] = q[j] * k[j];
                         }
                     }
-                    // y1 = σ(x1·[Wk − Wd | Wp]ᵀ + cb_s), the sample's
-                    // constant part as the bias.
-                    let (cb, y1) = (&self.cb[s * F1..(s + 1) * F1], &mut self.y1[r0 * F1..]);
-                    let mut epi1 = |i: usize, v: usize, acc: V| {
-                        store(y1, i * F1 + v * LANES, sigmoid_v(acc + load(cb, v * LANES)));
-                    };
-                    let x1 = &self.x1[r0 * 2 * a..];
-                    gemm_ep::<4, 3, _>(len, 2 * a, fc1.nvec(), x1, 2 * a, 1, fc1.data(), fc1.ld(), &mut epi1);
-                    // y2 = σ(y1·W2ᵀ + b2) and the score y2·w3 + b3, summed
-                    // lane-wise as the vectors of a row arrive (in order).
-                    let (y2, score) = (&mut self.y2[r0 * F2..], &mut self.score_acc[..len]);
-                    score.fill(V::ZERO);
-                    let (b2, w3) = (&pk.fc2_b_pad, &pk.fc3_w_pad);
-                    let mut epi2 = |i: usize, v: usize, acc: V| {
-                        let y = sigmoid_v(acc + load(b2, v * LANES));
-                        store_n(y2, i * F2 + v * LANES, F2 - v * LANES, y);
-                        score[i] = y.mul_add(load(w3, v * LANES), score[i]);
-                    };
-                    let y1 = &self.y1[r0 * F1..];
-                    gemm_ep::<4, 3, _>(len, F1, fc2.nvec(), y1, F1, 1, fc2.data(), fc2.ld(), &mut epi2);
-                    for (w, sc) in self.weights[r0..r0 + len].iter_mut().zip(score.iter()) {
+                }
+                // y1 = σ(x1·[Wk − Wd | Wp]ᵀ + cb_s), each row's sample
+                // constant as the bias.
+                let (cb, y1, rs) = (&self.cb, &mut self.y1, &self.sample);
+                let mut epi1 = |i: usize, v: usize, acc: V| {
+                    store(y1, i * F1 + v * LANES, sigmoid_v(acc + load(cb, rs[i] * F1 + v * LANES)));
+                };
+                gemm_ep::<4, 3, _>(n, 2 * a, fc1.nvec(), &self.x1, 2 * a, 1, fc1.data(), fc1.ld(), &mut epi1);
+                // y2 = σ(y1·W2ᵀ + b2) and the score y2·w3 + b3, summed
+                // lane-wise as the vectors of a row arrive (in order).
+                let (y2, score) = (&mut self.y2, &mut self.score_acc[..n]);
+                score.fill(V::ZERO);
+                let (b2, w3) = (&pk.fc2_b_pad, &pk.fc3_w_pad);
+                let mut epi2 = |i: usize, v: usize, acc: V| {
+                    let y = sigmoid_v(acc + load(b2, v * LANES));
+                    store_n(y2, i * F2 + v * LANES, F2 - v * LANES, y);
+                    score[i] = y.mul_add(load(w3, v * LANES), score[i]);
+                };
+                gemm_ep::<4, 3, _>(n, F1, fc2.nvec(), &self.y1, F1, 1, fc2.data(), fc2.ld(), &mut epi2);
+                for s in 0..bc {
+                    let (o, len) = (self.off[s], self.off[s + 1] - self.off[s]);
+                    for (w, sc) in self.weights[s * t..s * t + len].iter_mut().zip(&self.score_acc[o..o + len]) {
                         *w = sc.reduce_add() + pk.fc3_b;
                     }
                 }
@@ -354,18 +378,19 @@ impl AttChunk {
         d_e_a: &mut [f32],
     ) {
         let (a, bc, t) = (pk.a, self.bc, self.t);
-        let rows = bc * t;
-        // Softmax backward: ds_t = a_t (da_t − Σ_j a_j da_j).
+        // The compact rows of the forward (`off`, `sample`).
+        let rows = self.off[bc];
+        debug_assert!((0..bc).all(|s| self.off[s + 1] - self.off[s] == lengths[s].min(t)), "forward's lengths");
+        // Softmax backward: ds_t = a_t (da_t − Σ_j a_j da_j), compact.
         for s in 0..bc {
-            let l = lengths[s];
-            let w = &self.weights[s * t..(s + 1) * t];
-            let da = &d_weights[s * t..(s + 1) * t];
+            let (o, l) = (self.off[s], self.off[s + 1] - self.off[s]);
+            let w = &self.weights[s * t..s * t + l];
+            let da = &d_weights[s * t..s * t + l];
             let inner: f32 = (0..l).map(|j| w[j] * da[j]).sum();
-            let ds = &mut self.ds[s * t..(s + 1) * t];
+            let ds = &mut self.ds[o..o + l];
             for j in 0..l {
                 ds[j] = w[j] * (da[j] - inner);
             }
-            ds[l..].fill(0.0);
         }
         match pk.form {
             AttForm::Mlp => {
@@ -384,7 +409,6 @@ impl AttChunk {
                 weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
                 pk.fc2.backward_input(rows, &self.g2, F2, &mut self.g1, F1, Accumulate::No);
                 sigmoid_backward_inplace(&mut self.g1[..rows * F1], &self.y1[..rows * F1]);
-                // Rows of padded steps have ds = 0, hence g1 = 0: they add nothing below.
                 pk.fc1_kp.backward_input(rows, &self.g1, F1, &mut self.dx1, 2 * a, Accumulate::No);
                 // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
                 self.tmp_p[..F1 * a].fill(0.0);
@@ -395,8 +419,7 @@ impl AttChunk {
                 for s in 0..bc {
                     let gs = &mut self.gsum[s * F1..(s + 1) * F1];
                     gs.fill(0.0);
-                    for tt in 0..lengths[s] {
-                        let r = s * t + tt;
+                    for r in self.off[s]..self.off[s + 1] {
                         for (x, &y) in gs.iter_mut().zip(&self.g1[r * F1..(r + 1) * F1]) {
                             *x += y;
                         }
@@ -420,9 +443,9 @@ impl AttChunk {
                 for s in 0..bc {
                     let q = &self.q[s * a..(s + 1) * a];
                     let dq = &mut self.dq[s * a..(s + 1) * a];
-                    for tt in 0..lengths[s] {
+                    for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
                         let r = s * t + tt;
-                        let dx = &self.dx1[r * 2 * a..(r + 1) * 2 * a];
+                        let dx = &self.dx1[rc * 2 * a..(rc + 1) * 2 * a];
                         let k = &keys[r * a..(r + 1) * a];
                         let dk = &mut d_keys[r * a..(r + 1) * a];
                         for j in 0..a {
@@ -453,9 +476,9 @@ impl AttChunk {
                     let v = &self.q_pre[s * a..(s + 1) * a];
                     let dv = &mut self.dq[s * a..(s + 1) * a];
                     dv.fill(0.0);
-                    for tt in 0..lengths[s] {
+                    for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
                         let r = s * t + tt;
-                        let d = self.ds[r];
+                        let d = self.ds[rc];
                         axpy(d, v, &mut d_keys[r * a..(r + 1) * a]);
                         axpy(d, &keys[r * a..(r + 1) * a], dv);
                     }
