@@ -7,6 +7,11 @@
 use dien_engine::gemm::tile::{Accumulate, Packed, gemm_acc_one_pass, gemm_packed};
 use dien_engine::simd::{LANES, V, load_n};
 use dien_engine::vecmath::simd::sigmoid_v;
+use rayon::prelude::*;
+
+/// Rows per task of the row-parallel products ([`Dense::par_forward`],
+/// [`Dense::par_backward_input`]).
+const PAR_ROWS: usize = 32;
 
 /// A packed `[out, inp]` weight.
 #[derive(Clone, Debug)]
@@ -57,6 +62,52 @@ impl Dense {
     /// `dx[m, inp] (+)= dy[m, out]·W`.
     pub fn backward_input(&self, m: usize, dy: &[f32], lddy: usize, dx: &mut [f32], lddx: usize, acc: Accumulate) {
         gemm_packed(m, dy, lddy, &self.bwd, dx, lddx, acc);
+    }
+
+    /// [`Dense::forward`] on all threads, blocks of rows per task. Every row
+    /// is computed as it would be alone, so the bits do not depend on the
+    /// split. `y` holds at least `m` whole rows of `ldy`.
+    pub fn par_forward(&self, m: usize, x: &[f32], ldx: usize, bias: &[f32], y: &mut [f32], ldy: usize) {
+        y[..m * ldy].par_chunks_mut(PAR_ROWS * ldy).enumerate().for_each(|(k, yk)| {
+            self.forward(yk.len() / ldy, &x[k * PAR_ROWS * ldx..], ldx, bias, yk, ldy);
+        });
+    }
+
+    /// [`Dense::backward_input`] on all threads, as [`Dense::par_forward`].
+    pub fn par_backward_input(&self, m: usize, dy: &[f32], lddy: usize, dx: &mut [f32], lddx: usize, acc: Accumulate) {
+        dx[..m * lddx].par_chunks_mut(PAR_ROWS * lddx).enumerate().for_each(|(k, dk)| {
+            self.backward_input(dk.len() / lddx, &dy[k * PAR_ROWS * lddy..], lddy, dk, lddx, acc);
+        });
+    }
+}
+
+/// [`weight_grad`] on all threads, the outputs cut into one block per
+/// thread (whole vectors). Every element is one chain over the rows
+/// whichever block computes it, so the bits are those of [`weight_grad`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn par_weight_grad(
+    m: usize,
+    dy: &[f32],
+    lddy: usize,
+    out: usize,
+    x: &[f32],
+    ldx: usize,
+    inp: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    if m == 0 || out == 0 {
+        return;
+    }
+    let block = out.div_ceil(rayon::current_num_threads()).div_ceil(LANES) * LANES;
+    let run = |k: usize, dwk: &mut [f32], dbk: &mut [f32]| {
+        weight_grad(m, &dy[k * block..], lddy, dwk.len() / inp, x, ldx, inp, dwk, dbk);
+    };
+    let dw = dw[..out * inp].par_chunks_mut(block * inp).enumerate();
+    if db.is_empty() {
+        dw.for_each(|(k, dwk)| run(k, dwk, &mut []));
+    } else {
+        dw.zip(db[..out].par_chunks_mut(block)).for_each(|((k, dwk), dbk)| run(k, dwk, dbk));
     }
 }
 
@@ -181,7 +232,51 @@ pub(crate) fn softplus(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::weight_grad;
+    use super::{Accumulate, Dense, par_weight_grad, weight_grad};
+
+    fn val(i: usize, s: usize) -> f32 {
+        ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0
+    }
+
+    /// The parallel forms give the serial forms' bits on 1, 2 and 3
+    /// threads, for row counts below, at and above a block, no rows, and
+    /// output widths that do not split evenly.
+    #[test]
+    fn parallel_products_give_the_serial_bits() {
+        for (m, out, inp) in [(0, 40, 9), (1, 3, 5), (31, 80, 200), (70, 200, 162), (129, 17, 19)] {
+            let x: Vec<f32> = (0..m * inp).map(|i| val(i, 1)).collect();
+            let dy: Vec<f32> = (0..m * out).map(|i| val(i, 2)).collect();
+            let w: Vec<f32> = (0..out * inp).map(|i| val(i, 3)).collect();
+            let bias: Vec<f32> = (0..out).map(|i| val(i, 4)).collect();
+            let mut layer = Dense::new(out, inp);
+            layer.set(&w);
+            let (mut y, mut dx) = (vec![0.0; m * out], vec![0.25; m * inp]);
+            layer.forward(m, &x, inp, &bias, &mut y, out);
+            layer.backward_input(m, &dy, out, &mut dx, inp, Accumulate::Yes);
+            let (mut dw, mut db) = (w.clone(), bias.clone());
+            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw, &mut db);
+            let mut dw_nb = w.clone();
+            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw_nb, &mut []);
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let (mut py, mut pdx) = (vec![0.0; m * out], vec![0.25; m * inp]);
+                    layer.par_forward(m, &x, inp, &bias, &mut py, out);
+                    layer.par_backward_input(m, &dy, out, &mut pdx, inp, Accumulate::Yes);
+                    let (mut pdw, mut pdb, mut pdw_nb) = (w.clone(), bias.clone(), w.clone());
+                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw, &mut pdb);
+                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw_nb, &mut []);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let case = format!("m {m} out {out} inp {inp} threads {threads}");
+                    assert_eq!(bits(&py), bits(&y), "forward, {case}");
+                    assert_eq!(bits(&pdx), bits(&dx), "input gradient, {case}");
+                    assert_eq!(bits(&pdw), bits(&dw), "weight gradient, {case}");
+                    assert_eq!(bits(&pdb), bits(&db), "bias gradient, {case}");
+                    assert_eq!(bits(&pdw_nb), bits(&dw_nb), "weight gradient without bias, {case}");
+                });
+            }
+        }
+    }
 
     /// Against the plain sum over rows, for widths below, at and above a
     /// vector (so both the kernel's columns and the tail columns), row
@@ -189,7 +284,6 @@ mod tests {
     /// right after its last row.
     #[test]
     fn weight_grad_matches_the_plain_sum() {
-        let val = |i: usize, s: usize| ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0;
         for (m, out, inp, pad) in
             [(1, 3, 5, 0), (7, 4, 2, 0), (33, 9, 8, 3), (130, 100, 36, 0), (65, 50, 100, 4), (3, 17, 19, 1)]
         {

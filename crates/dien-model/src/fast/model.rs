@@ -2,8 +2,8 @@
 //! behind the public API. The step itself is in [`super::stages`].
 
 use super::Losses;
-use super::stages::Depth;
 use super::gradients::{Gradients, LayerIds};
+use super::stages::Depth;
 use super::workspace::Workspace;
 use crate::batch::Batch;
 use crate::config::ModelConfig;

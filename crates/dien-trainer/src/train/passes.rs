@@ -13,8 +13,8 @@
 
 use std::borrow::Cow;
 
-use dien_model::{Batch, Mode};
 use dien_model::fast::Model;
+use dien_model::{Batch, Mode};
 use rayon::prelude::*;
 
 use crate::data::LoadedBatch;

@@ -1,6 +1,10 @@
 //! Prediction head (docs/MODEL.md#prediction-head): BatchNorm → fc1 → Dice → fc2 → Dice → fc3,
 //! and the target loss. Works on the whole batch (its statistics couple the
-//! samples); it is a small part of the cost.
+//! samples). The products and the element-wise layers run on all threads,
+//! rows (or, for weight gradients, outputs) split between them; the
+//! statistics and the parameter gradients of the element-wise layers are
+//! sums in row order on one thread, so the bits do not depend on the
+//! number of threads.
 
 // Index loops mirror the equations' subscripts.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
@@ -9,7 +13,7 @@ use dien_engine::gemm::tile::Accumulate;
 use rayon::prelude::*;
 
 use crate::error::ModelError;
-use crate::fast::dense::{Dense, softplus, weight_grad};
+use crate::fast::dense::{Dense, par_weight_grad, softplus};
 use crate::fast::grow;
 use crate::mode::Mode;
 use crate::params::ParamStore;
@@ -141,11 +145,11 @@ fn norm_backward_acc(
     let cols = inv_std.len();
     match mode {
         Mode::Eval => {
-            for r in 0..rows {
+            par_rows(&mut dx[..rows * cols], cols, |r, dxr| {
                 for j in 0..cols {
-                    dx[r * cols + j] += inv_std[j] * dxhat[r * cols + j];
+                    dxr[j] += inv_std[j] * dxhat[r * cols + j];
                 }
-            }
+            });
         }
         Mode::Train => {
             // [Σ dx̂ | Σ dx̂ ∘ x̂] per column, each summed in row order.
@@ -163,16 +167,23 @@ fn norm_backward_acc(
             }
             sync.sum(sums)?;
             let n = total as f64;
-            for j in 0..cols {
-                let (mg, mgx) = ((sums[j] / n) as f32, (sums[cols + j] / n) as f32);
-                for r in 0..rows {
+            let sums = &*sums;
+            par_rows(&mut dx[..rows * cols], cols, |r, dxr| {
+                for j in 0..cols {
+                    let (mg, mgx) = ((sums[j] / n) as f32, (sums[cols + j] / n) as f32);
                     let i = r * cols + j;
-                    dx[i] += inv_std[j] * (dxhat[i] - mg - xhat[i] * mgx);
+                    dxr[j] += inv_std[j] * (dxhat[i] - mg - xhat[i] * mgx);
                 }
-            }
+            });
         }
     }
     Ok(())
+}
+
+/// Runs `f(r, row)` over the rows (`cols` values each) of `v` on all
+/// threads.
+fn par_rows(v: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    v.par_chunks_mut(cols).with_min_len(16).enumerate().for_each(|(r, row)| f(r, row));
 }
 
 /// Packed head weights.
@@ -221,6 +232,8 @@ pub(crate) struct HeadWs {
     g2: Vec<f32>,
     g1: Vec<f32>,
     gh: Vec<f32>,
+    /// Terms of the Dice `α` gradients `[B, H1]`.
+    ta: Vec<f32>,
     /// Gradient w.r.t. the head input `[B, D]`.
     pub dx: Vec<f32>,
 }
@@ -228,15 +241,20 @@ pub(crate) struct HeadWs {
 /// Dice forward: `y = x·(α + ρ(1 − α))`, `ρ = σ(x̂)`.
 fn dice_forward(z: &[f32], zhat: &mut [f32], y: &mut [f32], st: &NormStats, alpha: &[f32], rows: usize) {
     let cols = alpha.len();
-    for r in 0..rows {
-        for j in 0..cols {
-            let i = r * cols + j;
-            let xh = (z[i] - st.mean[j]) * st.inv_std[j];
-            zhat[i] = xh;
-            let rho = sigmoid(xh);
-            y[i] = z[i] * (alpha[j] + rho * (1.0 - alpha[j]));
-        }
-    }
+    let n = rows * cols;
+    zhat[..n]
+        .par_chunks_mut(cols)
+        .zip(y[..n].par_chunks_mut(cols))
+        .zip(z[..n].par_chunks(cols))
+        .with_min_len(16)
+        .for_each(|((zh, y), z)| {
+            for j in 0..cols {
+                let xh = (z[j] - st.mean[j]) * st.inv_std[j];
+                zh[j] = xh;
+                let rho = sigmoid(xh);
+                y[j] = z[j] * (alpha[j] + rho * (1.0 - alpha[j]));
+            }
+        });
 }
 
 /// Dice backward: overwrites `g` (in: dL/dy, out: dL/dz), accumulates `dalpha`.
@@ -251,21 +269,33 @@ fn dice_backward(
     total: usize,
     g: &mut [f32],
     gh: &mut [f32],
+    ta: &mut [f32],
     dalpha: &mut [f32],
     sc: &mut SyncScratch,
     sync: &mut dyn StatSync,
 ) -> Result<(), ModelError> {
     let cols = alpha.len();
     let n = rows * cols;
+    // Element-wise on all threads; the terms of dα summed below in row order.
+    g[..n]
+        .par_chunks_mut(cols)
+        .zip(gh[..n].par_chunks_mut(cols))
+        .zip(ta[..n].par_chunks_mut(cols))
+        .zip(z[..n].par_chunks(cols).zip(zhat[..n].par_chunks(cols)))
+        .with_min_len(16)
+        .for_each(|(((g, gh), ta), (z, zhat))| {
+            for j in 0..cols {
+                let rho = sigmoid(zhat[j]);
+                let a = alpha[j];
+                ta[j] = g[j] * z[j] * (1.0 - rho);
+                // Through ρ(x̂): dy/dx̂ = x (1 − α) ρ (1 − ρ).
+                gh[j] = g[j] * z[j] * (1.0 - a) * rho * (1.0 - rho);
+                g[j] *= a + rho * (1.0 - a);
+            }
+        });
     for r in 0..rows {
-        for j in 0..cols {
-            let i = r * cols + j;
-            let rho = sigmoid(zhat[i]);
-            let a = alpha[j];
-            dalpha[j] += g[i] * z[i] * (1.0 - rho);
-            // Through ρ(x̂): dy/dx̂ = x (1 − α) ρ (1 − ρ).
-            gh[i] = g[i] * z[i] * (1.0 - a) * rho * (1.0 - rho);
-            g[i] *= a + rho * (1.0 - a);
+        for (d, &t) in dalpha.iter_mut().zip(&ta[r * cols..(r + 1) * cols]) {
+            *d += t;
         }
     }
     norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, total, &mut g[..n], sc, sync)
@@ -368,6 +398,7 @@ impl HeadWs {
             (&mut self.g2, rows * H2),
             (&mut self.g1, rows * H1),
             (&mut self.gh, rows * H1.max(d)),
+            (&mut self.ta, rows * H1),
             (&mut self.dx, rows * d),
         ] {
             grow(v, n);
@@ -415,15 +446,19 @@ impl HeadWs {
             sync,
         )?;
         let (gamma, beta) = (p.get("head.bn.gamma"), p.get("head.bn.beta"));
-        for r in 0..rows {
-            for j in 0..d {
-                let i = r * d + j;
-                let xh = (self.x[i] - self.bn.mean[j]) * self.bn.inv_std[j];
-                self.xhat[i] = xh;
-                self.y0[i] = gamma[j].mul_add(xh, beta[j]);
-            }
-        }
-        pk.fc1.forward(rows, &self.y0, d, p.get("head.fc1.b"), &mut self.z1, H1);
+        let bn = &self.bn;
+        self.xhat[..n]
+            .par_chunks_mut(d)
+            .zip(self.y0[..n].par_chunks_mut(d))
+            .zip(self.x[..n].par_chunks(d))
+            .with_min_len(16)
+            .for_each(|((xh, y0), x)| {
+                for j in 0..d {
+                    xh[j] = (x[j] - bn.mean[j]) * bn.inv_std[j];
+                    y0[j] = gamma[j].mul_add(xh[j], beta[j]);
+                }
+            });
+        pk.fc1.par_forward(rows, &self.y0, d, p.get("head.fc1.b"), &mut self.z1, H1);
         Ok(())
     }
 
@@ -440,7 +475,7 @@ impl HeadWs {
         let (m1, v1) = (p.get("head.dice1.running_mean"), p.get("head.dice1.running_var"));
         self.dice1.compute(mode, z1, rows, m1, v1, DICE_EPS, sc, sync)?;
         dice_forward(z1, &mut self.z1hat, &mut self.y1, &self.dice1, p.get("head.dice1.alpha"), rows);
-        pk.fc2.forward(rows, &self.y1, H1, p.get("head.fc2.b"), &mut self.z2, H2);
+        pk.fc2.par_forward(rows, &self.y1, H1, p.get("head.fc2.b"), &mut self.z2, H2);
         Ok(())
     }
 
@@ -514,12 +549,13 @@ impl HeadWs {
             total,
             &mut self.g2,
             &mut self.gh,
+            &mut self.ta,
             &mut g.dice2_alpha,
             &mut self.sync,
             sync,
         )?;
-        weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b);
-        pk.fc2.backward_input(rows, &self.g2, H2, &mut self.g1, H1, Accumulate::No);
+        par_weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b);
+        pk.fc2.par_backward_input(rows, &self.g2, H2, &mut self.g1, H1, Accumulate::No);
         dice_backward(
             mode,
             &self.z1,
@@ -530,13 +566,14 @@ impl HeadWs {
             total,
             &mut self.g1,
             &mut self.gh,
+            &mut self.ta,
             &mut g.dice1_alpha,
             &mut self.sync,
             sync,
         )?;
-        weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
+        par_weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
         // dL/dy0 into gh, then through BatchNorm.
-        pk.fc1.backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
+        pk.fc1.par_backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
         let gamma = p.get("head.bn.gamma");
         for r in 0..rows {
             for j in 0..d {
