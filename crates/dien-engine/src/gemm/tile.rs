@@ -90,9 +90,14 @@ impl Packed {
         let rows = self.rows_mut();
         for p in 0..k {
             let row = &mut rows[p * ld..(p + 1) * ld];
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if j < n { src[p * rs + j * cs] } else { 0.0 };
+            if cs == 1 {
+                row[..n].copy_from_slice(&src[p * rs..p * rs + n]);
+            } else {
+                for (j, x) in row[..n].iter_mut().enumerate() {
+                    *x = src[p * rs + j * cs];
+                }
             }
+            row[n..].fill(0.0);
         }
     }
     /// Sets the shape to `[k, n]` and places the rows on a 32-byte

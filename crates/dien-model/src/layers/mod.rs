@@ -100,21 +100,34 @@ impl Layers {
     }
 
     /// Repacks every layer from the parameters (no allocation).
+    /// The layers are independent, so they are packed side by side on all
+    /// threads.
     pub fn set(&mut self, cfg: &ModelConfig, p: &ParamStore<f32>) {
         let (e, h) = (cfg.e(), cfg.hidden);
-        match &mut self.interest {
-            InterestLayers::SumPool => {}
-            InterestLayers::AttentionPool(att) => att.set(p),
+        let Layers { interest, head } = self;
+        match interest {
+            InterestLayers::SumPool => head.set(p),
+            InterestLayers::AttentionPool(att) => {
+                rayon::join(|| att.set(p), || head.set(p));
+            }
             InterestLayers::Evolving(ev) => {
-                ev.gru1.set_params(&gru_params(p, GRU1, e, h));
-                ev.gru2.set_params(&gru_params(p, GRU2, h, h));
-                ev.att.set(p);
-                if let Some(aux) = &mut ev.aux {
-                    aux.set(p);
-                }
+                let EvolvingLayers { gru1, gru2, att, aux, .. } = ev;
+                rayon::join(
+                    || rayon::join(|| gru1.set_params(&gru_params(p, GRU1, e, h)), || head.set(p)),
+                    || {
+                        rayon::join(
+                            || gru2.set_params(&gru_params(p, GRU2, h, h)),
+                            || {
+                                att.set(p);
+                                if let Some(aux) = aux {
+                                    aux.set(p);
+                                }
+                            },
+                        )
+                    },
+                );
             }
         }
-        self.head.set(p);
     }
 }
 
