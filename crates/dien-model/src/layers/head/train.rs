@@ -18,7 +18,8 @@ use crate::fast::grow;
 use crate::mode::Mode;
 use crate::params::ParamStore;
 use crate::sync::{NoSync, StatSync};
-use dien_engine::simd::{dot, sigmoid};
+use dien_engine::simd::{LANES, V, dot, load_n, sigmoid, store_n};
+use dien_engine::vecmath::simd::sigmoid_v;
 
 pub(crate) const H1: usize = 200;
 pub(crate) const H2: usize = 80;
@@ -248,11 +249,13 @@ fn dice_forward(z: &[f32], zhat: &mut [f32], y: &mut [f32], st: &NormStats, alph
         .zip(z[..n].par_chunks(cols))
         .with_min_len(16)
         .for_each(|((zh, y), z)| {
-            for j in 0..cols {
-                let xh = (z[j] - st.mean[j]) * st.inv_std[j];
-                zh[j] = xh;
-                let rho = sigmoid(xh);
-                y[j] = z[j] * (alpha[j] + rho * (1.0 - alpha[j]));
+            for o in (0..cols).step_by(LANES) {
+                let w = (cols - o).min(LANES);
+                let zv = load_n(z, o, w);
+                let xh = (zv - load_n(&st.mean, o, w)) * load_n(&st.inv_std, o, w);
+                store_n(zh, o, w, xh);
+                let (rho, a) = (sigmoid_v(xh), load_n(alpha, o, w));
+                store_n(y, o, w, zv * rho.mul_add(V::ONE - a, a));
             }
         });
 }
@@ -284,13 +287,15 @@ fn dice_backward(
         .zip(z[..n].par_chunks(cols).zip(zhat[..n].par_chunks(cols)))
         .with_min_len(16)
         .for_each(|(((g, gh), ta), (z, zhat))| {
-            for j in 0..cols {
-                let rho = sigmoid(zhat[j]);
-                let a = alpha[j];
-                ta[j] = g[j] * z[j] * (1.0 - rho);
+            for o in (0..cols).step_by(LANES) {
+                let w = (cols - o).min(LANES);
+                let rho = sigmoid_v(load_n(zhat, o, w));
+                let (a, gz) = (load_n(alpha, o, w), load_n(g, o, w) * load_n(z, o, w));
+                let one_rho = V::ONE - rho;
+                store_n(ta, o, w, gz * one_rho);
                 // Through ρ(x̂): dy/dx̂ = x (1 − α) ρ (1 − ρ).
-                gh[j] = g[j] * z[j] * (1.0 - a) * rho * (1.0 - rho);
-                g[j] *= a + rho * (1.0 - a);
+                store_n(gh, o, w, gz * (V::ONE - a) * rho * one_rho);
+                store_n(g, o, w, load_n(g, o, w) * rho.mul_add(V::ONE - a, a));
             }
         });
     for r in 0..rows {
