@@ -7,6 +7,7 @@
 // Index loops mirror the equations' subscripts; stage functions take many slices.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+use dien_engine::simd::prefetch;
 use rayon::prelude::*;
 
 use crate::batch::Batch;
@@ -14,6 +15,11 @@ use crate::fast::SparseRows;
 use crate::fast::workspace::Workspace;
 use crate::params::ParamStore;
 use crate::reference::layers::add_slice;
+
+/// Steps ahead whose table rows a history gather asks the cache for: the
+/// rows are scattered over tables larger than L2, so each copy would
+/// otherwise wait for memory.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Looks up every row of `batch` into the workspace (training path).
 pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws: &mut Workspace) {
@@ -40,6 +46,11 @@ pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws:
             for (tt, x) in hist.chunks_exact_mut(e).enumerate() {
                 if tt < l {
                     let i = s * t + tt;
+                    if tt + PREFETCH_AHEAD < l {
+                        let j = i + PREFETCH_AHEAD;
+                        prefetch(em, batch.hist_mid[j] as usize * d, d);
+                        prefetch(ec, batch.hist_cat[j] as usize * d, d);
+                    }
                     x[..d].copy_from_slice(&em[row(batch.hist_mid[i])]);
                     x[d..].copy_from_slice(&ec[row(batch.hist_cat[i])]);
                     for (a, &b) in sum.iter_mut().zip(x.iter()) {
@@ -59,6 +70,11 @@ pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws:
             for (tt, x) in neg.chunks_exact_mut(e).enumerate() {
                 if tt < l {
                     let i = s * t + tt;
+                    if tt + PREFETCH_AHEAD < l {
+                        let j = i + PREFETCH_AHEAD;
+                        prefetch(em, nm[j] as usize * d, d);
+                        prefetch(ec, nc[j] as usize * d, d);
+                    }
                     x[..d].copy_from_slice(&em[row(nm[i])]);
                     x[d..].copy_from_slice(&ec[row(nc[i])]);
                 } else {
