@@ -13,7 +13,7 @@ use dien_engine::gemm::tile::Accumulate;
 
 use crate::config::AuxForm;
 use crate::fast::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
-use crate::fast::grow;
+use crate::fast::{add_into, grow};
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot, sigmoid};
 
@@ -172,9 +172,8 @@ impl AuxChunk {
             ] {
                 grow(v, n);
             }
-            if self.segs.capacity() < bc {
-                self.segs.reserve(bc);
-            }
+            self.segs.clear();
+            self.segs.reserve(bc);
             if self.grads.fc1_w.is_empty() {
                 self.grads = AuxGrads {
                     fc1_w: vec![0.0; F1 * (h + e)],
@@ -312,20 +311,13 @@ impl AuxChunk {
         if scale.is_some() {
             let mut i = 0;
             for &(r0, mb) in &self.segs {
-                add(&mut d_h[r0 * hw..(r0 + mb) * hw], &a.dh[i * hw..(i + mb) * hw]);
-                add(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dp[i * e..(i + mb) * e]);
-                add(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dn[i * e..(i + mb) * e]);
+                add_into(&mut d_h[r0 * hw..(r0 + mb) * hw], &a.dh[i * hw..(i + mb) * hw]);
+                add_into(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dp[i * e..(i + mb) * e]);
+                add_into(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dn[i * e..(i + mb) * e]);
                 i += mb;
             }
         }
         loss
-    }
-}
-
-/// `dst += src`.
-fn add(dst: &mut [f32], src: &[f32]) {
-    for (x, &y) in dst.iter_mut().zip(src) {
-        *x += y;
     }
 }
 
