@@ -358,8 +358,13 @@ fn a_workspace_is_reused_across_smaller_and_larger_batches() {
 #[test]
 fn inference_mode_gives_the_training_forward() {
     let _g = serial();
-    for &kind in &CellKind::ALL {
-        let case = Case::random(kind, 36, 36, CHUNK + 9, 10, true, 90);
+    // T across several inference step blocks, widths whose gate rows need
+    // padding (3·6 = 18, 3·36 = 108) and not (3·8 = 24).
+    let shapes = [(36, 36, 10), (4, 6, 23), (10, 36, 17), (5, 8, 9)];
+    for (&kind, (si, &(input, hidden, steps))) in CellKind::ALL.iter().zip(shapes.iter().enumerate().cycle()).chain(
+        shapes.iter().enumerate().map(|s| (&CellKind::Augru, s)),
+    ) {
+        let case = Case::random(kind, input, hidden, CHUNK + 9, steps, true, 90 + si as u64);
         let cell = case.cell();
         let n = case.batch * case.steps * case.hidden;
         let (mut s1, mut l1) = (vec![f32::NAN; n], vec![f32::NAN; case.batch * case.hidden]);
@@ -368,6 +373,11 @@ fn inference_mode_gives_the_training_forward() {
         cell.forward(&case.seq(), &mut ws, Mode::Train, &mut s1, &mut l1);
         cell.forward(&case.seq(), &mut ws, Mode::Infer, &mut s2, &mut l2);
         assert!(s1.iter().zip(&s2).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: states", kind.name());
+        // Padded steps stay zero.
+        for (b, &len) in case.lengths.iter().enumerate() {
+            let row = &s2[(b * steps + len) * hidden..(b + 1) * steps * hidden];
+            assert!(row.iter().all(|&v| v == 0.0), "{}: padded steps of sample {b}", kind.name());
+        }
         assert!(l1.iter().zip(&l2).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: last", kind.name());
         // Only the last states: the same bits, whatever the chunking.
         let mut l3 = vec![f32::NAN; case.batch * case.hidden];

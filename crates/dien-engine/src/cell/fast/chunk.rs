@@ -9,7 +9,7 @@
 
 use crate::simd::V;
 
-use super::GruCell;
+use super::{GruCell, INFER_STEPS};
 use crate::cell::{CellKind, SeqInput};
 use crate::gemm::tile::{Epilogue, gemm_acc_long_k, gemm_ep};
 use crate::simd::{LANES, grow, load, load_n, prefetch, store, store_n};
@@ -60,6 +60,12 @@ pub(crate) struct Chunk {
     pub(crate) gw_hh_t: Vec<f32>,
     /// This chunk's `∂L/∂b [3H]`.
     pub(crate) gb: Vec<f32>,
+}
+
+/// Row stride of the gate matrix: `3H` in training (the cache layout the
+/// backward reads), padded to whole vectors in inference.
+fn gate_stride(h: usize, train: bool) -> usize {
+    if train { 3 * h } else { (3 * h).div_ceil(LANES) * LANES }
 }
 
 /// `h_t` from `h_{t−1}`, the gates and the attention score (docs/MODEL.md#interest-evolving-layer): the
@@ -114,6 +120,8 @@ struct RuEpi<'a> {
     hprev: &'a [f32],
     h: usize,
     hp: usize,
+    /// Row stride of `g`.
+    gs: usize,
     row0: usize,
     hp_off: usize,
     rh_off: usize,
@@ -123,7 +131,7 @@ impl Epilogue for RuEpi<'_> {
     #[inline(always)]
     fn vec(&mut self, i: usize, v: usize, acc: V) {
         let (h, hp) = (self.h, self.hp);
-        let o = (self.row0 + i) * 3 * h + v * LANES;
+        let o = (self.row0 + i) * self.gs + v * LANES;
         let s = sigmoid_v(acc + load(self.g, o));
         store_n(self.g, o, (2 * h - v * LANES).min(LANES), s);
         if v * LANES < h {
@@ -147,6 +155,10 @@ struct CEpi<'a> {
     masks: &'a [V],
     h: usize,
     hp: usize,
+    /// Row stride of `g`.
+    gs: usize,
+    /// Whether `c` is kept in `g` (training).
+    keep_c: bool,
     row0: usize,
     hp_off: usize,
     hn_off: usize,
@@ -160,16 +172,26 @@ impl Epilogue for CEpi<'_> {
         let (h, hp) = (self.h, self.hp);
         let row = self.row0 + i;
         let w = (h - v * LANES).min(LANES);
-        let ou = row * 3 * h + h + v * LANES;
+        let ou = row * self.gs + h + v * LANES;
         let oc = ou + h;
         let c = tanh_v(acc + load(self.g, oc));
         let u = load(self.g, ou);
         let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
         let hn = update(self.kind, hv, u, c, V::splat(self.att[row])) & self.masks[v];
-        store_n(self.g, oc, w, c);
+        if self.keep_c {
+            store_n(self.g, oc, w, c);
+        }
         store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
         if !self.states.is_empty() {
-            store_n(self.states, (self.perm[i] * self.steps + self.t) * h + v * LANES, w, hn);
+            let o = (self.perm[i] * self.steps + self.t) * h + v * LANES;
+            if self.t + 1 < self.steps {
+                // The lanes past H are zero and land on the sample's next
+                // step, written later: a whole store instead of a masked
+                // one (slow on some CPUs).
+                store(self.states, o, hn);
+            } else {
+                store_n(self.states, o, w, hn);
+            }
         }
     }
 }
@@ -211,7 +233,8 @@ impl Chunk {
         let cap = nb * steps;
         let state_rows = if train { cap + nb } else { nb };
         grow(&mut self.x, cap * n_in + SLACK);
-        grow(&mut self.g, cap * 3 * h + SLACK);
+        let g_rows = if train { cap } else { nb * steps.min(INFER_STEPS) };
+        grow(&mut self.g, g_rows * gate_stride(h, train) + SLACK);
         grow(&mut self.hprev, state_rows * hp);
         grow(&mut self.rh, if train { cap * hp } else { nb * hp });
         grow(&mut self.att, cap);
@@ -262,7 +285,9 @@ impl Chunk {
         let nb = last.len() / h;
         self.layout(cell, &inp.lengths[b0..b0 + nb], steps, train);
         self.cached = false;
-        let h3 = 3 * h;
+        // Inference pads the gate rows to whole vectors: whole stores, no
+        // masked ones.
+        let gs = gate_stride(h, train);
         let nvh = hp / LANES;
         let Chunk { perm, lens, active, off, x, g, hprev, rh, att, .. } = self;
         let (perm, lens) = (&perm[..nb], &lens[..nb]);
@@ -298,37 +323,6 @@ impl Chunk {
             }
         }
 
-        // Input projection of all steps, hoisted out of the time loop:
-        // G = X · W_ihᵀ + b, one product over all N compact rows (in blocks
-        // of 64 rows so each block of X stays in L1).
-        let rows = off[steps];
-        let nv3 = cell.wih_t.nvec();
-        if !gather_x {
-            // One product per sample over its own rows of `x` (consecutive
-            // steps), each result row stored at its compact position.
-            for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
-                if len == 0 {
-                    continue;
-                }
-                let mut epi = |t: usize, v: usize, acc: V| {
-                    let w = (h3 - v * LANES).min(LANES);
-                    store_n(g, (off[t] + i) * h3 + v * LANES, w, acc + load(&cell.b, v * LANES));
-                };
-                let x0 = (b0 + p) * steps * n_in;
-                gemm_ep::<4, 3, _>(len, n_in, nv3, &inp.x[x0..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
-            }
-        }
-        let mut r0 = if gather_x { 0 } else { rows };
-        while r0 < rows {
-            let m = 64.min(rows - r0);
-            let mut epi = |i: usize, v: usize, acc: V| {
-                let w = (h3 - v * LANES).min(LANES);
-                store_n(g, (r0 + i) * h3 + v * LANES, w, acc + load(&cell.b, v * LANES));
-            };
-            gemm_ep::<4, 3, _>(m, n_in, nv3, &x[r0 * n_in..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
-            r0 += m;
-        }
-
         // Initial states (padding lanes zero); samples of length 0 end here.
         for (i, &p) in perm.iter().enumerate() {
             let b = b0 + p;
@@ -347,36 +341,79 @@ impl Chunk {
             }
         }
 
+        // Steps run in blocks: the input projection of a block's rows,
+        // G = X · W_ihᵀ + b, is hoisted out of its time loop as products
+        // over all its compact rows. Training keeps G of every step (one
+        // block); inference needs G only until its step has run, so its
+        // blocks of INFER_STEPS steps keep G in L2 whatever T is.
         let tmax = lens.first().copied().unwrap_or(0);
+        let block = if train { tmax.max(1) } else { INFER_STEPS };
+        let nv3 = cell.wih_t.nvec();
         let nvru = cell.uru_t.nvec();
-        for t in 0..tmax {
-            let n = active[t];
-            let row0 = off[t];
-            let (hp_off, hn_off) = if train { (off[t], off[t + 1]) } else { (0, 0) };
-            let rh_off = if train { off[t] } else { 0 };
-
-            // Pass 1: [r | u] = σ(G_ru + h_{t−1} · U_ruᵀ), and r ∘ h_{t−1}.
-            // It must finish before pass 2, whose product reads r ∘ h_{t−1}
-            // of every row ("reset before matmul").
-            let mut epi = RuEpi { g, rh, hprev, h, hp, row0, hp_off, rh_off };
-            gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, cell.uru_t.data(), cell.uru_t.ld(), &mut epi);
-
-            // The output rows two steps ahead.
-            if t + 2 < tmax && !states.is_empty() {
-                for &p in &perm[..active[t + 2]] {
-                    prefetch(states, (p * steps + t + 2) * h, h);
+        let mut t0 = 0;
+        while t0 < tmax {
+            let t1 = (t0 + block).min(tmax);
+            let base = off[t0];
+            if !gather_x {
+                // One product per sample over its own rows of `x`
+                // (consecutive steps), each result row stored at its
+                // compact position.
+                for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
+                    let m = len.min(t1).saturating_sub(t0);
+                    if m == 0 {
+                        break;
+                    }
+                    let mut epi = |tl: usize, v: usize, acc: V| {
+                        let w = (gs - v * LANES).min(LANES);
+                        store_n(g, (off[t0 + tl] + i - base) * gs + v * LANES, w, acc + load(&cell.b, v * LANES));
+                    };
+                    let x0 = ((b0 + p) * steps + t0) * n_in;
+                    gemm_ep::<4, 3, _>(m, n_in, nv3, &inp.x[x0..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+                }
+            } else {
+                // In blocks of 64 rows so each block of X stays in L1.
+                let mut r0 = base;
+                while r0 < off[t1] {
+                    let m = 64.min(off[t1] - r0);
+                    let mut epi = |i: usize, v: usize, acc: V| {
+                        let w = (gs - v * LANES).min(LANES);
+                        store_n(g, (r0 - base + i) * gs + v * LANES, w, acc + load(&cell.b, v * LANES));
+                    };
+                    gemm_ep::<4, 3, _>(m, n_in, nv3, &x[r0 * n_in..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+                    r0 += m;
                 }
             }
-            // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
-            let mut epi =
-                CEpi { kind, g, hprev, states, att, perm, masks: &cell.masks, h, hp, row0, hp_off, hn_off, steps, t };
-            gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
+            let att = &att[base..];
+            for t in t0..t1 {
+                let n = active[t];
+                let row0 = off[t] - base;
+                let (hp_off, hn_off) = if train { (off[t], off[t + 1]) } else { (0, 0) };
+                let rh_off = if train { off[t] } else { 0 };
 
-            // Samples whose last step this was.
-            for i in active[t + 1]..n {
-                let p = perm[i];
-                last[p * h..(p + 1) * h].copy_from_slice(&hprev[(hn_off + i) * hp..(hn_off + i) * hp + h]);
+                // Pass 1: [r | u] = σ(G_ru + h_{t−1} · U_ruᵀ), and r ∘ h_{t−1}.
+                // It must finish before pass 2, whose product reads r ∘ h_{t−1}
+                // of every row ("reset before matmul").
+                let mut epi = RuEpi { g, rh, hprev, h, hp, gs, row0, hp_off, rh_off };
+                gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, cell.uru_t.data(), cell.uru_t.ld(), &mut epi);
+
+                // The output rows two steps ahead.
+                if t + 2 < tmax && !states.is_empty() {
+                    for &p in &perm[..active[t + 2]] {
+                        prefetch(states, (p * steps + t + 2) * h, h);
+                    }
+                }
+                // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
+                let mut epi =
+                    CEpi { kind, g, hprev, states, att, perm, masks: &cell.masks, h, hp, gs, keep_c: train, row0, hp_off, hn_off, steps, t };
+                gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
+
+                // Samples whose last step this was.
+                for i in active[t + 1]..n {
+                    let p = perm[i];
+                    last[p * h..(p + 1) * h].copy_from_slice(&hprev[(hn_off + i) * hp..(hn_off + i) * hp + h]);
+                }
             }
+            t0 = t1;
         }
         self.cached = train;
     }
