@@ -297,14 +297,22 @@ pub fn gemm_ep<const MR: usize, const NV: usize, E: Epilogue>(
     assert!((m - 1) * rsa + (k - 1) * csa < a.len(), "gemm_ep: A too short");
     assert!((k - 1) * ldb + nvec * LANES <= b.len(), "gemm_ep: B too short");
     let g = Geom { k, a, rsa, csa, b, ldb };
+    // Whole blocks of NV vectors, except that a tail of one vector after at
+    // least one block becomes two blocks of two (13 = 3+3+3+2+2, 7 = 3+2+2):
+    // a one-vector tile loads more than it multiplies. Every element is
+    // the same chain of fused multiply-adds whatever tile computes it.
+    let mut full = nvec / NV * NV;
+    if NV > 2 && nvec % NV == 1 && full >= NV {
+        full -= NV;
+    }
     let mut v0 = 0;
-    while v0 + NV <= nvec {
+    while v0 < full {
         col_block::<MR, NV, E>(g, m, v0, epi);
         v0 += NV;
     }
     // Vector tail: two vectors together (H = 36 pads to 5 vectors = 3 + 2),
     // otherwise one at a time, to bound the instantiated kernels.
-    if nvec - v0 == 2 && NV > 2 {
+    while nvec - v0 >= 2 && NV > 2 {
         col_block::<MR, 2, E>(g, m, v0, epi);
         v0 += 2;
     }
