@@ -40,6 +40,8 @@ pub(crate) struct Chunk {
     x: Vec<f32>,
     /// Gates `[N, 3H]`: input projection + bias, then `r | u | c` after
     /// the forward, then `dG` (pre-activation gradients) after the backward.
+    /// In inference only one block of steps, rows padded to whole vectors
+    /// ([`gate_stride`]).
     g: Vec<f32>,
     /// Previous states `[N + CHUNK, Hp]` in training (row `off[t] + i` is
     /// the state before step `t`), `[CHUNK, Hp]` updated in place otherwise.
