@@ -146,10 +146,11 @@ pub fn store_n(s: &mut [f32], off: usize, n: usize, v: V) {
 
 /// Asks the cache to fetch `s[off..off + len]` (clamped to `s`): a hint for
 /// rows visited in an order too scattered for the hardware prefetchers
-/// (the cells' time loops read one step of each sample at a time). Has no
-/// visible effect.
+/// (the cells' time loops read one step of each sample at a time; the
+/// embedding tables are read and their gradients written by row ids).
+/// Has no visible effect.
 #[inline(always)]
-pub fn prefetch(s: &[f32], off: usize, len: usize) {
+pub fn prefetch<T>(s: &[T], off: usize, len: usize) {
     let end = (off + len).min(s.len());
     if off >= end {
         return;
@@ -157,12 +158,14 @@ pub fn prefetch(s: &[f32], off: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // One hint per 64-byte line.
+        let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
         let mut o = off;
         while o < end {
             // SAFETY: a prefetch never faults and has no visible effect; the
             // address is inside `s` (o < end ≤ s.len()).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(o).cast::<i8>()) };
-            o += 16;
+            o += step;
         }
         // SAFETY: as above; `end − 1` is inside `s`.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(end - 1).cast::<i8>()) };

@@ -4,6 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
+use dien_engine::simd::prefetch;
 
 /// Gradient rows of one embedding table: only the rows looked up by the
 /// batch (at non-padded positions, negatives included), duplicates summed,
@@ -61,6 +62,13 @@ impl SparseRows {
                 *x += y;
             }
         }
+    }
+    /// Asks the cache for `row`'s entry of the direct index ahead of an
+    /// [`SparseRows::add`] of it: rows come in the batch's random order,
+    /// over an index larger than the caches.
+    #[inline]
+    pub(crate) fn prefetch(&self, row: u32) {
+        prefetch(&self.slot, row as usize, 1);
     }
     pub(crate) fn finish(&mut self) {
         let w = self.width;

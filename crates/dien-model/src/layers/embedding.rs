@@ -123,6 +123,14 @@ pub(crate) fn scatter(
                 g.add(target[s], &d_e_a[s * e + cols.start..s * e + cols.end]);
                 for tt in 0..lengths[s] {
                     let i = s * t + tt;
+                    // The index entries of the rows a few positions ahead
+                    // (a padded position's id is only a wasted hint).
+                    if let Some(&r) = hist.get(i + PREFETCH_AHEAD) {
+                        g.prefetch(r);
+                        if let Some(&r) = neg.and_then(|n| n.get(i + PREFETCH_AHEAD)) {
+                            g.prefetch(r);
+                        }
+                    }
                     g.add(hist[i], &d_e_hist[i * e + cols.start..i * e + cols.end]);
                     if let Some(neg) = neg {
                         g.add(neg[i], &d_e_neg[i * e + cols.start..i * e + cols.end]);
