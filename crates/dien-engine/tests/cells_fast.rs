@@ -361,9 +361,11 @@ fn inference_mode_gives_the_training_forward() {
     // T across several inference step blocks, widths whose gate rows need
     // padding (3·6 = 18, 3·36 = 108) and not (3·8 = 24).
     let shapes = [(36, 36, 10), (4, 6, 23), (10, 36, 17), (5, 8, 9)];
-    for (&kind, (si, &(input, hidden, steps))) in CellKind::ALL.iter().zip(shapes.iter().enumerate().cycle()).chain(
-        shapes.iter().enumerate().map(|s| (&CellKind::Augru, s)),
-    ) {
+    for (&kind, (si, &(input, hidden, steps))) in CellKind::ALL
+        .iter()
+        .zip(shapes.iter().enumerate().cycle())
+        .chain(shapes.iter().enumerate().map(|s| (&CellKind::Augru, s)))
+    {
         let case = Case::random(kind, input, hidden, CHUNK + 9, steps, true, 90 + si as u64);
         let cell = case.cell();
         let n = case.batch * case.steps * case.hidden;

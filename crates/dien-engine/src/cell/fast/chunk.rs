@@ -9,11 +9,11 @@
 
 use crate::simd::V;
 
+use super::step::{CEpi, RuEpi, gate_stride, update_grad};
 use super::{GruCell, INFER_STEPS};
 use crate::cell::{CellKind, SeqInput};
-use crate::gemm::tile::{Epilogue, gemm_acc_long_k, gemm_ep};
+use crate::gemm::tile::{gemm_acc_long_k, gemm_ep};
 use crate::simd::{LANES, grow, load, load_n, prefetch, store, store_n};
-use crate::vecmath::simd::{sigmoid_v, tanh_v};
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
 /// vectors past the last column of their last row.
@@ -62,140 +62,6 @@ pub(crate) struct Chunk {
     pub(crate) gw_hh_t: Vec<f32>,
     /// This chunk's `∂L/∂b [3H]`.
     pub(crate) gb: Vec<f32>,
-}
-
-/// Row stride of the gate matrix: `3H` in training (the cache layout the
-/// backward reads), padded to whole vectors in inference.
-fn gate_stride(h: usize, train: bool) -> usize {
-    if train { 3 * h } else { (3 * h).div_ceil(LANES) * LANES }
-}
-
-/// `h_t` from `h_{t−1}`, the gates and the attention score (docs/MODEL.md#interest-evolving-layer): the
-/// one statement of each kind's state update, used by training, inference
-/// and the shared-input mode.
-#[inline(always)]
-pub(super) fn update(kind: CellKind, hp: V, u: V, c: V, a: V) -> V {
-    match kind {
-        CellKind::Gru | CellKind::Aigru => u.mul_add(c - hp, hp),
-        CellKind::Augru => (a * u).mul_add(c - hp, hp),
-        CellKind::AugruRef => {
-            let k = (V::ONE - a) * (V::ONE - u);
-            k.mul_add(hp - c, c)
-        }
-        CellKind::Agru => a.mul_add(c - hp, hp),
-    }
-}
-
-/// Gradients of the state update: given `dh = ∂L/∂h_t`, returns
-/// `(∂L/∂h_{t−1} through the update, ∂L/∂u, ∂L/∂c, lane terms of ∂L/∂a)`.
-#[inline(always)]
-fn update_grad(kind: CellKind, dh: V, hp: V, u: V, c: V, a: V) -> [V; 4] {
-    let one = V::ONE;
-    match kind {
-        CellKind::Gru | CellKind::Aigru => {
-            let dc = dh * u;
-            [dh - dc, dh * (c - hp), dc, V::ZERO]
-        }
-        CellKind::Augru => {
-            let ua = a * u;
-            let dd = dh * (c - hp);
-            let dc = dh * ua;
-            [dh - dc, dd * a, dc, dd * u]
-        }
-        CellKind::AugruRef => {
-            let k = (one - a) * (one - u);
-            let dk = dh * (hp - c);
-            [dh * k, -(dk * (one - a)), dh - dh * k, -(dk * (one - u))]
-        }
-        CellKind::Agru => {
-            let dc = dh * a;
-            [dh - dc, V::ZERO, dc, dh * (c - hp)]
-        }
-    }
-}
-
-/// Epilogue of forward product 1 (`h_{t−1} · U_ruᵀ`): adds the input
-/// projection, applies σ, stores `r | u` over it and `r ∘ h_{t−1}`.
-struct RuEpi<'a> {
-    g: &'a mut [f32],
-    rh: &'a mut [f32],
-    hprev: &'a [f32],
-    h: usize,
-    hp: usize,
-    /// Row stride of `g`.
-    gs: usize,
-    row0: usize,
-    hp_off: usize,
-    rh_off: usize,
-}
-
-impl Epilogue for RuEpi<'_> {
-    #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: V) {
-        let (h, hp) = (self.h, self.hp);
-        let o = (self.row0 + i) * self.gs + v * LANES;
-        let s = sigmoid_v(acc + load(self.g, o));
-        store_n(self.g, o, (2 * h - v * LANES).min(LANES), s);
-        if v * LANES < h {
-            // Lanes past H multiply u by the zero padding of h.
-            let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
-            store(self.rh, (self.rh_off + i) * hp + v * LANES, s * hv);
-        }
-    }
-}
-
-/// Epilogue of forward product 2 (`(r ∘ h_{t−1}) · U_cᵀ`): adds the input
-/// projection, applies tanh and the state update; stores `c`, the new state
-/// (cache and output).
-struct CEpi<'a> {
-    kind: CellKind,
-    g: &'a mut [f32],
-    hprev: &'a mut [f32],
-    states: &'a mut [f32],
-    att: &'a [f32],
-    perm: &'a [usize],
-    masks: &'a [V],
-    h: usize,
-    hp: usize,
-    /// Row stride of `g`.
-    gs: usize,
-    /// Whether `c` is kept in `g` (training).
-    keep_c: bool,
-    row0: usize,
-    hp_off: usize,
-    hn_off: usize,
-    steps: usize,
-    t: usize,
-}
-
-impl Epilogue for CEpi<'_> {
-    #[inline(always)]
-    fn vec(&mut self, i: usize, v: usize, acc: V) {
-        let (h, hp) = (self.h, self.hp);
-        let row = self.row0 + i;
-        let w = (h - v * LANES).min(LANES);
-        let ou = row * self.gs + h + v * LANES;
-        let oc = ou + h;
-        let c = tanh_v(acc + load(self.g, oc));
-        let u = load(self.g, ou);
-        let hv = load(self.hprev, (self.hp_off + i) * hp + v * LANES);
-        let hn = update(self.kind, hv, u, c, V::splat(self.att[row])) & self.masks[v];
-        if self.keep_c {
-            store_n(self.g, oc, w, c);
-        }
-        store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
-        if !self.states.is_empty() {
-            let o = (self.perm[i] * self.steps + self.t) * h + v * LANES;
-            if self.t + 1 < self.steps {
-                // The lanes past H are zero and land on the sample's next
-                // step, written later: a whole store instead of a masked
-                // one (slow on some CPUs).
-                store(self.states, o, hn);
-            } else {
-                store_n(self.states, o, w, hn);
-            }
-        }
-    }
 }
 
 impl Chunk {
@@ -350,8 +216,9 @@ impl Chunk {
         // blocks of INFER_STEPS steps keep G in L2 whatever T is.
         let tmax = lens.first().copied().unwrap_or(0);
         let block = if train { tmax.max(1) } else { INFER_STEPS };
-        let nv3 = cell.wih_t.nvec();
-        let nvru = cell.uru_t.nvec();
+        let (wih, uru, uc) = (&cell.wih_t, &cell.uru_t, &cell.uc_t);
+        let (nv3, nvru) = (wih.nvec(), uru.nvec());
+        let (masks, keep_c) = (&cell.masks[..], train);
         let mut t0 = 0;
         while t0 < tmax {
             let t1 = (t0 + block).min(tmax);
@@ -370,7 +237,7 @@ impl Chunk {
                         store_n(g, (off[t0 + tl] + i - base) * gs + v * LANES, w, acc + load(&cell.b, v * LANES));
                     };
                     let x0 = ((b0 + p) * steps + t0) * n_in;
-                    gemm_ep::<4, 3, _>(m, n_in, nv3, &inp.x[x0..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+                    gemm_ep::<4, 3, _>(m, n_in, nv3, &inp.x[x0..], n_in, 1, wih.data(), wih.ld(), &mut epi);
                 }
             } else {
                 // In blocks of 64 rows so each block of X stays in L1.
@@ -381,7 +248,7 @@ impl Chunk {
                         let w = (gs - v * LANES).min(LANES);
                         store_n(g, (r0 - base + i) * gs + v * LANES, w, acc + load(&cell.b, v * LANES));
                     };
-                    gemm_ep::<4, 3, _>(m, n_in, nv3, &x[r0 * n_in..], n_in, 1, cell.wih_t.data(), cell.wih_t.ld(), &mut epi);
+                    gemm_ep::<4, 3, _>(m, n_in, nv3, &x[r0 * n_in..], n_in, 1, wih.data(), wih.ld(), &mut epi);
                     r0 += m;
                 }
             }
@@ -396,7 +263,7 @@ impl Chunk {
                 // It must finish before pass 2, whose product reads r ∘ h_{t−1}
                 // of every row ("reset before matmul").
                 let mut epi = RuEpi { g, rh, hprev, h, hp, gs, row0, hp_off, rh_off };
-                gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, cell.uru_t.data(), cell.uru_t.ld(), &mut epi);
+                gemm_ep::<4, 3, _>(n, h, nvru, &hprev[hp_off * hp..], hp, 1, uru.data(), uru.ld(), &mut epi);
 
                 // The output rows two steps ahead.
                 if t + 2 < tmax && !states.is_empty() {
@@ -405,9 +272,25 @@ impl Chunk {
                     }
                 }
                 // Pass 2: c = tanh(G_c + (r ∘ h_{t−1}) · U_cᵀ) and the state update.
-                let mut epi =
-                    CEpi { kind, g, hprev, states, att, perm, masks: &cell.masks, h, hp, gs, keep_c: train, row0, hp_off, hn_off, steps, t };
-                gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, cell.uc_t.data(), cell.uc_t.ld(), &mut epi);
+                let mut epi = CEpi {
+                    kind,
+                    g,
+                    hprev,
+                    states,
+                    att,
+                    perm,
+                    masks,
+                    h,
+                    hp,
+                    gs,
+                    keep_c,
+                    row0,
+                    hp_off,
+                    hn_off,
+                    steps,
+                    t,
+                };
+                gemm_ep::<4, 3, _>(n, h, nvh, &rh[rh_off * hp..], hp, 1, uc.data(), uc.ld(), &mut epi);
 
                 // Samples whose last step this was.
                 for i in active[t + 1]..n {

@@ -79,6 +79,7 @@
 
 mod chunk;
 mod shared;
+mod step;
 
 use crate::simd::V;
 use rayon::prelude::*;

@@ -23,7 +23,7 @@
 use crate::simd::V;
 
 use super::GruCell;
-use super::chunk::update;
+use super::step::update;
 use crate::cell::CellKind;
 use crate::gemm::tile::{Epilogue, gemm_ep};
 use crate::simd::{LANES, grow, load, load_n, store, store_n};
