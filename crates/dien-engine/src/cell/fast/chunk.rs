@@ -218,7 +218,6 @@ impl Chunk {
         let block = if train { tmax.max(1) } else { INFER_STEPS };
         let (wih, uru, uc) = (&cell.wih_t, &cell.uru_t, &cell.uc_t);
         let (nv3, nvru) = (wih.nvec(), uru.nvec());
-        let (masks, keep_c) = (&cell.masks[..], train);
         let mut t0 = 0;
         while t0 < tmax {
             let t1 = (t0 + block).min(tmax);
@@ -279,11 +278,11 @@ impl Chunk {
                     states,
                     att,
                     perm,
-                    masks,
+                    masks: &cell.masks,
                     h,
                     hp,
                     gs,
-                    keep_c,
+                    keep_c: train,
                     row0,
                     hp_off,
                     hn_off,
