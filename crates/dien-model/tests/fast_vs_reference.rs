@@ -264,3 +264,43 @@ fn slice_batch(b: &Batch, lo: usize, hi: usize) -> Batch {
         label: b.label[lo..hi].to_vec(),
     }
 }
+
+/// Everything one step of `m` produces, as bits: losses, logits, head
+/// inputs and (for training) every gradient.
+fn step_bits(m: &mut Model, cfg: &ModelConfig, batch: &Batch, pass: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    match pass {
+        0 => {
+            let l = m.forward_backward(batch).unwrap();
+            out.extend([l.loss.to_bits(), l.loss_target.to_bits(), l.loss_aux.to_bits()]);
+            let g = m.gradients().to_dense_store(cfg);
+            out.extend(g.iter().flat_map(|(_, v)| v.iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>()));
+        }
+        1 => out.push(m.forward(batch, Mode::Eval).unwrap().loss.to_bits()),
+        _ => m.forward_head_input(batch).unwrap(),
+    }
+    if pass < 2 {
+        out.extend(m.logits().iter().map(|x| x.to_bits() as u64));
+    }
+    out.extend(m.head_input().iter().map(|x| x.to_bits() as u64));
+    out
+}
+
+/// A model's buffers keep what earlier, longer or wider batches left in
+/// them; a step must not read any of it: every step of a model that ran
+/// batches of other sizes before gives exactly the bits of a fresh model.
+#[test]
+fn a_reused_model_gives_a_fresh_models_bits() {
+    for cfg in all_configs() {
+        let mut m = Model::new(cfg.clone(), random_params(&cfg, 21)).unwrap();
+        let shapes = [(9, 6), (4, 2), (11, 5), (3, 1), (9, 6), (6, 3)];
+        for (k, &(b, t)) in shapes.iter().enumerate() {
+            let batch = random_batch(&cfg, b.max(3), t.max(2), 40 + k as u64, true);
+            for pass in 0..3 {
+                let mut fresh = Model::new(cfg.clone(), m.params().clone()).unwrap();
+                let want = step_bits(&mut fresh, &cfg, &batch, pass);
+                assert!(step_bits(&mut m, &cfg, &batch, pass) == want, "{}: batch {k}, pass {pass}", label(&cfg));
+            }
+        }
+    }
+}

@@ -5,7 +5,9 @@
 use dien_engine::cell::GruGrads;
 use dien_engine::cell::fast::CellWorkspace;
 
-use super::CHUNK;
+use std::ops::{Deref, DerefMut};
+
+use super::{CHUNK, grow};
 use crate::config::ModelConfig;
 use crate::layers::attention::train::AttChunk;
 use crate::layers::extractor::aux_train::AuxChunk;
@@ -17,17 +19,17 @@ use crate::layers::{InterestLayers, Layers};
 pub(crate) struct Workspace {
     pub b: usize,
     pub t: usize,
-    pub e_hist: Vec<f32>,
-    pub e_neg: Vec<f32>,
-    pub e_a: Vec<f32>,
-    pub u: Vec<f32>,
-    pub s: Vec<f32>,
-    pub h1: Vec<f32>,
-    pub h1_last: Vec<f32>,
-    pub h2: Vec<f32>,
-    pub h2_last: Vec<f32>,
-    pub att_w: Vec<f32>,
-    pub interest: Vec<f32>,
+    pub e_hist: Buf,
+    pub e_neg: Buf,
+    pub e_a: Buf,
+    pub u: Buf,
+    pub s: Buf,
+    pub h1: Buf,
+    pub h1_last: Buf,
+    pub h2: Buf,
+    pub h2_last: Buf,
+    pub att_w: Buf,
+    pub interest: Buf,
     pub cell1: CellWorkspace,
     pub cell2: CellWorkspace,
     pub att: Vec<AttChunk>,
@@ -35,24 +37,50 @@ pub(crate) struct Workspace {
     pub aux_loss: Vec<f64>,
     pub head: HeadWs,
     // Gradients of the activations.
-    pub d_e_hist: Vec<f32>,
-    pub d_e_neg: Vec<f32>,
-    pub d_e_a: Vec<f32>,
-    pub d_s: Vec<f32>,
-    pub d_h1: Vec<f32>,
-    pub d_h2: Vec<f32>,
-    pub d_att: Vec<f32>,
-    pub d_int: Vec<f32>,
-    pub d_x: Vec<f32>,
+    pub d_e_hist: Buf,
+    pub d_e_neg: Buf,
+    pub d_e_a: Buf,
+    pub d_s: Buf,
+    pub d_h1: Buf,
+    pub d_h2: Buf,
+    pub d_att: Buf,
+    pub d_int: Buf,
+    pub d_x: Buf,
     /// Parameter gradients of the two GRUs (created on the first DIEN step).
     pub g_gru: Option<(GruGrads<f32>, GruGrads<f32>)>,
     pub g_head: HeadGrads,
 }
 
-/// Sets `v` to exactly `n` elements.
-pub(crate) fn fit(v: &mut Vec<f32>, n: usize) {
-    if v.len() != n {
-        v.resize(n, 0.0);
+/// A buffer whose length is that of the current batch, over storage that
+/// only grows: batches of alternating lengths then neither reallocate nor
+/// clear memory (resizing a `Vec` up zero-fills every time, which on short
+/// histories cost as much as gathering the embeddings). What the slice
+/// holds beyond what a step writes is left from earlier steps; every stage
+/// writes what it reads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Buf {
+    data: Vec<f32>,
+    len: usize,
+}
+
+impl Buf {
+    /// Sets the length to `n`, growing the storage when it is shorter.
+    pub fn fit(&mut self, n: usize) {
+        grow(&mut self.data, n);
+        self.len = n;
+    }
+}
+
+impl Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.data[..self.len]
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.data[..self.len]
     }
 }
 
@@ -63,27 +91,27 @@ impl Workspace {
         let gru = matches!(layers.interest, InterestLayers::Evolving(_));
         self.b = b;
         self.t = t;
-        fit(&mut self.e_hist, b * t * e);
-        fit(&mut self.e_neg, if with_neg { b * t * e } else { 0 });
-        fit(&mut self.e_a, b * e);
-        fit(&mut self.u, b * d);
-        fit(&mut self.s, b * e);
+        self.e_hist.fit(b * t * e);
+        self.e_neg.fit(if with_neg { b * t * e } else { 0 });
+        self.e_a.fit(b * e);
+        self.u.fit(b * d);
+        self.s.fit(b * e);
         let hb = if gru { b * t * h } else { 0 };
-        fit(&mut self.h1, hb);
-        fit(&mut self.h1_last, if gru { b * h } else { 0 });
-        fit(&mut self.h2, hb);
-        fit(&mut self.h2_last, if gru { b * h } else { 0 });
-        fit(&mut self.att_w, b * t);
-        fit(&mut self.interest, b * cfg.interest_width());
-        fit(&mut self.d_e_hist, b * t * e);
-        fit(&mut self.d_e_neg, if with_neg { b * t * e } else { 0 });
-        fit(&mut self.d_e_a, b * e);
-        fit(&mut self.d_s, b * e);
-        fit(&mut self.d_h1, hb);
-        fit(&mut self.d_h2, hb);
-        fit(&mut self.d_att, b * t);
-        fit(&mut self.d_int, b * cfg.interest_width());
-        fit(&mut self.d_x, b * t * e.max(h));
+        self.h1.fit(hb);
+        self.h1_last.fit(if gru { b * h } else { 0 });
+        self.h2.fit(hb);
+        self.h2_last.fit(if gru { b * h } else { 0 });
+        self.att_w.fit(b * t);
+        self.interest.fit(b * cfg.interest_width());
+        self.d_e_hist.fit(b * t * e);
+        self.d_e_neg.fit(if with_neg { b * t * e } else { 0 });
+        self.d_e_a.fit(b * e);
+        self.d_s.fit(b * e);
+        self.d_h1.fit(hb);
+        self.d_h2.fit(hb);
+        self.d_att.fit(b * t);
+        self.d_int.fit(b * cfg.interest_width());
+        self.d_x.fit(b * t * e.max(h));
         let nc = b.div_ceil(CHUNK);
         if let Some(pk) = layers.interest.attention() {
             if self.att.len() < nc {

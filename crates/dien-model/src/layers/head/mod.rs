@@ -46,8 +46,9 @@ pub(crate) fn split_input_grad(
     dh: usize,
 ) {
     let b = batch.batch;
-    let mut d_u_rows = std::mem::take(&mut ws.d_x);
-    d_u_rows.resize(d_u_rows.len().max(b * d), 0.0);
+    // The user rows' gradients go through the input-gradient scratch.
+    ws.d_x.fit(ws.d_x.len().max(b * d));
+    let d_u_rows = &mut ws.d_x;
     for s in 0..b {
         let dx = &ws.head.dx[s * dh..(s + 1) * dh];
         d_u_rows[s * d..(s + 1) * d].copy_from_slice(&dx[..d]);
@@ -65,5 +66,4 @@ pub(crate) fn split_input_grad(
     for s in 0..b {
         uid_rows.add(batch.uid[s], &d_u_rows[s * d..(s + 1) * d]);
     }
-    ws.d_x = d_u_rows;
 }
