@@ -3,7 +3,7 @@
 //! samples). The products and the element-wise layers run on all threads,
 //! rows (or, for weight gradients, outputs) split between them; the
 //! statistics and the parameter gradients of the element-wise layers are
-//! sums in row order on one thread, so the bits do not depend on the
+//! column sums in row order (`stats.rs`), so the bits do not depend on the
 //! number of threads.
 
 // Index loops mirror the equations' subscripts.
@@ -22,7 +22,10 @@ use dien_engine::simd::{LANES, V, dot, load_n, sigmoid, store_n};
 use dien_engine::vecmath::simd::sigmoid_v;
 
 mod recal;
+mod stats;
 pub(crate) use self::recal::recalibrate;
+pub(crate) use self::stats::NormStats;
+use self::stats::{SyncScratch, add_column_sums, column_stats, norm_backward_acc, par_cols2, par_rows};
 
 pub(crate) const H1: usize = 200;
 pub(crate) const H2: usize = 80;
@@ -30,169 +33,6 @@ const BN_EPS: f32 = 1e-3;
 const DICE_EPS: f32 = 1e-8;
 /// Weight of the new batch statistic in the running averages.
 pub(crate) const MOMENTUM: f32 = 0.01;
-
-/// Scratch of the synchronised statistics (f64 sums and means), kept
-/// between steps so that a step allocates nothing.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SyncScratch {
-    sums: Vec<f64>,
-    means: Vec<f64>,
-}
-
-/// Mean and biased variance of each column of `x [rows, cols]`, in f64,
-/// over the rows of every replica: the column sums and this replica's row
-/// count are summed over the replicas, then the sums of squared deviations
-/// from the global mean (two passes, so that the variance has no
-/// cancellation). Each column is summed in row order, as a single pass over
-/// the rows would. Returns the number of rows of all replicas together.
-fn column_stats(
-    x: &[f32],
-    rows: usize,
-    cols: usize,
-    mean: &mut [f32],
-    var: &mut [f32],
-    sc: &mut SyncScratch,
-    sync: &mut dyn StatSync,
-) -> Result<usize, ModelError> {
-    let sums = &mut sc.sums;
-    sums.clear();
-    sums.resize(cols + 1, 0.0);
-    for r in 0..rows {
-        for (s, &v) in sums.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
-            *s += v as f64;
-        }
-    }
-    sums[cols] = rows as f64;
-    sync.sum(sums)?;
-    let n = sums[cols];
-    if n < 1.0 {
-        return Err(ModelError::Batch("no rows to compute batch statistics over (empty batch)".into()));
-    }
-    sc.means.clear();
-    sc.means.extend(sums[..cols].iter().map(|&s| s / n));
-    sums[..cols].fill(0.0);
-    for r in 0..rows {
-        for ((s, &v), &m) in sums.iter_mut().zip(&x[r * cols..(r + 1) * cols]).zip(&sc.means) {
-            let d = v as f64 - m;
-            *s += d * d;
-        }
-    }
-    sync.sum(&mut sums[..cols])?;
-    for j in 0..cols {
-        mean[j] = sc.means[j] as f32;
-        var[j] = (sums[j] / n) as f32;
-    }
-    Ok(n as usize)
-}
-
-/// Normalisation statistics used by one forward pass.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct NormStats {
-    pub mean: Vec<f32>,
-    pub var: Vec<f32>,
-    /// `1 / sqrt(var + eps)`.
-    pub inv_std: Vec<f32>,
-}
-
-impl NormStats {
-    fn new(n: usize) -> Self {
-        Self { mean: vec![0.0; n], var: vec![0.0; n], inv_std: vec![0.0; n] }
-    }
-
-    /// The batch statistics of `x` (training, over every replica's rows;
-    /// returns their number) or the running ones (evaluation; returns
-    /// `rows`).
-    #[allow(clippy::too_many_arguments)]
-    fn compute(
-        &mut self,
-        mode: Mode,
-        x: &[f32],
-        rows: usize,
-        run_mean: &[f32],
-        run_var: &[f32],
-        eps: f32,
-        sc: &mut SyncScratch,
-        sync: &mut dyn StatSync,
-    ) -> Result<usize, ModelError> {
-        let cols = self.mean.len();
-        let n = match mode {
-            Mode::Train => column_stats(x, rows, cols, &mut self.mean, &mut self.var, sc, sync)?,
-            Mode::Eval => {
-                self.mean.copy_from_slice(run_mean);
-                self.var.copy_from_slice(run_var);
-                rows
-            }
-        };
-        for (s, &v) in self.inv_std.iter_mut().zip(&self.var) {
-            *s = 1.0 / (v + eps).sqrt();
-        }
-        Ok(n)
-    }
-}
-
-/// Backward of `x̂ = (x − μ)·s` where μ, σ² are the batch statistics:
-/// `dx += s·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))` per column (training, the
-/// means over the `total` rows of every replica, their sums exchanged); in
-/// evaluation the statistics are constants and `dx += s·dx̂`.
-#[allow(clippy::too_many_arguments)]
-fn norm_backward_acc(
-    mode: Mode,
-    xhat: &[f32],
-    dxhat: &[f32],
-    inv_std: &[f32],
-    rows: usize,
-    total: usize,
-    dx: &mut [f32],
-    sc: &mut SyncScratch,
-    sync: &mut dyn StatSync,
-) -> Result<(), ModelError> {
-    let cols = inv_std.len();
-    match mode {
-        Mode::Eval => {
-            par_rows(&mut dx[..rows * cols], cols, |r, dxr| {
-                for j in 0..cols {
-                    dxr[j] += inv_std[j] * dxhat[r * cols + j];
-                }
-            });
-        }
-        Mode::Train => {
-            // [Σ dx̂ | Σ dx̂ ∘ x̂] per column, each summed in row order.
-            let sums = &mut sc.sums;
-            sums.clear();
-            sums.resize(2 * cols, 0.0);
-            let (sg, sgx) = sums.split_at_mut(cols);
-            for r in 0..rows {
-                let (g, xh) = (&dxhat[r * cols..(r + 1) * cols], &xhat[r * cols..(r + 1) * cols]);
-                for j in 0..cols {
-                    let gj = g[j] as f64;
-                    sg[j] += gj;
-                    sgx[j] += gj * xh[j] as f64;
-                }
-            }
-            sync.sum(sums)?;
-            // The two means, once per column.
-            let n = total as f64;
-            for s in sums.iter_mut() {
-                *s /= n;
-            }
-            let sums = &*sums;
-            par_rows(&mut dx[..rows * cols], cols, |r, dxr| {
-                for j in 0..cols {
-                    let (mg, mgx) = (sums[j] as f32, sums[cols + j] as f32);
-                    let i = r * cols + j;
-                    dxr[j] += inv_std[j] * (dxhat[i] - mg - xhat[i] * mgx);
-                }
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Runs `f(r, row)` over the rows (`cols` values each) of `v` on all
-/// threads.
-fn par_rows(v: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    v.par_chunks_mut(cols).with_min_len(16).enumerate().for_each(|(r, row)| f(r, row));
-}
 
 /// Packed head weights.
 #[derive(Clone, Debug)]
@@ -305,11 +145,7 @@ fn dice_backward(
                 store_n(g, o, w, gv * rho.mul_add(V::ONE - a, a));
             }
         });
-    for r in 0..rows {
-        for (d, &t) in dalpha.iter_mut().zip(&ta[r * cols..(r + 1) * cols]) {
-            *d += t;
-        }
-    }
+    add_column_sums(dalpha, ta, rows, cols);
     norm_backward_acc(mode, &zhat[..n], &gh[..n], &st.inv_std, rows, total, &mut g[..n], sc, sync)
 }
 
@@ -586,15 +422,24 @@ impl HeadWs {
         par_weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
         // dL/dy0 into gh, then through BatchNorm.
         pk.fc1.par_backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
-        let gamma = p.get("head.bn.gamma");
-        for r in 0..rows {
-            for j in 0..d {
-                let i = r * d + j;
-                g.beta[j] += self.gh[i];
-                g.gamma[j] += self.gh[i] * self.xhat[i];
-                self.gh[i] *= gamma[j];
+        // BatchNorm's scale and shift: column sums in row order, then the
+        // gradient through the scale.
+        let (gh, xhat) = (&self.gh, &self.xhat);
+        par_cols2(rows, &mut g.beta, &mut g.gamma, |j0, beta, gamma| {
+            for r in 0..rows {
+                let i = r * d + j0;
+                for (j, (b, gm)) in beta.iter_mut().zip(gamma.iter_mut()).enumerate() {
+                    *b += gh[i + j];
+                    *gm += gh[i + j] * xhat[i + j];
+                }
             }
-        }
+        });
+        let gamma = p.get("head.bn.gamma");
+        par_rows(&mut self.gh[..rows * d], d, |_, row| {
+            for (x, &gm) in row.iter_mut().zip(gamma) {
+                *x *= gm;
+            }
+        });
         self.dx[..rows * d].fill(0.0);
         norm_backward_acc(mode, &self.xhat, &self.gh, &self.bn.inv_std, rows, total, &mut self.dx, &mut self.sync, sync)
     }
