@@ -411,7 +411,7 @@ fn sum_of_squares_is_the_documented_blocked_sum_on_any_number_of_threads() {
 
 #[test]
 fn lazy_adam_over_many_rows_matches_the_rule_row_by_row_on_any_number_of_threads() {
-    // Enough touched rows that the update splits them over threads (2048
+    // Enough touched rows that the update splits them over threads (256
     // rows per task); every other row of a 20,000-row table touched.
     let mut cfg = ModelConfig::new(ModelKind::Dien, 10, 20_000, 10);
     cfg.d = 2;

@@ -1,6 +1,7 @@
 //! The Adam update rule: per-step constants ([`AdamStep`]) and the
 //! embedding-row variants (lazy: touched rows only; dense: every row).
 
+use dien_engine::simd::prefetch;
 use dien_model::fast::SparseRows;
 use rayon::prelude::*;
 
@@ -81,8 +82,11 @@ impl AdamStep {
     }
 }
 
-/// Touched rows per parallel task of lazy Adam.
-const ROWS_PER_TASK: usize = 2048;
+/// Touched rows per parallel task of lazy Adam (a few microseconds each).
+const ROWS_PER_TASK: usize = 256;
+
+/// How many touched rows ahead lazy Adam prefetches.
+const PREFETCH_AHEAD: usize = 4;
 
 /// Lazy Adam: only the rows of `rows` move. Elementwise, so splitting the
 /// rows over threads cannot change any result.
@@ -120,7 +124,15 @@ fn lazy_part(
         );
         return;
     }
-    for (&r, g) in rows.iter().zip(values.chunks_exact(w)) {
+    for (i, (&r, g)) in rows.iter().zip(values.chunks_exact(w)).enumerate() {
+        // The touched rows are scattered over the tables: ask for the rows
+        // a few positions ahead while this one is updated.
+        if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+            let off = (ahead as usize - base) * w;
+            prefetch(p, off, w);
+            prefetch(m, off, w);
+            prefetch(v, off, w);
+        }
         let span = (r as usize - base) * w..(r as usize - base + 1) * w;
         k.update(&mut p[span.clone()], &mut m[span.clone()], &mut v[span], g, scale);
     }
