@@ -5,6 +5,7 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::params::{ParamStore, TensorId, TensorKind, tensor_specs};
 use dien_engine::simd::prefetch;
+use rayon::prelude::*;
 
 /// Gradient rows of one embedding table: only the rows looked up by the
 /// batch (at non-padded positions, negatives included), duplicates summed,
@@ -253,6 +254,38 @@ impl Gradients {
     fn add(&mut self, id: TensorId, g: &[f32]) {
         super::add_into(&mut self.dense[id.index()], g);
     }
+    /// Adds the gradients of a layer's `nc` chunks (`parts(c)`: chunk `c`'s,
+    /// as for [`Gradients::add_parts`]): every element is summed over the
+    /// chunks in chunk order, as adding the chunks one after the other
+    /// would, and the elements of large tensors are cut into blocks summed
+    /// on all threads.
+    pub(crate) fn add_chunks<'a, const N: usize>(
+        &mut self,
+        ids: &LayerIds<N>,
+        nc: usize,
+        parts: impl Fn(usize) -> [&'a [f32]; N] + Sync,
+    ) {
+        /// Elements per block: a few microseconds of additions.
+        const BLOCK: usize = 2048;
+        for (k, id) in ids.0.iter().enumerate() {
+            let Some(id) = *id else { continue };
+            let add = |lo: usize, dst: &mut [f32]| {
+                for c in 0..nc {
+                    let g = parts(c)[k];
+                    if !g.is_empty() {
+                        super::add_into(dst, &g[lo..lo + dst.len()]);
+                    }
+                }
+            };
+            let dst = &mut self.dense[id.index()];
+            if dst.len() <= BLOCK {
+                add(0, dst);
+            } else {
+                dst.par_chunks_mut(BLOCK).enumerate().for_each(|(j, d)| add(j * BLOCK, d));
+            }
+        }
+    }
+
     /// Adds a layer's gradients, given in the order of its resolved `ids`
     /// (tensors the model lacks have no id and an empty gradient).
     pub(crate) fn add_parts<const N: usize>(&mut self, ids: &LayerIds<N>, parts: [&[f32]; N]) {

@@ -157,9 +157,8 @@ impl Model {
                     e,
                     e,
                 );
-                for ch in &ws.att[..nc] {
-                    grads.add_parts(&ids.att, ch.grads.parts());
-                }
+                let att = &ws.att;
+                grads.add_chunks(&ids.att, nc, |c| att[c].grads.parts());
                 clock.lap(Stage::InterestBackward);
             }
             InterestLayers::Evolving(ev) => {
@@ -169,14 +168,12 @@ impl Model {
                     ws.g_gru.take().unwrap_or_else(|| (GruGrads::zeros(e, h), GruGrads::zeros(h, h)));
                 evolution::backward(ev, ws, &mut g2, lengths, b, t, h, e);
                 grads.add_parts(&ids.gru2, [&g2.w_ih, &g2.w_hh, &g2.b]);
-                for ch in &ws.att[..nc] {
-                    grads.add_parts(&ids.att, ch.grads.parts());
-                }
+                let att = &ws.att;
+                grads.add_chunks(&ids.att, nc, |c| att[c].grads.parts());
                 clock.lap(Stage::InterestBackward);
                 if ev.aux.is_some() && with_neg {
-                    for ch in &ws.aux[..nc] {
-                        grads.add_parts(&ids.aux, ch.grads.parts());
-                    }
+                    let aux = &ws.aux;
+                    grads.add_chunks(&ids.aux, nc, |c| aux[c].grads.parts());
                 }
                 extractor::backward(&ev.gru1, ws, &mut g1, lengths, b, t, e);
                 grads.add_parts(&ids.gru1, [&g1.w_ih, &g1.w_hh, &g1.b]);

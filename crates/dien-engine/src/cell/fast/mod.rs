@@ -94,6 +94,9 @@ use crate::simd::{lane_masks, pad_lanes};
 /// gradient-reduction order.
 pub const CHUNK: usize = 16;
 
+/// Fewest gate rows a thread reduces in the backward's sum over chunks.
+const REDUCE_ROWS: usize = 16;
+
 /// Samples per chunk of an inference forward. Smaller than [`CHUNK`]: with
 /// no cache to keep, small chunks spread a batch over more threads, and
 /// with the input projection computed per block of [`INFER_STEPS`] steps,
@@ -338,19 +341,30 @@ impl GruCell {
             .for_each(|(c, (((ch, dxc), dac), dhc))| {
                 ch.backward(self, input, c * CHUNK, d_states, d_last, dxc, dac, dhc)
             });
-        // Fixed reduction order: chunk 0, 1, 2, ...
+        // Fixed reduction order: chunk 0, 1, 2, ... for every element; the
+        // gate rows are cut into blocks summed on all threads.
         let h3 = 3 * h;
-        for ch in &chunks[..nc] {
-            for g in 0..h3 {
-                for p in 0..n {
-                    grads.w_ih[g * n + p] += ch.gw_ih_t[p * h3 + g];
+        let rows = h3.div_ceil(rayon::current_num_threads()).max(REDUCE_ROWS);
+        let chunks = &chunks[..nc];
+        grads.w_ih[..h3 * n]
+            .par_chunks_mut(rows * n)
+            .zip(grads.w_hh[..h3 * h].par_chunks_mut(rows * h))
+            .zip(grads.b[..h3].par_chunks_mut(rows))
+            .enumerate()
+            .for_each(|(k, ((w_ih, w_hh), bias))| {
+                for ch in chunks {
+                    for (gl, bg) in bias.iter_mut().enumerate() {
+                        let g = k * rows + gl;
+                        for p in 0..n {
+                            w_ih[gl * n + p] += ch.gw_ih_t[p * h3 + g];
+                        }
+                        for p in 0..h {
+                            w_hh[gl * h + p] += ch.gw_hh_t[p * h3 + g];
+                        }
+                        *bg += ch.gb[g];
+                    }
                 }
-                for p in 0..h {
-                    grads.w_hh[g * h + p] += ch.gw_hh_t[p * h3 + g];
-                }
-                grads.b[g] += ch.gb[g];
-            }
-        }
+            });
     }
 }
 
