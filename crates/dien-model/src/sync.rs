@@ -33,8 +33,9 @@ use crate::error::ModelError;
 use crate::layers::head::train::{H1, H2};
 
 /// Sums vectors over the replicas of a data-parallel step (see the
-/// [module docs](self)).
-pub trait StatSync {
+/// [module docs](self)). A step may call it from any thread of its pool
+/// (always one call at a time, in the same order on every replica).
+pub trait StatSync: Send {
     /// Number of replicas taking part (1 for a single process).
     fn replicas(&self) -> usize;
 
@@ -66,8 +67,9 @@ impl StatSync for NoSync {
 /// auxiliary-loss terms (models with an auxiliary head, batches with
 /// negatives); for BatchNorm (head width `D`), Dice 1 (200) and Dice 2 (80)
 /// in turn the column sums with the row count (`width + 1`) and the sums
-/// of squared deviations (`width`); the two loss parts; then, backward, the
-/// two column sums of Dice 2, Dice 1 and BatchNorm (`2 × width` each).
+/// of squared deviations (`width`); backward, the two column sums of
+/// Dice 2, Dice 1 and BatchNorm (`2 × width` each); then the two loss parts
+/// (the auxiliary loss runs beside the head, so its value is known last).
 /// What a data-parallel step exchanges besides the gradients.
 pub fn step_exchanges(cfg: &ModelConfig) -> Vec<usize> {
     let d = cfg.head_in();
@@ -78,7 +80,7 @@ pub fn step_exchanges(cfg: &ModelConfig) -> Vec<usize> {
     for w in [d, H1, H2] {
         v.extend([w + 1, w]);
     }
-    v.push(2);
     v.extend([2 * H2, 2 * H1, 2 * d]);
+    v.push(2);
     v
 }

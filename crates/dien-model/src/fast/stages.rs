@@ -2,6 +2,8 @@
 //! order, forward then (for training) backward. Each stage is a layer's
 //! function in [`crate::layers`]; this file only wires them.
 
+use std::time::Instant;
+
 use dien_engine::cell::GruGrads;
 use dien_engine::cell::fast::Mode as CellMode;
 
@@ -65,7 +67,7 @@ impl Model {
         clock.lap(Stage::Input);
 
         // Interest.
-        let mut loss_aux = 0.0;
+        let mut aux_terms = None;
         match &layers.interest {
             InterestLayers::SumPool => ws.interest.copy_from_slice(&ws.s),
             InterestLayers::AttentionPool(att) => {
@@ -75,26 +77,67 @@ impl Model {
             InterestLayers::Evolving(ev) => {
                 extractor::forward(&ev.gru1, ws, lengths, b, t, cell_mode);
                 clock.lap(Stage::Extractor);
-                if let (Some(aux), true) = (&ev.aux, with_neg) {
-                    let train_sync = (mode == Mode::Train).then_some(&mut *sync);
-                    loss_aux =
-                        extractor::aux_loss(aux, ws, lengths, b, t, h, e, grad.then_some(aux_weight), train_sync)?;
-                }
-                clock.lap(Stage::AuxLoss);
                 evolution::forward(ev, ws, lengths, b, t, h, e, cell_mode);
+                if ev.aux.is_some() && with_neg {
+                    let train_sync = (mode == Mode::Train).then_some(&mut *sync);
+                    aux_terms = Some(extractor::aux_terms(lengths, train_sync)?);
+                }
             }
         }
         clock.lap(Stage::Interest);
-
-        // Head.
         head::assemble_input(ws, b, d, e, iw, dh);
         if depth == Depth::HeadInput {
             clock.finish(&mut self.timing);
-            return Ok(Losses { loss: 0.0, loss_target: 0.0, loss_aux });
+            return Ok(Losses::default());
         }
-        ws.head.forward(&layers.head, &self.params, mode, sync)?;
+
+        // Head, forward and (for training) backward, with the auxiliary
+        // loss beside it: the loss is a leaf (its backward runs with its
+        // forward) and shares no buffer with the head, so the two run at
+        // once and each fills the other's idle threads.
+        let mut aux_io = ws.lend_aux();
+        let (params, grads, ids) = (&self.params, &mut self.grads, &self.ids);
+        let mut head_part = || -> Result<f64, ModelError> {
+            ws.head.forward(&layers.head, params, mode, sync)?;
+            let loss_target = ws.head.target_loss(&batch.label);
+            clock.lap(Stage::Head);
+            if grad {
+                grads.zero();
+                ws.g_head.zero();
+                ws.head.backward(&layers.head, params, mode, &batch.label, &mut ws.g_head, sync)?;
+                grads.add_parts(&ids.head, ws.g_head.parts());
+                head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
+                clock.lap(Stage::HeadBackward);
+            }
+            Ok(loss_target)
+        };
+        let mut aux_part = |n_terms: usize| {
+            let start = Instant::now();
+            let pk = layers.interest.aux().expect("an auxiliary head");
+            let loss = extractor::aux_loss(pk, &mut aux_io, lengths, b, t, h, e, n_terms, grad.then_some(aux_weight));
+            (loss, start.elapsed())
+        };
+        // Side by side only on a thread of a pool: the head part then runs
+        // on this thread, which makes the replicas' exchanges as before.
+        // Called from elsewhere, the join would move the head part,
+        // exchanges included, onto a pool thread, where replicas sharing
+        // one pool could wait on each other while holding its threads.
+        let (head_result, aux_result) = match aux_terms {
+            Some(n) if rayon::current_thread_index().is_some() => {
+                let (hr, ar) = rayon::join(head_part, || aux_part(n));
+                (hr, Some(ar))
+            }
+            Some(n) => (head_part(), Some(aux_part(n))),
+            None => (head_part(), None),
+        };
+        ws.take_back(aux_io);
+        let mut loss_target = head_result?;
+        let mut loss_aux = 0.0;
+        if let Some((loss, secs)) = aux_result {
+            loss_aux = loss;
+            clock.add(Stage::AuxLoss, secs);
+        }
         self.has_stats = mode == Mode::Train;
-        let mut loss_target = ws.head.target_loss(&batch.label);
         if mode == Mode::Train {
             // Each replica holds its part of both means: the losses of the
             // global batch are their sums.
@@ -109,22 +152,13 @@ impl Model {
                 losses.loss, losses.loss_target, losses.loss_aux
             )));
         }
-        clock.lap(Stage::Head);
         if !grad {
             clock.finish(&mut self.timing);
             return Ok(losses);
         }
 
-        // ---- Backward ----
-        let grads = &mut self.grads;
-        let ids = &self.ids;
-        grads.zero();
-        ws.g_head.zero();
-        ws.head.backward(&layers.head, &self.params, mode, &batch.label, &mut ws.g_head, sync)?;
-        grads.add_parts(&ids.head, ws.g_head.parts());
-        head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
-        clock.lap(Stage::HeadBackward);
-
+        // ---- Backward (the head's is done) ----
+        let (grads, ids) = (&mut self.grads, &self.ids);
         let nc = b.div_ceil(CHUNK);
         match &layers.interest {
             InterestLayers::SumPool => {

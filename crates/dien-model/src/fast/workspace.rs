@@ -10,6 +10,7 @@ use std::ops::{Deref, DerefMut};
 use super::{CHUNK, grow};
 use crate::config::ModelConfig;
 use crate::layers::attention::train::AttChunk;
+use crate::layers::extractor::AuxIo;
 use crate::layers::extractor::aux_train::AuxChunk;
 use crate::layers::head::train::{HeadGrads, HeadWs};
 use crate::layers::{InterestLayers, Layers};
@@ -85,6 +86,30 @@ impl DerefMut for Buf {
 }
 
 impl Workspace {
+    /// Lends what the auxiliary loss reads and writes, so that it can run
+    /// beside stages that borrow the rest of the workspace; nothing is
+    /// copied. [`Workspace::take_back`] returns it.
+    pub fn lend_aux(&mut self) -> AuxIo {
+        use std::mem::take;
+        AuxIo {
+            chunks: take(&mut self.aux),
+            loss: take(&mut self.aux_loss),
+            h1: take(&mut self.h1),
+            e_hist: take(&mut self.e_hist),
+            e_neg: take(&mut self.e_neg),
+            d_h1: take(&mut self.d_h1),
+            d_e_hist: take(&mut self.d_e_hist),
+            d_e_neg: take(&mut self.d_e_neg),
+        }
+    }
+
+    /// Takes back what [`Workspace::lend_aux`] lent.
+    pub fn take_back(&mut self, io: AuxIo) {
+        let AuxIo { chunks, loss, h1, e_hist, e_neg, d_h1, d_e_hist, d_e_neg } = io;
+        (self.aux, self.aux_loss, self.h1, self.e_hist, self.e_neg) = (chunks, loss, h1, e_hist, e_neg);
+        (self.d_h1, self.d_e_hist, self.d_e_neg) = (d_h1, d_e_hist, d_e_neg);
+    }
+
     /// Sizes every buffer for a batch of `b` samples of `t` steps.
     pub fn prepare(&mut self, cfg: &ModelConfig, layers: &Layers, b: usize, t: usize, with_neg: bool) {
         let (d, e, h) = (cfg.d, cfg.e(), cfg.hidden);

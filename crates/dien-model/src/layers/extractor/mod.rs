@@ -23,9 +23,9 @@ use dien_engine::cell::fast::{GruCell, Mode as CellMode};
 use dien_engine::cell::{GruGrads, SeqInput};
 use rayon::prelude::*;
 
-use self::aux_train::AuxPacked;
+use self::aux_train::{AuxChunk, AuxPacked};
 use crate::error::ModelError;
-use crate::fast::workspace::Workspace;
+use crate::fast::workspace::{Buf, Workspace};
 use crate::fast::{CHUNK, ch_len};
 use crate::sync::StatSync;
 
@@ -60,46 +60,66 @@ pub(crate) fn zero_gru(g: &mut GruGrads<f32>) {
     g.b.fill(0.0);
 }
 
-/// The auxiliary loss `L_aux` of the batch, backpropagated at once when
-/// `scale_by` is given (it is a leaf): the gradient of `scale_by · L_aux` is
-/// added to `d_h1`, `d_e_hist` and `d_e_neg`, parameter gradients stay in
-/// the chunks. 0 when no sample has two valid steps.
-///
-/// With `sync` (training mode) the normaliser `N` is the number of terms
-/// of every replica's samples, summed through it, and the result is this
-/// replica's part of the loss (the whole loss for one process).
-pub(crate) fn aux_loss(
-    pk: &AuxPacked,
-    ws: &mut Workspace,
-    lengths: &[usize],
-    b: usize,
-    t: usize,
-    h: usize,
-    e: usize,
-    scale_by: Option<f32>,
-    sync: Option<&mut (dyn StatSync + '_)>,
-) -> Result<f64, ModelError> {
+/// The number of auxiliary terms `N` of the batch (one per step followed
+/// by another real step): with `sync` (training mode), of every replica's
+/// samples, summed through it.
+pub(crate) fn aux_terms(lengths: &[usize], sync: Option<&mut (dyn StatSync + '_)>) -> Result<usize, ModelError> {
     let local: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
-    let n_terms = match sync {
+    Ok(match sync {
         Some(sync) => {
             let mut n = [local as f64];
             sync.sum(&mut n)?;
             n[0] as usize
         }
         None => local,
-    };
+    })
+}
+
+/// What the auxiliary loss reads and writes of a batch's workspace, lent
+/// out of it so that the loss can run beside the stages that own the rest
+/// ([`crate::fast::workspace::Workspace::lend_aux`]).
+#[derive(Default)]
+pub(crate) struct AuxIo {
+    pub chunks: Vec<AuxChunk>,
+    pub loss: Vec<f64>,
+    pub h1: Buf,
+    pub e_hist: Buf,
+    pub e_neg: Buf,
+    pub d_h1: Buf,
+    pub d_e_hist: Buf,
+    pub d_e_neg: Buf,
+}
+
+/// The auxiliary loss `L_aux` of the batch over `n_terms` terms
+/// ([`aux_terms`]), backpropagated at once when `scale_by` is given (it is
+/// a leaf): the gradient of `scale_by · L_aux` is added to `d_h1`,
+/// `d_e_hist` and `d_e_neg`, parameter gradients stay in the chunks. 0
+/// when no sample has two valid steps. In training mode the result is this
+/// replica's part of the loss (the whole loss for one process).
+pub(crate) fn aux_loss(
+    pk: &AuxPacked,
+    io: &mut AuxIo,
+    lengths: &[usize],
+    b: usize,
+    t: usize,
+    h: usize,
+    e: usize,
+    n_terms: usize,
+    scale_by: Option<f32>,
+) -> f64 {
+    let local: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
     if local == 0 || n_terms == 0 || t == 0 {
-        return Ok(0.0);
+        return 0.0;
     }
     let scale = scale_by.map(|w| w / n_terms as f32);
     let nc = b.div_ceil(CHUNK);
-    let (h1, e_hist, e_neg) = (&ws.h1, &ws.e_hist, &ws.e_neg);
-    ws.aux[..nc]
+    let (h1, e_hist, e_neg) = (&io.h1, &io.e_hist, &io.e_neg);
+    io.chunks[..nc]
         .par_iter_mut()
-        .zip(ws.aux_loss[..nc].par_iter_mut())
-        .zip(ws.d_h1.par_chunks_mut(CHUNK * t * h))
-        .zip(ws.d_e_hist.par_chunks_mut(CHUNK * t * e))
-        .zip(ws.d_e_neg.par_chunks_mut(CHUNK * t * e))
+        .zip(io.loss[..nc].par_iter_mut())
+        .zip(io.d_h1.par_chunks_mut(CHUNK * t * h))
+        .zip(io.d_e_hist.par_chunks_mut(CHUNK * t * e))
+        .zip(io.d_e_neg.par_chunks_mut(CHUNK * t * e))
         .enumerate()
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
             let s0 = c * CHUNK;
@@ -119,5 +139,5 @@ pub(crate) fn aux_loss(
                 dn,
             );
         });
-    Ok(ws.aux_loss[..nc].iter().sum::<f64>() / n_terms as f64)
+    io.loss[..nc].iter().sum::<f64>() / n_terms as f64
 }
