@@ -153,12 +153,15 @@ fn run_bits(cfg: &ModelConfig, p: &ParamStore<f32>, batch: &Batch, threads: usiz
 #[test]
 fn results_are_bit_identical_for_any_thread_count() {
     let mut cfg = ModelConfig::new(ModelKind::Dien, 30, 60, 9);
-    cfg.max_len = 12;
+    cfg.max_len = 20;
     let p = random_params(&cfg, 3);
-    let batch = random_batch(&cfg, 75, 12, 9, true);
-    let one = run_bits(&cfg, &p, &batch, 1);
-    for n in [2, 3, 8] {
-        assert!(one == run_bits(&cfg, &p, &batch, n), "{n} threads differ from one");
+    // Short histories (chunks of 16 samples) and longer ones (of 8).
+    for t in [12, 20] {
+        let batch = random_batch(&cfg, 75, t, 9, true);
+        let one = run_bits(&cfg, &p, &batch, 1);
+        for n in [2, 3, 8] {
+            assert!(one == run_bits(&cfg, &p, &batch, n), "T = {t}: {n} threads differ from one");
+        }
     }
 }
 

@@ -33,9 +33,23 @@ pub use self::gradients::{EMB_TABLES, Gradients, SparseRows};
 pub use self::model::Model;
 pub use self::timing::{Stage, StageTimes};
 
-/// Samples per chunk in the attention and auxiliary stages: the unit of
-/// parallel work and of the fixed gradient-reduction order.
+/// Samples per chunk in the attention and auxiliary stages for histories of
+/// more than [`SHORT`] steps: the unit of parallel work and of the fixed
+/// gradient-reduction order.
 pub const CHUNK: usize = 8;
+
+/// Histories of at most this many steps are cut into chunks of twice
+/// [`CHUNK`] samples ([`chunk`]).
+pub const SHORT: usize = 16;
+
+/// Samples per chunk for a batch of `t` steps: [`CHUNK`], or twice that for
+/// short histories, whose chunks would otherwise hold few rows (small
+/// products) while each still sums and hands over a whole set of parameter
+/// gradients. It depends on the batch alone, so results stay those of any
+/// number of threads.
+pub fn chunk(t: usize) -> usize {
+    if t <= SHORT { 2 * CHUNK } else { CHUNK }
+}
 
 /// The three parts of the loss of one batch (docs/MODEL.md#auxiliary-loss, #losses).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -48,9 +62,9 @@ pub struct Losses {
     pub loss_aux: f64,
 }
 
-/// Samples in chunk `c` of a batch of `b`.
-pub(crate) fn ch_len(b: usize, c: usize) -> usize {
-    CHUNK.min(b - c * CHUNK)
+/// Samples in chunk `c` (of `k` samples each) of a batch of `b`.
+pub(crate) fn ch_len(b: usize, c: usize, k: usize) -> usize {
+    k.min(b - c * k)
 }
 
 pub(crate) use dien_engine::simd::grow;

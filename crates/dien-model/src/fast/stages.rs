@@ -9,7 +9,7 @@ use dien_engine::cell::fast::Mode as CellMode;
 
 use super::model::Model;
 use super::timing::{Laps, Stage};
-use super::{CHUNK, Losses, add_into};
+use super::{Losses, add_into, chunk};
 use crate::batch::Batch;
 use crate::error::ModelError;
 use crate::layers::attention::{attention_backward, attention_forward, weighted_sum, weighted_sum_backward};
@@ -159,7 +159,7 @@ impl Model {
 
         // ---- Backward (the head's is done) ----
         let (grads, ids) = (&mut self.grads, &self.ids);
-        let nc = b.div_ceil(CHUNK);
+        let nc = b.div_ceil(chunk(t));
         match &layers.interest {
             InterestLayers::SumPool => {
                 add_into(&mut ws.d_s, &ws.d_int);

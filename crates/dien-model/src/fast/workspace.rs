@@ -7,7 +7,7 @@ use dien_engine::cell::fast::CellWorkspace;
 
 use std::ops::{Deref, DerefMut};
 
-use super::{CHUNK, grow};
+use super::{chunk, grow};
 use crate::config::ModelConfig;
 use crate::layers::attention::train::AttChunk;
 use crate::layers::extractor::AuxIo;
@@ -137,13 +137,14 @@ impl Workspace {
         self.d_att.fit(b * t);
         self.d_int.fit(b * cfg.interest_width());
         self.d_x.fit(b * t * e.max(h));
-        let nc = b.div_ceil(CHUNK);
+        let k = chunk(t);
+        let nc = b.div_ceil(k);
         if let Some(pk) = layers.interest.attention() {
             if self.att.len() < nc {
                 self.att.resize_with(nc, AttChunk::default);
             }
             for (c, ch) in self.att[..nc].iter_mut().enumerate() {
-                ch.prepare(pk, CHUNK.min(b - c * CHUNK), t);
+                ch.prepare(pk, k.min(b - c * k), t);
             }
         }
         if let Some(pk) = layers.interest.aux() {
@@ -151,7 +152,7 @@ impl Workspace {
                 self.aux.resize_with(nc, AuxChunk::default);
             }
             for (c, ch) in self.aux[..nc].iter_mut().enumerate() {
-                ch.prepare(pk, CHUNK.min(b - c * CHUNK), t);
+                ch.prepare(pk, k.min(b - c * k), t);
             }
             self.aux_loss.resize(nc, 0.0);
         }

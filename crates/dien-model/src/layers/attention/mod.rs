@@ -34,7 +34,7 @@ pub(crate) mod train;
 use rayon::prelude::*;
 
 use self::train::{AttChunk, AttPacked};
-use crate::fast::{CHUNK, ch_len};
+use crate::fast::{ch_len, chunk};
 use dien_engine::simd::{axpy, dot};
 
 /// Hidden widths of the attention MLP.
@@ -72,9 +72,10 @@ pub(crate) fn attention_forward(
     a: usize,
     e: usize,
 ) {
-    let nc = b.div_ceil(CHUNK);
-    chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(CHUNK * t.max(1))).enumerate().for_each(|(c, (ch, w))| {
-        let (s0, bc) = (c * CHUNK, ch_len(b, c));
+    let k = chunk(t);
+    let nc = b.div_ceil(k);
+    chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(k * t.max(1))).enumerate().for_each(|(c, (ch, w))| {
+        let (s0, bc) = (c * k, ch_len(b, c, k));
         ch.forward(pk, &keys[s0 * t * a..(s0 + bc) * t * a], &e_a[s0 * e..(s0 + bc) * e], &lengths[s0..s0 + bc]);
         w.copy_from_slice(&ch.weights[..bc * t]);
     });
@@ -97,14 +98,15 @@ pub(crate) fn attention_backward(
     a: usize,
     e: usize,
 ) {
-    let nc = b.div_ceil(CHUNK);
+    let k = chunk(t);
+    let nc = b.div_ceil(k);
     chunks[..nc]
         .par_iter_mut()
-        .zip(d_keys.par_chunks_mut(CHUNK * t.max(1) * a))
-        .zip(d_e_a.par_chunks_mut(CHUNK * e))
+        .zip(d_keys.par_chunks_mut(k * t.max(1) * a))
+        .zip(d_e_a.par_chunks_mut(k * e))
         .enumerate()
         .for_each(|(c, ((ch, dk), dea))| {
-            let (s0, bc) = (c * CHUNK, ch_len(b, c));
+            let (s0, bc) = (c * k, ch_len(b, c, k));
             ch.grads.zero();
             ch.backward(
                 pk,

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use self::aux_train::{AuxChunk, AuxPacked};
 use crate::error::ModelError;
 use crate::fast::workspace::{Buf, Workspace};
-use crate::fast::{CHUNK, ch_len};
+use crate::fast::{ch_len, chunk};
 use crate::sync::StatSync;
 
 /// Extractor states `h1 [B, T, H]` and last states of the history rows.
@@ -112,18 +112,19 @@ pub(crate) fn aux_loss(
         return 0.0;
     }
     let scale = scale_by.map(|w| w / n_terms as f32);
-    let nc = b.div_ceil(CHUNK);
+    let k = chunk(t);
+    let nc = b.div_ceil(k);
     let (h1, e_hist, e_neg) = (&io.h1, &io.e_hist, &io.e_neg);
     io.chunks[..nc]
         .par_iter_mut()
         .zip(io.loss[..nc].par_iter_mut())
-        .zip(io.d_h1.par_chunks_mut(CHUNK * t * h))
-        .zip(io.d_e_hist.par_chunks_mut(CHUNK * t * e))
-        .zip(io.d_e_neg.par_chunks_mut(CHUNK * t * e))
+        .zip(io.d_h1.par_chunks_mut(k * t * h))
+        .zip(io.d_e_hist.par_chunks_mut(k * t * e))
+        .zip(io.d_e_neg.par_chunks_mut(k * t * e))
         .enumerate()
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
-            let s0 = c * CHUNK;
-            let bc = ch_len(b, c);
+            let s0 = c * k;
+            let bc = ch_len(b, c, k);
             if scale.is_some() {
                 ch.grads.zero();
             }
