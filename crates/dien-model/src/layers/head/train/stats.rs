@@ -49,11 +49,7 @@ pub(super) fn par_cols2<A: Send, B: Send>(
 ) {
     debug_assert_eq!(a_all.len(), b_all.len());
     let block = col_block(rows, a_all.len());
-    a_all
-        .par_chunks_mut(block)
-        .zip(b_all.par_chunks_mut(block))
-        .enumerate()
-        .for_each(|(k, (a, b))| f(k * block, a, b));
+    a_all.par_chunks_mut(block).zip(b_all.par_chunks_mut(block)).enumerate().for_each(|(k, (a, b))| f(k * block, a, b));
 }
 
 /// [`par_cols2`] over one array.
