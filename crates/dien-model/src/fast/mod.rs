@@ -76,6 +76,17 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `dst += src`, elementwise, over several threads for large buffers.
+pub(crate) fn par_add_into(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
+    if dst.len() <= BLOCK {
+        add_into(dst, src);
+    } else {
+        dst.par_chunks_mut(BLOCK).zip(src.par_chunks(BLOCK)).for_each(|(d, s)| add_into(d, s));
+    }
+}
+
 /// `v = 0` over several threads for large buffers (a training step clears
 /// megabytes of gradient buffers; one thread would leave the others idle).
 pub(crate) fn par_zero(v: &mut [f32]) {

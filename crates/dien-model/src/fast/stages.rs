@@ -4,15 +4,15 @@
 
 use std::time::Instant;
 
-use dien_engine::cell::GruGrads;
 use dien_engine::cell::fast::Mode as CellMode;
 
 use super::model::Model;
 use super::timing::{Laps, Stage};
-use super::{Losses, add_into, chunk};
+use super::{Losses, add_into, chunk, par_add_into};
 use crate::batch::Batch;
 use crate::error::ModelError;
 use crate::layers::attention::{attention_backward, attention_forward, weighted_sum, weighted_sum_backward};
+use crate::layers::extractor::AuxIo;
 use crate::layers::{InterestLayers, embedding, evolution, extractor, head};
 use crate::mode::Mode;
 use crate::sync::StatSync;
@@ -60,7 +60,7 @@ impl Model {
         let ws = &mut self.ws;
         let layers = &self.layers;
         if grad {
-            for v in [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h2] {
+            for v in [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h1_aux, &mut ws.d_h2] {
                 super::par_zero(v);
             }
         }
@@ -91,47 +91,99 @@ impl Model {
             return Ok(Losses::default());
         }
 
-        // Head, forward and (for training) backward, with the auxiliary
-        // loss beside it: the loss is a leaf (its backward runs with its
-        // forward) and shares no buffer with the head, so the two run at
-        // once and each fills the other's idle threads.
-        let mut aux_io = ws.lend_aux();
+        // Head and interest backward (for training), with the auxiliary
+        // loss beside them: the loss is a leaf (its backward runs with its
+        // forward) that only reads what they read and writes its own
+        // gradient buffers, so the two run at once and each fills the
+        // other's idle threads.
+        let mut aux_io = aux_terms.map(|_| ws.lend_aux());
+        // The extractor states, read by both sides.
+        let h1 = std::mem::take(&mut ws.h1);
         let (params, grads, ids) = (&self.params, &mut self.grads, &self.ids);
-        let mut head_part = || -> Result<f64, ModelError> {
+        let nc = b.div_ceil(chunk(t));
+        let mut main_part = || -> Result<f64, ModelError> {
             ws.head.forward(&layers.head, params, mode, sync)?;
             let loss_target = ws.head.target_loss(&batch.label);
             clock.lap(Stage::Head);
-            if grad {
-                grads.zero();
-                ws.g_head.zero();
-                ws.head.backward(&layers.head, params, mode, &batch.label, &mut ws.g_head, sync)?;
-                grads.add_parts(&ids.head, ws.g_head.parts());
-                head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
-                clock.lap(Stage::HeadBackward);
+            if !grad {
+                return Ok(loss_target);
             }
+            grads.zero();
+            ws.g_head.zero();
+            ws.head.backward(&layers.head, params, mode, &batch.label, &mut ws.g_head, sync)?;
+            grads.add_parts(&ids.head, ws.g_head.parts());
+            head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);
+            clock.lap(Stage::HeadBackward);
+            match &layers.interest {
+                InterestLayers::SumPool => add_into(&mut ws.d_s, &ws.d_int),
+                InterestLayers::AttentionPool(att) => {
+                    weighted_sum_backward(
+                        &ws.att_w,
+                        &ws.e_hist,
+                        &ws.d_int,
+                        lengths,
+                        &mut ws.d_att,
+                        &mut ws.d_e_hist,
+                        b,
+                        t,
+                        e,
+                    );
+                    attention_backward(
+                        att,
+                        &mut ws.att,
+                        &ws.e_hist,
+                        &ws.e_a,
+                        lengths,
+                        &ws.d_att,
+                        &mut ws.d_e_hist,
+                        &mut ws.d_e_a,
+                        b,
+                        t,
+                        e,
+                        e,
+                    );
+                }
+                InterestLayers::Evolving(ev) => {
+                    // Taken out for the duration (the stage borrows the
+                    // whole workspace); `prepare` created them, so nothing
+                    // allocates.
+                    let (g1, mut g2) = ws.g_gru.take().expect("created by prepare");
+                    evolution::backward(ev, ws, &h1, &mut g2, lengths, b, t, h, e);
+                    grads.add_parts(&ids.gru2, [&g2.w_ih, &g2.w_hh, &g2.b]);
+                    ws.g_gru = Some((g1, g2));
+                }
+            }
+            if layers.interest.attention().is_some() {
+                let att = &ws.att;
+                grads.add_chunks(&ids.att, nc, |c| att[c].grads.parts());
+            }
+            clock.lap(Stage::InterestBackward);
             Ok(loss_target)
         };
-        let mut aux_part = |n_terms: usize| {
+        let aux_part = |n_terms: usize, io: &mut AuxIo| {
             let start = Instant::now();
             let pk = layers.interest.aux().expect("an auxiliary head");
-            let loss = extractor::aux_loss(pk, &mut aux_io, lengths, b, t, h, e, n_terms, grad.then_some(aux_weight));
+            let loss = extractor::aux_loss(pk, io, &h1, lengths, b, t, h, e, n_terms, grad.then_some(aux_weight));
             (loss, start.elapsed())
         };
-        // Side by side only on a thread of a pool: the head part then runs
+        // Side by side only on a thread of a pool: the main part then runs
         // on this thread, which makes the replicas' exchanges as before.
-        // Called from elsewhere, the join would move the head part,
+        // Called from elsewhere, the join would move the main part,
         // exchanges included, onto a pool thread, where replicas sharing
         // one pool could wait on each other while holding its threads.
-        let (head_result, aux_result) = match aux_terms {
-            Some(n) if rayon::current_thread_index().is_some() => {
-                let (hr, ar) = rayon::join(head_part, || aux_part(n));
-                (hr, Some(ar))
+        let (main_result, aux_result) = match (aux_terms, aux_io.as_mut()) {
+            (Some(n), Some(io)) if rayon::current_thread_index().is_some() => {
+                let (mr, ar) = rayon::join(main_part, || aux_part(n, io));
+                (mr, Some(ar))
             }
-            Some(n) => (head_part(), Some(aux_part(n))),
-            None => (head_part(), None),
+            (Some(n), Some(io)) => (main_part(), Some(aux_part(n, io))),
+            _ => (main_part(), None),
         };
-        ws.take_back(aux_io);
-        let mut loss_target = head_result?;
+        ws.h1 = h1;
+        if let Some(io) = aux_io {
+            ws.take_back(io);
+        }
+        let mut loss_target = main_result?;
         let mut loss_aux = 0.0;
         if let Some((loss, secs)) = aux_result {
             loss_aux = loss;
@@ -157,62 +209,20 @@ impl Model {
             return Ok(losses);
         }
 
-        // ---- Backward (the head's is done) ----
+        // ---- Backward of the extractor (the rest is done) ----
         let (grads, ids) = (&mut self.grads, &self.ids);
-        let nc = b.div_ceil(chunk(t));
-        match &layers.interest {
-            InterestLayers::SumPool => {
-                add_into(&mut ws.d_s, &ws.d_int);
-                clock.lap(Stage::InterestBackward);
+        if let InterestLayers::Evolving(ev) = &layers.interest {
+            if ev.aux.is_some() && with_neg {
+                let aux = &ws.aux;
+                grads.add_chunks(&ids.aux, nc, |c| aux[c].grads.parts());
+                par_add_into(&mut ws.d_h1, &ws.d_h1_aux);
             }
-            InterestLayers::AttentionPool(att) => {
-                weighted_sum_backward(
-                    &ws.att_w,
-                    &ws.e_hist,
-                    &ws.d_int,
-                    lengths,
-                    &mut ws.d_att,
-                    &mut ws.d_e_hist,
-                    b,
-                    t,
-                    e,
-                );
-                attention_backward(
-                    att,
-                    &mut ws.att,
-                    &ws.e_hist,
-                    &ws.e_a,
-                    lengths,
-                    &ws.d_att,
-                    &mut ws.d_e_hist,
-                    &mut ws.d_e_a,
-                    b,
-                    t,
-                    e,
-                    e,
-                );
-                let att = &ws.att;
-                grads.add_chunks(&ids.att, nc, |c| att[c].grads.parts());
-                clock.lap(Stage::InterestBackward);
-            }
-            InterestLayers::Evolving(ev) => {
-                // Taken out for the duration (the stages borrow the whole
-                // workspace); `prepare` created them, so nothing allocates.
-                let (mut g1, mut g2) =
-                    ws.g_gru.take().unwrap_or_else(|| (GruGrads::zeros(e, h), GruGrads::zeros(h, h)));
-                evolution::backward(ev, ws, &mut g2, lengths, b, t, h, e);
-                grads.add_parts(&ids.gru2, [&g2.w_ih, &g2.w_hh, &g2.b]);
-                let att = &ws.att;
-                grads.add_chunks(&ids.att, nc, |c| att[c].grads.parts());
-                clock.lap(Stage::InterestBackward);
-                if ev.aux.is_some() && with_neg {
-                    let aux = &ws.aux;
-                    grads.add_chunks(&ids.aux, nc, |c| aux[c].grads.parts());
-                }
-                extractor::backward(&ev.gru1, ws, &mut g1, lengths, b, t, e);
-                grads.add_parts(&ids.gru1, [&g1.w_ih, &g1.w_hh, &g1.b]);
-                ws.g_gru = Some((g1, g2));
-            }
+            // Taken out for the duration (the stage borrows the whole
+            // workspace); `prepare` created it, so nothing allocates.
+            let (mut g1, g2) = ws.g_gru.take().expect("created by prepare");
+            extractor::backward(&ev.gru1, ws, &mut g1, lengths, b, t, e);
+            grads.add_parts(&ids.gru1, [&g1.w_ih, &g1.w_hh, &g1.b]);
+            ws.g_gru = Some((g1, g2));
         }
         clock.lap(Stage::ExtractorBackward);
         embedding::scatter(batch, e, d, with_neg, ws, &mut grads.emb);

@@ -43,6 +43,8 @@ pub(crate) struct Workspace {
     pub d_e_a: Buf,
     pub d_s: Buf,
     pub d_h1: Buf,
+    /// The auxiliary loss's part of `d_h1`, added to it after the interest backward.
+    pub d_h1_aux: Buf,
     pub d_h2: Buf,
     pub d_att: Buf,
     pub d_int: Buf,
@@ -94,10 +96,9 @@ impl Workspace {
         AuxIo {
             chunks: take(&mut self.aux),
             loss: take(&mut self.aux_loss),
-            h1: take(&mut self.h1),
             e_hist: take(&mut self.e_hist),
             e_neg: take(&mut self.e_neg),
-            d_h1: take(&mut self.d_h1),
+            d_h1: take(&mut self.d_h1_aux),
             d_e_hist: take(&mut self.d_e_hist),
             d_e_neg: take(&mut self.d_e_neg),
         }
@@ -105,9 +106,9 @@ impl Workspace {
 
     /// Takes back what [`Workspace::lend_aux`] lent.
     pub fn take_back(&mut self, io: AuxIo) {
-        let AuxIo { chunks, loss, h1, e_hist, e_neg, d_h1, d_e_hist, d_e_neg } = io;
-        (self.aux, self.aux_loss, self.h1, self.e_hist, self.e_neg) = (chunks, loss, h1, e_hist, e_neg);
-        (self.d_h1, self.d_e_hist, self.d_e_neg) = (d_h1, d_e_hist, d_e_neg);
+        let AuxIo { chunks, loss, e_hist, e_neg, d_h1, d_e_hist, d_e_neg } = io;
+        (self.aux, self.aux_loss, self.e_hist, self.e_neg) = (chunks, loss, e_hist, e_neg);
+        (self.d_h1_aux, self.d_e_hist, self.d_e_neg) = (d_h1, d_e_hist, d_e_neg);
     }
 
     /// Sizes every buffer for a batch of `b` samples of `t` steps.
@@ -133,6 +134,7 @@ impl Workspace {
         self.d_e_a.fit(b * e);
         self.d_s.fit(b * e);
         self.d_h1.fit(hb);
+        self.d_h1_aux.fit(if with_neg { hb } else { 0 });
         self.d_h2.fit(hb);
         self.d_att.fit(b * t);
         self.d_int.fit(b * cfg.interest_width());

@@ -52,12 +52,15 @@ pub(crate) fn forward(
     }
 }
 
-/// Backward of [`forward`] from `d_int`: the evolving GRU's parameter
-/// gradients into `g2` (zeroed first), `d_h1` and `d_e_a` accumulated;
-/// the attention's parameter gradients stay in its chunks.
+/// Backward of [`forward`] (extractor states `h1`, given apart from the
+/// workspace so that others may read them meanwhile) from `d_int`: the
+/// evolving GRU's parameter gradients into `g2` (zeroed first), `d_h1` and
+/// `d_e_a` accumulated; the attention's parameter gradients stay in its
+/// chunks.
 pub(crate) fn backward(
     ev: &EvolvingLayers,
     ws: &mut Workspace,
+    h1: &[f32],
     g2: &mut GruGrads<f32>,
     lengths: &[usize],
     b: usize,
@@ -84,18 +87,18 @@ pub(crate) fn backward(
                 h,
                 e,
             );
-            let input = SeqInput { x: &ws.h1, lengths, att: None, h0: None, batch: b, steps: t };
+            let input = SeqInput { x: h1, lengths, att: None, h0: None, batch: b, steps: t };
             ev.gru2.backward(&input, &mut ws.cell2, Some(&ws.d_h2), None, g2, dx, None, None);
             add_into(&mut ws.d_h1, dx);
         }
         Evolution::Gated => {
-            let input = SeqInput { x: &ws.h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
+            let input = SeqInput { x: h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
             ev.gru2.backward(&input, &mut ws.cell2, None, Some(&ws.d_int), g2, dx, Some(&mut ws.d_att), None);
             add_into(&mut ws.d_h1, dx);
             attention_backward(
                 &ev.att,
                 &mut ws.att,
-                &ws.h1,
+                h1,
                 &ws.e_a,
                 lengths,
                 &ws.d_att,
@@ -157,7 +160,7 @@ mod tests {
             ws.d_h2.fill(0.0);
             ws.d_e_a.fill(0.0);
             let mut g2 = GruGrads::zeros(h, h);
-            backward(ev, &mut ws, &mut g2, &lengths, b, t, h, e);
+            backward(ev, &mut ws, &h1, &mut g2, &lengths, b, t, h, e);
 
             // The reference: attention per sample over the attended states.
             let (h1_64, e_a64, d_int64) = (wide(&h1), wide(&ws.e_a), wide(&d_int));

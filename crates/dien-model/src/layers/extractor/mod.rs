@@ -75,14 +75,15 @@ pub(crate) fn aux_terms(lengths: &[usize], sync: Option<&mut (dyn StatSync + '_)
     })
 }
 
-/// What the auxiliary loss reads and writes of a batch's workspace, lent
-/// out of it so that the loss can run beside the stages that own the rest
-/// ([`crate::fast::workspace::Workspace::lend_aux`]).
+/// What the auxiliary loss reads and writes of a batch's workspace (but
+/// the extractor states, which others read at the same time), lent out of
+/// it so that the loss can run beside the stages that own the rest
+/// ([`crate::fast::workspace::Workspace::lend_aux`]). `d_h1` is the loss's
+/// own part of the state gradients.
 #[derive(Default)]
 pub(crate) struct AuxIo {
     pub chunks: Vec<AuxChunk>,
     pub loss: Vec<f64>,
-    pub h1: Buf,
     pub e_hist: Buf,
     pub e_neg: Buf,
     pub d_h1: Buf,
@@ -90,15 +91,16 @@ pub(crate) struct AuxIo {
     pub d_e_neg: Buf,
 }
 
-/// The auxiliary loss `L_aux` of the batch over `n_terms` terms
-/// ([`aux_terms`]), backpropagated at once when `scale_by` is given (it is
-/// a leaf): the gradient of `scale_by · L_aux` is added to `d_h1`,
-/// `d_e_hist` and `d_e_neg`, parameter gradients stay in the chunks. 0
+/// The auxiliary loss `L_aux` of the batch (extractor states `h1`) over
+/// `n_terms` terms ([`aux_terms`]), backpropagated at once when `scale_by`
+/// is given (it is a leaf): the gradient of `scale_by · L_aux` is added to
+/// `io`'s `d_h1`, `d_e_hist` and `d_e_neg`, parameter gradients stay in the chunks. 0
 /// when no sample has two valid steps. In training mode the result is this
 /// replica's part of the loss (the whole loss for one process).
 pub(crate) fn aux_loss(
     pk: &AuxPacked,
     io: &mut AuxIo,
+    h1: &[f32],
     lengths: &[usize],
     b: usize,
     t: usize,
@@ -114,7 +116,7 @@ pub(crate) fn aux_loss(
     let scale = scale_by.map(|w| w / n_terms as f32);
     let k = chunk(t);
     let nc = b.div_ceil(k);
-    let (h1, e_hist, e_neg) = (&io.h1, &io.e_hist, &io.e_neg);
+    let (e_hist, e_neg) = (&io.e_hist, &io.e_neg);
     io.chunks[..nc]
         .par_iter_mut()
         .zip(io.loss[..nc].par_iter_mut())
