@@ -41,13 +41,19 @@ pub fn bytes_checksum(bytes: &[u8]) -> String {
 /// The metadata entry `(set.<role>, "<file name> <checksum>")` that makes the
 /// file `path`, holding `bytes`, the part `role` of a checkpoint beside it.
 pub fn entry(role: &str, path: &Path, bytes: &[u8]) -> Result<(String, String), ModelError> {
+    entry_with_checksum(role, path, &bytes_checksum(bytes))
+}
+
+/// [`entry`] with the checksum of the part's bytes already computed
+/// ([`bytes_checksum`]): a large part is not hashed twice.
+pub fn entry_with_checksum(role: &str, path: &Path, checksum: &str) -> Result<(String, String), ModelError> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         ModelError::Checkpoint(path.display().to_string(), "a set part needs a UTF-8 file name".into())
     })?;
     if name.contains(' ') {
         return Err(ModelError::Checkpoint(path.display().to_string(), "a set part's file name has no spaces".into()));
     }
-    Ok((format!("{SET_KEY_PREFIX}{role}"), format!("{name} {}", bytes_checksum(bytes))))
+    Ok((format!("{SET_KEY_PREFIX}{role}"), format!("{name} {checksum}")))
 }
 
 /// Splits the value of a `set.<role>` entry into the part's file name and its

@@ -179,7 +179,7 @@ pub(crate) fn save_all(
     let mut meta = run.clone();
     meta.extend([
         set::entry(set::VOCAB_ROLE, &vocab_path, &vocab_bytes)?,
-        set::entry(set::OPTIM_ROLE, &optim_path, &optim_bytes)?,
+        set::entry_with_checksum(set::OPTIM_ROLE, &optim_path, &sum)?,
     ]);
     checkpoint::save_with(out, model.config(), model.params(), &meta)?;
     remove_stale_states(out, &optim_path);
