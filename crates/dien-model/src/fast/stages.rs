@@ -2,8 +2,6 @@
 //! order, forward then (for training) backward. Each stage is a layer's
 //! function in [`crate::layers`]; this file only wires them.
 
-use std::time::Instant;
-
 use dien_engine::cell::fast::Mode as CellMode;
 
 use super::model::Model;
@@ -161,10 +159,8 @@ impl Model {
             Ok(loss_target)
         };
         let aux_part = |n_terms: usize, io: &mut AuxIo| {
-            let start = Instant::now();
             let pk = layers.interest.aux().expect("an auxiliary head");
-            let loss = extractor::aux_loss(pk, io, &h1, lengths, b, t, h, e, n_terms, grad.then_some(aux_weight));
-            (loss, start.elapsed())
+            extractor::aux_loss(pk, io, &h1, lengths, b, t, h, e, n_terms, grad.then_some(aux_weight))
         };
         // Side by side only on a thread of a pool: the main part then runs
         // on this thread, which makes the replicas' exchanges as before.
@@ -183,12 +179,10 @@ impl Model {
         if let Some(io) = aux_io {
             ws.take_back(io);
         }
+        // What the step waited for the auxiliary loss once the rest was done.
+        clock.lap(Stage::AuxLoss);
         let mut loss_target = main_result?;
-        let mut loss_aux = 0.0;
-        if let Some((loss, secs)) = aux_result {
-            loss_aux = loss;
-            clock.add(Stage::AuxLoss, secs);
-        }
+        let mut loss_aux = aux_result.unwrap_or(0.0);
         self.has_stats = mode == Mode::Train;
         if mode == Mode::Train {
             // Each replica holds its part of both means: the losses of the

@@ -6,7 +6,7 @@
 //! nanoseconds against milliseconds of work) and adds each stage's time to
 //! the totals.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The stages of one step, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,8 +15,10 @@ pub enum Stage {
     Input,
     /// The interest extractor GRU.
     Extractor,
-    /// The auxiliary loss (training batches with negatives). It runs
-    /// beside the head's forward and backward, so its time overlaps theirs.
+    /// The auxiliary loss (batches with negatives). It runs beside the
+    /// head and the interest backward, on the threads they leave idle:
+    /// this is the time the step waits for it once they are done (on one
+    /// thread, all of it).
     AuxLoss,
     /// Attention and the interest-evolving GRU (or the pooling of DIN and
     /// Embedding&MLP).
@@ -103,13 +105,6 @@ impl Laps {
             let now = Instant::now();
             self.secs[stage as usize] += (now - t0).as_secs_f64();
             self.last = Some(now);
-        }
-    }
-    /// Charges `d` to `stage` without moving the clock: the time of work
-    /// that ran beside the stages the laps charge.
-    pub fn add(&mut self, stage: Stage, d: Duration) {
-        if self.last.is_some() {
-            self.secs[stage as usize] += d.as_secs_f64();
         }
     }
     /// Adds this step to `total` (when the clock ran).
