@@ -6,6 +6,7 @@ use dien_engine::cell::fast::Mode as CellMode;
 
 use super::model::Model;
 use super::timing::{Laps, Stage};
+use super::workspace::Workspace;
 use super::{Losses, add_into, chunk, par_add_into};
 use crate::batch::Batch;
 use crate::error::ModelError;
@@ -75,31 +76,44 @@ impl Model {
             InterestLayers::Evolving(ev) => {
                 extractor::forward(&ev.gru1, ws, lengths, b, t, cell_mode);
                 clock.lap(Stage::Extractor);
-                evolution::forward(ev, ws, lengths, b, t, h, e, cell_mode);
                 if ev.aux.is_some() && with_neg {
                     let train_sync = (mode == Mode::Train).then_some(&mut *sync);
                     aux_terms = Some(extractor::aux_terms(lengths, train_sync)?);
                 }
             }
         }
-        clock.lap(Stage::Interest);
-        head::assemble_input(ws, b, d, e, iw, dh);
-        if depth == Depth::HeadInput {
-            clock.finish(&mut self.timing);
-            return Ok(Losses::default());
+        // The extractor states, read by both sides of the join below.
+        let h1 = std::mem::take(&mut ws.h1);
+        // The evolution (DIEN) and the head's input: at once without an
+        // auxiliary loss, else beside it.
+        let evolve = |ws: &mut Workspace, clock: &mut Laps| {
+            if let InterestLayers::Evolving(ev) = &layers.interest {
+                evolution::forward(ev, ws, &h1, lengths, b, t, h, e, cell_mode);
+            }
+            clock.lap(Stage::Interest);
+            head::assemble_input(ws, b, d, e, iw, dh);
+        };
+        if aux_terms.is_none() {
+            evolve(ws, &mut clock);
+            if depth == Depth::HeadInput {
+                ws.h1 = h1;
+                clock.finish(&mut self.timing);
+                return Ok(Losses::default());
+            }
         }
 
-        // Head and interest backward (for training), with the auxiliary
-        // loss beside them: the loss is a leaf (its backward runs with its
-        // forward) that only reads what they read and writes its own
-        // gradient buffers, so the two run at once and each fills the
+        // Evolution, head and interest backward (for training), with the
+        // auxiliary loss beside them: the loss is a leaf (its backward runs
+        // with its forward) that only reads what they read and writes its
+        // own gradient buffers, so the two run at once and each fills the
         // other's idle threads.
         let mut aux_io = aux_terms.map(|_| ws.lend_aux());
-        // The extractor states, read by both sides.
-        let h1 = std::mem::take(&mut ws.h1);
         let (params, grads, ids) = (&self.params, &mut self.grads, &self.ids);
         let nc = b.div_ceil(chunk(t));
         let mut main_part = || -> Result<f64, ModelError> {
+            if aux_terms.is_some() {
+                evolve(ws, &mut clock);
+            }
             ws.head.forward(&layers.head, params, mode, sync)?;
             let loss_target = ws.head.target_loss(&batch.label);
             clock.lap(Stage::Head);

@@ -24,6 +24,7 @@ use crate::fast::workspace::Workspace;
 pub(crate) fn forward(
     ev: &EvolvingLayers,
     ws: &mut Workspace,
+    h1: &[f32],
     lengths: &[usize],
     b: usize,
     t: usize,
@@ -33,14 +34,14 @@ pub(crate) fn forward(
 ) {
     match ev.evolution {
         Evolution::Pooled => {
-            let input = SeqInput { x: &ws.h1, lengths, att: None, h0: None, batch: b, steps: t };
+            let input = SeqInput { x: h1, lengths, att: None, h0: None, batch: b, steps: t };
             ev.gru2.forward(&input, &mut ws.cell2, mode, &mut ws.h2, &mut ws.h2_last);
             attention_forward(&ev.att, &mut ws.att, &ws.h2, &ws.e_a, lengths, &mut ws.att_w, b, t, h, e);
             weighted_sum(&ws.att_w, &ws.h2, lengths, &mut ws.interest, b, t, h);
         }
         Evolution::Gated => {
-            attention_forward(&ev.att, &mut ws.att, &ws.h1, &ws.e_a, lengths, &mut ws.att_w, b, t, h, e);
-            let input = SeqInput { x: &ws.h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
+            attention_forward(&ev.att, &mut ws.att, h1, &ws.e_a, lengths, &mut ws.att_w, b, t, h, e);
+            let input = SeqInput { x: h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
             match mode {
                 // The interest is the last state: the per-step states are
                 // needed only by backward.
@@ -154,7 +155,7 @@ mod tests {
             ws.h1.copy_from_slice(&h1);
             ws.e_a.copy_from_slice(&uniform(b * e, 0.5, 2));
             let d_int = uniform(b * h, 1.0, 3);
-            forward(ev, &mut ws, &lengths, b, t, h, e, CellMode::Train);
+            forward(ev, &mut ws, &h1, &lengths, b, t, h, e, CellMode::Train);
             ws.d_int.copy_from_slice(&d_int);
             ws.d_h1.fill(0.0);
             ws.d_h2.fill(0.0);
