@@ -16,7 +16,8 @@ pub enum Stage {
     /// The interest extractor GRU.
     Extractor,
     /// The auxiliary loss (batches with negatives). It runs beside the
-    /// head and the interest backward, on the threads they leave idle:
+    /// evolution, the head and the interest backward, on the threads they
+    /// leave idle:
     /// this is the time the step waits for it once they are done (on one
     /// thread, all of it).
     AuxLoss,
