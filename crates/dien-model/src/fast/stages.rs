@@ -181,13 +181,13 @@ impl Model {
         // Called from elsewhere, the join would move the main part,
         // exchanges included, onto a pool thread, where replicas sharing
         // one pool could wait on each other while holding its threads.
-        let (main_result, aux_result) = match (aux_terms, aux_io.as_mut()) {
-            (Some(n), Some(io)) if rayon::current_thread_index().is_some() => {
+        let (main_result, aux_result) = match aux_terms.zip(aux_io.as_mut()) {
+            Some((n, io)) if rayon::current_thread_index().is_some() => {
                 let (mr, ar) = rayon::join(main_part, || aux_part(n, io));
                 (mr, Some(ar))
             }
-            (Some(n), Some(io)) => (main_part(), Some(aux_part(n, io))),
-            _ => (main_part(), None),
+            Some((n, io)) => (main_part(), Some(aux_part(n, io))),
+            None => (main_part(), None),
         };
         ws.h1 = h1;
         if let Some(io) = aux_io {

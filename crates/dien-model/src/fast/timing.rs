@@ -17,9 +17,8 @@ pub enum Stage {
     Extractor,
     /// The auxiliary loss (batches with negatives). It runs beside the
     /// evolution, the head and the interest backward, on the threads they
-    /// leave idle:
-    /// this is the time the step waits for it once they are done (on one
-    /// thread, all of it).
+    /// leave idle: this is the time the step waits for it once they are
+    /// done (on one thread, all of it).
     AuxLoss,
     /// Attention and the interest-evolving GRU (or the pooling of DIN and
     /// Embedding&MLP).

@@ -7,7 +7,7 @@ use dien_engine::cell::fast::CellWorkspace;
 
 use std::ops::{Deref, DerefMut};
 
-use super::{chunk, grow};
+use super::{ch_len, chunk, grow};
 use crate::config::ModelConfig;
 use crate::layers::attention::train::AttChunk;
 use crate::layers::extractor::AuxIo;
@@ -146,7 +146,7 @@ impl Workspace {
                 self.att.resize_with(nc, AttChunk::default);
             }
             for (c, ch) in self.att[..nc].iter_mut().enumerate() {
-                ch.prepare(pk, k.min(b - c * k), t);
+                ch.prepare(pk, ch_len(b, c, k), t);
             }
         }
         if let Some(pk) = layers.interest.aux() {
@@ -154,7 +154,7 @@ impl Workspace {
                 self.aux.resize_with(nc, AuxChunk::default);
             }
             for (c, ch) in self.aux[..nc].iter_mut().enumerate() {
-                ch.prepare(pk, k.min(b - c * k), t);
+                ch.prepare(pk, ch_len(b, c, k), t);
             }
             self.aux_loss.resize(nc, 0.0);
         }
