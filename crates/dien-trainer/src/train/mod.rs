@@ -43,6 +43,7 @@ use std::time::Instant;
 
 use dien_model::ModelError;
 use dien_model::fast::Model;
+use dien_model::params::ParamStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -61,7 +62,7 @@ use self::state::{Progress, Resumed, RunMeta, load_best, load_for_resume, save_a
 pub use self::state::{best_path, load_checkpoint};
 use self::timing::Stage;
 pub use self::timing::StageTimes;
-use crate::data::{BadLines, Batcher, DataPosition, DataSet, Shard, SplitCounts, count_split};
+use crate::data::{BadLines, Batcher, DataPosition, DataSet, DataSetReport, Shard, SplitCounts, count_split};
 use crate::dist::{Collective, CommCounters, DistSummary, Fault, Replicas, injected_fault};
 use crate::error::TrainError;
 use crate::metrics::EvalMetrics;
@@ -167,32 +168,15 @@ fn pool(cfg: &TrainConfig) -> Result<rayon::ThreadPool, TrainError> {
         .map_err(|e| TrainError::Config(format!("thread pool: {e}")))
 }
 
-fn train_in_pool(
-    cfg: &TrainConfig,
-    mut dist: Option<&mut Replicas<'_>>,
-    on_event: &mut (dyn FnMut(Event<'_>) + Send),
-) -> Result<TrainSummary, TrainError> {
-    let start = Instant::now();
-    let mut with_recipe = cfg.clone();
-    cfg.recipe.apply(&mut with_recipe)?;
-    let cfg = &with_recipe;
-    cfg.check()?;
-    let (rank, ranks) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
-    // Rank 0 writes every file.
-    let lead = rank == 0;
-    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
-    check_outputs(&paths::data_dir_inputs(&cfg.data_dir), &cfg.outputs())?;
-    let mut record = cfg.run_record();
-    if ranks > 1 {
-        record["ranks"] = serde_json::json!(ranks);
-    }
-    let run_meta: RunMeta = [(RUN_METADATA_KEY.to_string(), record.to_string())].into();
-    let train_file = DataSet::train_file(&cfg.data_dir);
-    let test_file = DataSet::test_file(&cfg.data_dir);
-    // The data set (vocabularies, item-info, reviews-info) is read once: a
-    // fresh run builds the model on its vocabularies, a resumed one reads
-    // them from the checkpoint's sidecar.
-    let (mut model, mut opt, data, report, mut prog, best_params) = if cfg.resume {
+/// What a run starts from: the model, its optimiser, the data set (and
+/// what reading it found), the progress and the best model's parameters
+/// so far (a resumed run carries the last two over).
+type Opened = (Model, Optimizer, DataSet, DataSetReport, Progress, Option<ParamStore<f32>>);
+
+/// Opens the data set and builds (or, resuming, loads) the model and the
+/// optimiser.
+fn open_run(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<Opened, TrainError> {
+    Ok(if cfg.resume {
         let resumed = load_for_resume(&cfg.out)?;
         let plan = resume::reconcile(cfg, &resumed)?;
         let Resumed { model, vocabs, state: (meta, tensors), progress: prog, .. } = resumed;
@@ -226,7 +210,38 @@ fn train_in_pool(
         let model = Model::init(mc, cfg.seed)?;
         let opt = Optimizer::new(cfg.optim.clone(), model.params())?;
         (model, opt, data, report, Progress::default(), None)
-    };
+    })
+}
+
+fn train_in_pool(
+    cfg: &TrainConfig,
+    mut dist: Option<&mut Replicas<'_>>,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<TrainSummary, TrainError> {
+    let start = Instant::now();
+    let mut with_recipe = cfg.clone();
+    cfg.recipe.apply(&mut with_recipe)?;
+    let cfg = &with_recipe;
+    cfg.check()?;
+    let (rank, ranks) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.size()));
+    // Rank 0 writes every file.
+    let lead = rank == 0;
+    let shard = dist.as_ref().map(|d| Shard { rank: d.rank(), ranks: d.size() });
+    check_outputs(&paths::data_dir_inputs(&cfg.data_dir), &cfg.outputs())?;
+    let mut record = cfg.run_record();
+    if ranks > 1 {
+        record["ranks"] = serde_json::json!(ranks);
+    }
+    let run_meta: RunMeta = [(RUN_METADATA_KEY.to_string(), record.to_string())].into();
+    let train_file = DataSet::train_file(&cfg.data_dir);
+    let test_file = DataSet::test_file(&cfg.data_dir);
+    // The data set (vocabularies, item-info, reviews-info) is read once: a
+    // fresh run builds the model on its vocabularies, a resumed one reads
+    // them from the checkpoint's sidecar. The split's line count reads the
+    // training file on its own, beside them.
+    let (opened, split) =
+        rayon::join(|| open_run(cfg, on_event), || count_split(&train_file, &cfg.split()?, cfg.skip_bad_lines));
+    let (mut model, mut opt, data, report, mut prog, best_params) = opened?;
     if report.bad_lines.count > 0 {
         on_event(Event::Info(format!("reading the data set: {}", report.bad_lines)));
     }
@@ -238,7 +253,7 @@ fn train_in_pool(
             report.no_sampler.unwrap_or_default()
         )));
     }
-    let split = count_split(&train_file, &cfg.split()?, cfg.skip_bad_lines)?;
+    let split = split?;
     split.check(&train_file)?;
     if split.valid_frac > 0.0 {
         on_event(Event::Info(format!("validation split: {split}")));
