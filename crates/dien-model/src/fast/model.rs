@@ -276,6 +276,13 @@ impl Model {
             )));
         }
         self.repack();
-        train::recalibrate(&self.layers.head, &mut self.params, head_inputs, head_inputs.len() / d, sync)
+        train::recalibrate(
+            &self.layers.head,
+            &mut self.params,
+            head_inputs,
+            head_inputs.len() / d,
+            sync,
+            &mut self.ws.recal,
+        )
     }
 }

@@ -12,7 +12,7 @@ use crate::config::ModelConfig;
 use crate::layers::attention::train::AttChunk;
 use crate::layers::extractor::AuxIo;
 use crate::layers::extractor::aux_train::AuxChunk;
-use crate::layers::head::train::{HeadGrads, HeadWs};
+use crate::layers::head::train::{HeadGrads, HeadWs, RecalScratch};
 use crate::layers::{InterestLayers, Layers};
 
 /// Reused buffers of one model; activations `[B, …]` row-major.
@@ -52,6 +52,8 @@ pub(crate) struct Workspace {
     /// Parameter gradients of the two GRUs (created on the first DIEN step).
     pub g_gru: Option<(GruGrads<f32>, GruGrads<f32>)>,
     pub g_head: HeadGrads,
+    /// Kept between recalibrations.
+    pub recal: RecalScratch,
 }
 
 /// A buffer whose length is that of the current batch, over storage that

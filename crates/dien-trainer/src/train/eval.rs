@@ -278,7 +278,9 @@ pub(super) fn recalibrate_on<'b>(
     samples: usize,
     dist: Option<&mut Replicas<'_>>,
 ) -> Result<usize, TrainError> {
-    let mut xs = Vec::with_capacity(samples * model.config().head_in());
+    let mut xs = std::mem::take(&mut workers.head_inputs);
+    xs.clear();
+    xs.reserve(samples * model.config().head_in());
     let mut n = 0;
     let mut collect = |m: &Model, lb: &LoadedBatch| {
         xs.extend_from_slice(m.head_input());
@@ -296,12 +298,12 @@ pub(super) fn recalibrate_on<'b>(
         }
         None => forward_each(model, workers, Pass::HeadInputs, batches, collect)?,
     }
-    match dist {
+    let all = match dist {
         None => {
             if n > 0 {
                 model.recalibrate(&xs)?;
             }
-            Ok(n)
+            n
         }
         Some(dist) => {
             let mut all = [n as f64];
@@ -309,7 +311,9 @@ pub(super) fn recalibrate_on<'b>(
             if all[0] > 0.0 {
                 model.recalibrate_synced(&xs, dist)?;
             }
-            Ok(all[0] as usize)
+            all[0] as usize
         }
-    }
+    };
+    workers.head_inputs = xs;
+    Ok(all)
 }

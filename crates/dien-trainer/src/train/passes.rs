@@ -30,6 +30,9 @@ pub const MAX_WIDTH: usize = 4;
 #[derive(Default)]
 pub(super) struct Workers {
     replicas: Vec<Model>,
+    /// Recalibration's head inputs, kept between recalibrations (tens of
+    /// megabytes on real data, which a fresh buffer faults in again).
+    pub(super) head_inputs: Vec<f32>,
 }
 
 impl Workers {

@@ -3,7 +3,7 @@
 //! recalibration against its definition.
 
 use super::reference::{head_backward, head_forward};
-use super::train::{H1, H2, HeadGrads, HeadPacked, HeadWs, recalibrate};
+use super::train::{H1, H2, HeadGrads, HeadPacked, HeadWs, RecalScratch, recalibrate};
 use crate::config::{ModelConfig, ModelKind};
 use crate::layers::testutil::{assert_close, uniform, wide};
 use crate::mode::Mode;
@@ -97,7 +97,19 @@ fn recalibration_gives_each_layer_the_statistics_of_its_input() {
     ws.forward(&pk, &want, Mode::Eval, &mut crate::NoSync).unwrap();
     set(&mut want, "head.dice2", exact(ws.dice_inputs().1, rows, H2));
 
-    recalibrate(&pk, &mut p, &x, rows, &mut crate::NoSync).unwrap();
+    // Scratch that served a larger recalibration before (other values
+    // left in its buffers) gives the same bits as fresh scratch.
+    let mut scratch = RecalScratch::default();
+    let mut other = p.clone();
+    let big = uniform((rows + 700) * dh, 3.0, 9);
+    recalibrate(&pk, &mut other, &big, rows + 700, &mut crate::NoSync, &mut scratch).unwrap();
+    let mut fresh = p.clone();
+    recalibrate(&pk, &mut fresh, &x, rows, &mut crate::NoSync, &mut RecalScratch::default()).unwrap();
+    recalibrate(&pk, &mut p, &x, rows, &mut crate::NoSync, &mut scratch).unwrap();
+    for (spec, v) in want.iter() {
+        let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(fresh.get(&spec.name)), bits(v), "{} (fresh scratch)", spec.name);
+    }
     for (spec, v) in want.iter() {
         let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(p.get(&spec.name)), bits(v), "{}", spec.name);

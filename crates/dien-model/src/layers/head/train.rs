@@ -23,7 +23,7 @@ use dien_engine::vecmath::simd::sigmoid_v;
 
 mod recal;
 mod stats;
-pub(crate) use self::recal::recalibrate;
+pub(crate) use self::recal::{RecalScratch, recalibrate};
 pub(crate) use self::stats::NormStats;
 use self::stats::{SyncScratch, add_column_sums, column_stats, norm_backward_acc, par_cols2, par_rows};
 
