@@ -118,24 +118,34 @@ impl Packed {
     fn rows_mut(&mut self) -> &mut [f32] {
         &mut self.data[self.off..self.off + self.k * self.ld]
     }
-    /// Packs `Wᵀ` of a row-major weight `W [n, k]` (`x · Wᵀ`).
+    /// Packs `Wᵀ` of a row-major weight `W [n, k]` (`x · Wᵀ`): the values of
+    /// `fill(w, k, n, 1, k)`, transposed by tiles ([`transpose_into`]):
+    /// weights are repacked after every update, and the strided form reads
+    /// one value per cache line.
     pub fn fill_t(&mut self, w: &[f32], n: usize, k: usize) {
-        self.fill(w, k, n, 1, k);
+        assert!(w.len() >= n * k, "Packed::fill_t: {} values for a [{n}, {k}] weight", w.len());
+        self.reserve(k, n);
+        let ld = self.ld;
+        let rows = self.rows_mut();
+        transpose_into(w, n, k, k, rows, ld);
+        for p in 0..k {
+            rows[p * ld + n..(p + 1) * ld].fill(0.0);
+        }
     }
     /// Packs `Wᵀ` of a row-major weight `W [blocks·h, k]` made of `blocks`
     /// gate blocks of `h` rows, each block's columns starting at a multiple
     /// of `pad_lanes(h)`: `B [k, blocks·pad_lanes(h)]`, padding zero. An epilogue
     /// then reads every gate block with aligned whole vectors.
     pub fn fill_t_blocks(&mut self, w: &[f32], blocks: usize, h: usize, k: usize) {
+        assert!(w.len() >= blocks * h * k, "Packed::fill_t_blocks: {} values for {blocks} × [{h}, {k}]", w.len());
         let hp = pad_lanes(h);
         self.reserve(k, blocks * hp);
         let ld = self.ld;
         let rows = self.rows_mut();
-        for p in 0..k {
-            let row = &mut rows[p * ld..(p + 1) * ld];
-            for (j, x) in row.iter_mut().enumerate() {
-                let (g, c) = (j / hp, j % hp);
-                *x = if c < h { w[(g * h + c) * k + p] } else { 0.0 };
+        for g in 0..blocks {
+            transpose_into(&w[g * h * k..], h, k, k, &mut rows[g * hp..], ld);
+            for p in 0..k {
+                rows[p * ld + g * hp + h..p * ld + (g + 1) * hp].fill(0.0);
             }
         }
     }
@@ -167,6 +177,37 @@ impl Packed {
     pub fn get(&self, p: usize, j: usize) -> f32 {
         assert!(p < self.k && j < self.ld, "Packed::get({p}, {j}) out of {}x{}", self.k, self.ld);
         self.data()[p * self.ld + j]
+    }
+}
+
+/// `dst[c · ldd + r] = src[r · lds + c]` for `r < rows`, `c < cols`: whole
+/// 8 × 8 tiles through registers (eight row loads, a register transpose,
+/// eight row stores), the edges one value at a time. [`Packed::fill`] with
+/// a column stride is the plain statement; the tests compare the two.
+pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [f32], ldd: usize) {
+    use wide::f32x8;
+    const T: usize = 8;
+    let (r8, c8) = (rows / T * T, cols / T * T);
+    for r0 in (0..r8).step_by(T) {
+        for c0 in (0..c8).step_by(T) {
+            let tile: [f32x8; T] = std::array::from_fn(|i| {
+                let row: [f32; T] = src[(r0 + i) * lds + c0..][..T].try_into().expect("a whole tile row");
+                f32x8::from(row)
+            });
+            for (j, v) in f32x8::transpose(tile).iter().enumerate() {
+                dst[(c0 + j) * ldd + r0..][..T].copy_from_slice(v.as_array());
+            }
+        }
+        for r in r0..r0 + T {
+            for c in c8..cols {
+                dst[c * ldd + r] = src[r * lds + c];
+            }
+        }
+    }
+    for r in r8..rows {
+        for c in 0..cols {
+            dst[c * ldd + r] = src[r * lds + c];
+        }
     }
 }
 

@@ -371,3 +371,38 @@ fn gate_blocks_start_at_multiples_of_the_padded_width() {
         }
     }
 }
+
+/// The tiled transposes ([`Packed::fill_t`], [`Packed::fill_t_blocks`])
+/// give the plain strided packing's bits, for shapes with and without
+/// partial tiles, into buffers that held another (larger) weight before.
+#[test]
+fn tiled_transposes_equal_the_strided_packing() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let bits = |q: &Packed| q.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (mut p, mut blocks_p) = (Packed::new(), Packed::new());
+    for (n, k) in [(1, 1), (8, 8), (16, 24), (7, 9), (9, 7), (200, 162), (108, 36), (37, 36), (3, 17), (17, 3)] {
+        p.fill_t(&vec![SENTINEL; 300 * 300], 300, 300);
+        let w = rand_vec(&mut rng, n * k);
+        p.fill_t(&w, n, k);
+        let mut strided = Packed::new();
+        strided.fill(&w, k, n, 1, k);
+        assert_eq!(bits(&p), bits(&strided), "fill_t [{n}, {k}]");
+        for blocks in [1, 2, 3] {
+            let (h, w) = (n, rand_vec(&mut rng, blocks * n * k));
+            blocks_p.fill_t_blocks(&vec![SENTINEL; 3 * 300 * 300], 3, 300, 300);
+            blocks_p.fill_t_blocks(&w, blocks, h, k);
+            let hp = blocks_p.ld() / blocks;
+            for q in 0..k {
+                for j in 0..blocks_p.ld() {
+                    let (g, c) = (j / hp, j % hp);
+                    let want = if c < h { w[(g * h + c) * k + q] } else { 0.0 };
+                    assert_eq!(
+                        blocks_p.get(q, j).to_bits(),
+                        want.to_bits(),
+                        "blocks {blocks} [{h}, {k}] at ({q}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
