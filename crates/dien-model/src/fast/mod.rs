@@ -87,14 +87,17 @@ pub(crate) fn par_add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// `v = 0` over several threads for large buffers (a training step clears
-/// megabytes of gradient buffers; one thread would leave the others idle).
-pub(crate) fn par_zero(v: &mut [f32]) {
+/// Every buffer of `bufs` set to 0, in one parallel pass over blocks of all
+/// of them (a training step clears megabytes of gradient buffers; one
+/// thread would leave the others idle, and a pass per buffer would wait for
+/// its last block each time).
+pub(crate) fn par_zero_all(bufs: &mut [&mut [f32]]) {
     use rayon::prelude::*;
-    const BLOCK: usize = 1 << 15;
-    if v.len() <= BLOCK {
-        v.fill(0.0);
+    const BLOCK: usize = 1 << 13;
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if total <= 2 * BLOCK {
+        bufs.iter_mut().for_each(|b| b.fill(0.0));
     } else {
-        v.par_chunks_mut(BLOCK).for_each(|c| c.fill(0.0));
+        bufs.par_iter_mut().for_each(|b| b.par_chunks_mut(BLOCK).for_each(|c| c.fill(0.0)));
     }
 }

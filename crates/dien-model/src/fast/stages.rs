@@ -59,9 +59,9 @@ impl Model {
         let ws = &mut self.ws;
         let layers = &self.layers;
         if grad {
-            for v in [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h1_aux, &mut ws.d_h2] {
-                super::par_zero(v);
-            }
+            let mut bufs: [&mut [f32]; 6] =
+                [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h1_aux, &mut ws.d_h2];
+            super::par_zero_all(&mut bufs);
         }
         clock.lap(Stage::Input);
 
