@@ -56,8 +56,21 @@ impl AdamStep {
     /// Adam on equal-length slices with gradient `g · scale`.
     pub(super) fn update(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], scale: f32) {
         assert!(p.len() == m.len() && p.len() == v.len() && p.len() == g.len());
-        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-            self.elem(p, m, v, g * scale);
+        let run = |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                self.elem(p, m, v, g * scale);
+            }
+        };
+        // Element-wise: blocks on several threads give the same values. The
+        // head's first layer alone holds a third of the dense parameters.
+        if p.len() <= 2 * UPDATE_BLOCK {
+            run(p, m, v, g);
+        } else {
+            p.par_chunks_mut(UPDATE_BLOCK)
+                .zip(m.par_chunks_mut(UPDATE_BLOCK))
+                .zip(v.par_chunks_mut(UPDATE_BLOCK))
+                .zip(g.par_chunks(UPDATE_BLOCK))
+                .for_each(|(((p, m), v), g)| run(p, m, v, g));
         }
     }
 
@@ -84,6 +97,9 @@ impl AdamStep {
 
 /// Touched rows per parallel task of lazy Adam (a few microseconds each).
 const ROWS_PER_TASK: usize = 256;
+
+/// Values of a dense tensor [`AdamStep::update`] gives one task.
+const UPDATE_BLOCK: usize = 4096;
 
 /// How many touched rows ahead lazy Adam prefetches.
 const PREFETCH_AHEAD: usize = 4;
