@@ -86,9 +86,9 @@ pub(crate) fn recalibrate(
 /// `r0..r0 + m` in `ws` and returns them. Each row's values depend neither
 /// on the other rows nor on its block, so the rows are cut into one part
 /// per thread (whole blocks), each part computed block after block with a
-/// workspace of its own (of `parts`, grown to the number of parts); with blocks of 256 rows, what a forward touches
-/// of the workspace (about 1.3 MB with the default widths) stays in a
-/// core's cache.
+/// workspace of its own (of `parts`, grown to the number of parts); with
+/// blocks of 256 rows, what a forward touches of the workspace (about
+/// 1.3 MB with the default widths) stays in a core's cache.
 fn by_blocks(
     out: &mut [f32],
     w: usize,
