@@ -126,11 +126,7 @@ impl Packed {
         assert!(w.len() >= n * k, "Packed::fill_t: {} values for a [{n}, {k}] weight", w.len());
         self.reserve(k, n);
         let ld = self.ld;
-        let rows = self.rows_mut();
-        transpose_into(w, n, k, k, rows, ld);
-        for p in 0..k {
-            rows[p * ld + n..(p + 1) * ld].fill(0.0);
-        }
+        pack_t_block(w, n, k, self.rows_mut(), ld, ld);
     }
     /// Packs `Wᵀ` of a row-major weight `W [blocks·h, k]` made of `blocks`
     /// gate blocks of `h` rows, each block's columns starting at a multiple
@@ -143,10 +139,7 @@ impl Packed {
         let ld = self.ld;
         let rows = self.rows_mut();
         for g in 0..blocks {
-            transpose_into(&w[g * h * k..], h, k, k, &mut rows[g * hp..], ld);
-            for p in 0..k {
-                rows[p * ld + g * hp + h..p * ld + (g + 1) * hp].fill(0.0);
-            }
+            pack_t_block(&w[g * h * k..], h, k, &mut rows[g * hp..], ld, hp);
         }
     }
     /// Packs a row-major `W [k, n]` as is (`g · W`).
@@ -177,6 +170,15 @@ impl Packed {
     pub fn get(&self, p: usize, j: usize) -> f32 {
         assert!(p < self.k && j < self.ld, "Packed::get({p}, {j}) out of {}x{}", self.k, self.ld);
         self.data()[p * self.ld + j]
+    }
+}
+
+/// `Wᵀ` of a row-major `W [h, k]` into the first `width ≥ h` columns of
+/// the `k` rows of `dst` (`ld` apart), the columns past `h` zero.
+fn pack_t_block(w: &[f32], h: usize, k: usize, dst: &mut [f32], ld: usize, width: usize) {
+    transpose_into(w, h, k, k, dst, ld);
+    for p in 0..k {
+        dst[p * ld + h..p * ld + width].fill(0.0);
     }
 }
 

@@ -40,50 +40,40 @@ pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws:
     // sample's rows and sum are computed alone, so the result does not
     // depend on the threads.
     let n = batch.batch * t * e;
-    let hist_rows = |s: usize, hist: &mut [f32], sum: &mut [f32]| {
+    // Sample s's rows of item ids `mid` and category ids `cat`, zero at
+    // padded steps.
+    let rows = |s: usize, out: &mut [f32], mid: &[u32], cat: &[u32]| {
         let l = batch.lengths[s];
-        sum.fill(0.0);
-        for (tt, x) in hist.chunks_exact_mut(e).enumerate() {
+        for (tt, x) in out.chunks_exact_mut(e).enumerate() {
             if tt < l {
                 let i = s * t + tt;
                 if tt + PREFETCH_AHEAD < l {
                     let j = i + PREFETCH_AHEAD;
-                    prefetch(em, batch.hist_mid[j] as usize * d, d);
-                    prefetch(ec, batch.hist_cat[j] as usize * d, d);
+                    prefetch(em, mid[j] as usize * d, d);
+                    prefetch(ec, cat[j] as usize * d, d);
                 }
-                x[..d].copy_from_slice(&em[row(batch.hist_mid[i])]);
-                x[d..].copy_from_slice(&ec[row(batch.hist_cat[i])]);
-                for (a, &b) in sum.iter_mut().zip(x.iter()) {
-                    *a += b;
-                }
+                x[..d].copy_from_slice(&em[row(mid[i])]);
+                x[d..].copy_from_slice(&ec[row(cat[i])]);
             } else {
                 x.fill(0.0);
+            }
+        }
+    };
+    let hist_rows = |s: usize, hist: &mut [f32], sum: &mut [f32]| {
+        rows(s, hist, &batch.hist_mid, &batch.hist_cat);
+        sum.fill(0.0);
+        for x in hist.chunks_exact(e).take(batch.lengths[s]) {
+            for (a, &b) in sum.iter_mut().zip(x) {
+                *a += b;
             }
         }
     };
     let hist = ws.e_hist[..n].par_chunks_mut(t * e).zip(ws.s[..batch.batch * e].par_chunks_mut(e)).enumerate();
     match (&batch.neg_mid, &batch.neg_cat) {
         (Some(nm), Some(nc)) if !ws.e_neg.is_empty() => {
-            let neg_rows = |s: usize, neg: &mut [f32]| {
-                let l = batch.lengths[s];
-                for (tt, x) in neg.chunks_exact_mut(e).enumerate() {
-                    if tt < l {
-                        let i = s * t + tt;
-                        if tt + PREFETCH_AHEAD < l {
-                            let j = i + PREFETCH_AHEAD;
-                            prefetch(em, nm[j] as usize * d, d);
-                            prefetch(ec, nc[j] as usize * d, d);
-                        }
-                        x[..d].copy_from_slice(&em[row(nm[i])]);
-                        x[d..].copy_from_slice(&ec[row(nc[i])]);
-                    } else {
-                        x.fill(0.0);
-                    }
-                }
-            };
             hist.zip(ws.e_neg[..n].par_chunks_mut(t * e)).for_each(|((s, (h, sum)), neg)| {
                 hist_rows(s, h, sum);
-                neg_rows(s, neg);
+                rows(s, neg, nm, nc);
             });
         }
         _ => hist.for_each(|(s, (h, sum))| hist_rows(s, h, sum)),

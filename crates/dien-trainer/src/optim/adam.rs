@@ -56,42 +56,45 @@ impl AdamStep {
     /// Adam on equal-length slices with gradient `g · scale`.
     pub(super) fn update(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], scale: f32) {
         assert!(p.len() == m.len() && p.len() == v.len() && p.len() == g.len());
-        let run = |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
-            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        // The head's first layer alone holds a third of the dense parameters.
+        by_blocks(UPDATE_BLOCK, p, m, v, |at, p, m, v| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g[at..]) {
                 self.elem(p, m, v, g * scale);
             }
-        };
-        // Element-wise: blocks on several threads give the same values. The
-        // head's first layer alone holds a third of the dense parameters.
-        if p.len() <= 2 * UPDATE_BLOCK {
-            run(p, m, v, g);
-        } else {
-            p.par_chunks_mut(UPDATE_BLOCK)
-                .zip(m.par_chunks_mut(UPDATE_BLOCK))
-                .zip(v.par_chunks_mut(UPDATE_BLOCK))
-                .zip(g.par_chunks(UPDATE_BLOCK))
-                .for_each(|(((p, m), v), g)| run(p, m, v, g));
-        }
+        });
     }
 
     /// Adam with a zero gradient: the moments decay and `p` follows the old
     /// momentum. Bit-identical to [`AdamStep::update`] with `g = 0`.
     fn decay(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
         assert!(p.len() == m.len() && p.len() == v.len());
-        let run = |p: &mut [f32], m: &mut [f32], v: &mut [f32]| {
+        by_blocks(SWEEP_CHUNK, p, m, v, |_, p, m, v| {
             for ((p, m), v) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
                 self.elem(p, m, v, 0.0);
             }
-        };
-        if p.len() <= SWEEP_CHUNK {
-            run(p, m, v);
-        } else {
-            // Elementwise, so the split cannot change any result.
-            p.par_chunks_mut(SWEEP_CHUNK)
-                .zip(m.par_chunks_mut(SWEEP_CHUNK))
-                .zip(v.par_chunks_mut(SWEEP_CHUNK))
-                .for_each(|((p, m), v)| run(p, m, v));
-        }
+        });
+    }
+}
+
+/// `f(at, p, m, v)` over blocks of `block` values of the three slices (`at`
+/// the block's first index), on all threads when there is more than one
+/// block. The updates are element-wise, so any blocking gives the same
+/// values.
+fn by_blocks(
+    block: usize,
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    if p.len() <= block {
+        f(0, p, m, v);
+    } else {
+        p.par_chunks_mut(block)
+            .zip(m.par_chunks_mut(block))
+            .zip(v.par_chunks_mut(block))
+            .enumerate()
+            .for_each(|(i, ((p, m), v))| f(i * block, p, m, v));
     }
 }
 
