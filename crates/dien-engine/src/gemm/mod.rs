@@ -26,9 +26,9 @@
 //!   copy of `B`. (The cells still use [`tile`] there: it does not
 //!   allocate.)
 //! - **Transposed left-hand side** (weight gradients `dGᵀ·X` over all `B·T`
-//!   rows): [`gemm`] with a [`MatRef::t`] view, [`tile::gemm_acc_long_k`]
+//!   rows): [`gemm`] with a [`MatRef::t`] view, [`tile::gemm_long_k`]
 //!   (strided `A`, blocked over the long inner dimension), or
-//!   [`tile::gemm_acc_one_pass`] (one chain per element, so zero rows of
+//!   [`tile::gemm_one_pass`] (one chain per element, so zero rows of
 //!   padded steps change no bit; what the model's weight gradients use).
 //!
 //! On a machine without AVX-512, `matrixmultiply` falls back to an AVX2

@@ -365,14 +365,16 @@ pub fn gemm_ep<const MR: usize, const NV: usize, E: Epilogue>(
     }
 }
 
-/// `C[m, n] += A[m, k] · B[k, n]` for a long inner dimension (weight
+/// `C[m, n] (+)= A[m, k] · B[k, n]` for a long inner dimension (weight
 /// gradients, `k` = all rows of a batch), blocked over `k` so each block of
 /// `A` and `B` stays in L1 while the accumulators are in registers. `A` as
 /// in [`gemm_ep`]; `B` row `p` starts at `b[p·ldb]` (whole vectors are read:
 /// 8 elements of slack past the last row's `n`-th value); `C` row `i`
-/// starts at `c[i·ldc]` and only its first `n` columns are written.
+/// starts at `c[i·ldc]` and only its first `n` columns are written. With
+/// [`Accumulate::No`] the first block overwrites `C` (all of it, zeros
+/// when `k = 0`), so callers need not clear `C` first.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_acc_long_k(
+pub fn gemm_long_k(
     m: usize,
     k: usize,
     n: usize,
@@ -383,23 +385,31 @@ pub fn gemm_acc_long_k(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
+    acc: Accumulate,
 ) {
     const KB: usize = 64;
+    if k == 0 {
+        // An empty sum: zeros where `C` is overwritten.
+        gemm_one_pass(m, 0, n, a, rsa, csa, b, ldb, c, ldc, acc);
+        return;
+    }
     let mut k0 = 0;
     while k0 < k {
         let kb = KB.min(k - k0);
-        gemm_acc_one_pass(m, kb, n, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, c, ldc);
+        let acc = if k0 == 0 { acc } else { Accumulate::Yes };
+        gemm_one_pass(m, kb, n, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, c, ldc, acc);
         k0 += kb;
     }
 }
 
-/// [`gemm_acc_long_k`] without blocking over `k`: every element of `C` gets
+/// [`gemm_long_k`] without blocking over `k`: every element of `C` gets
 /// one chain of fused multiply-adds over `p = 0 .. k` in order, from zero,
-/// then added to `C`. So rows of `A`'s transpose that are zero (padded
-/// steps) change no bit of the result wherever they are inserted: for
-/// products whose rows include padding.
+/// then added to `C` (or, with [`Accumulate::No`], stored: the same bits
+/// as adding to a cleared `C`). So rows of `A`'s transpose that are zero
+/// (padded steps) change no bit of the result wherever they are inserted:
+/// for products whose rows include padding.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_acc_one_pass(
+pub fn gemm_one_pass(
     m: usize,
     k: usize,
     n: usize,
@@ -410,14 +420,9 @@ pub fn gemm_acc_one_pass(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
+    acc: Accumulate,
 ) {
-    let mut epi = |i: usize, v: usize, acc: V| {
-        let off = i * ldc + v * LANES;
-        let w = (n - v * LANES).min(LANES);
-        let cur = load_n(c, off, w);
-        store_n(c, off, w, cur + acc);
-    };
-    gemm_ep::<4, 3, _>(m, k, n.div_ceil(LANES), a, rsa, csa, b, ldb, &mut epi);
+    gemm_ep::<4, 3, _>(m, k, n.div_ceil(LANES), a, rsa, csa, b, ldb, &mut Store { c, ldc, n, acc });
 }
 
 /// Whether [`gemm_packed`] overwrites or accumulates into `C`.

@@ -58,27 +58,52 @@ fn gemm_ep_matches_naive_on_odd_shapes_and_visits_each_vector_once() {
 }
 
 #[test]
-fn long_k_accumulates_and_leaves_columns_past_n_untouched() {
+fn long_k_accumulates_or_overwrites_and_leaves_columns_past_n_untouched() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let (m, k, n) = (36, 200, 108);
-    // A = Xᵀ of X [k, m]; B = a workspace-like matrix [k, n] with slack.
-    let x = rand_vec(&mut rng, k * m);
-    let mut b = rand_vec(&mut rng, k * n);
-    b.extend([0.0; LANES]);
-    let ldc = n + 3;
-    let mut c = vec![0.5f32; m * ldc];
-    gemm_acc_long_k(m, k, n, &x, 1, m, &b, n, &mut c, ldc);
-    let want = naive(m, k, n, &x, 1, m, &b, n);
-    for i in 0..m {
-        for j in 0..ldc {
-            let got = c[i * ldc + j] as f64;
-            if j < n {
-                let w = 0.5 + want[i * n + j];
-                assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "({i},{j}) {got} vs {w}");
-            } else {
-                assert_eq!(got, 0.5, "column {j} past n was written");
+    // k = 200 spans several blocks of 64 (only the first may overwrite);
+    // k = 0 is the empty sum.
+    for (k, acc, start) in [(200, Accumulate::Yes, 0.5f32), (200, Accumulate::No, 0.5), (0, Accumulate::No, 0.5)] {
+        let (m, n) = (36, 108);
+        // A = Xᵀ of X [k, m]; B = a workspace-like matrix [k, n] with slack.
+        let x = rand_vec(&mut rng, k * m);
+        let mut b = rand_vec(&mut rng, k * n);
+        b.extend([0.0; LANES]);
+        let ldc = n + 3;
+        let mut c = vec![start; m * ldc];
+        gemm_long_k(m, k, n, &x, 1, m, &b, n, &mut c, ldc, acc);
+        let want = naive(m, k, n, &x, 1, m, &b, n);
+        let base = if acc == Accumulate::Yes { start as f64 } else { 0.0 };
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j] as f64;
+                if j < n {
+                    let w = base + want[i * n + j];
+                    assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "k {k} {acc:?} ({i},{j}) {got} vs {w}");
+                } else {
+                    assert_eq!(got, start as f64, "column {j} past n was written");
+                }
             }
         }
+    }
+}
+
+#[test]
+fn overwriting_equals_adding_to_zeros_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (m, k, n) in [(9, 150, 24), (36, 200, 108), (5, 1, 13), (80, 64, 36)] {
+        let x = rand_vec(&mut rng, k * m);
+        let mut b = rand_vec(&mut rng, k * n);
+        b.extend([0.0; LANES]);
+        let mut added = vec![0.0f32; m * n];
+        let mut stored = vec![f32::NAN; m * n];
+        gemm_one_pass(m, k, n, &x, 1, m, &b, n, &mut added, n, Accumulate::Yes);
+        gemm_one_pass(m, k, n, &x, 1, m, &b, n, &mut stored, n, Accumulate::No);
+        assert_eq!(added, stored, "one pass {m}x{k}x{n}");
+        let mut added = vec![0.0f32; m * n];
+        let mut stored = vec![f32::NAN; m * n];
+        gemm_long_k(m, k, n, &x, 1, m, &b, n, &mut added, n, Accumulate::Yes);
+        gemm_long_k(m, k, n, &x, 1, m, &b, n, &mut stored, n, Accumulate::No);
+        assert_eq!(added, stored, "long k {m}x{k}x{n}");
     }
 }
 
@@ -89,7 +114,7 @@ fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
     let x = rand_vec(&mut rng, k * m);
     let b = rand_vec(&mut rng, k * n);
     let mut c = vec![0.25f32; m * n];
-    gemm_acc_one_pass(m, k, n, &x, 1, m, &b, n, &mut c, n);
+    gemm_one_pass(m, k, n, &x, 1, m, &b, n, &mut c, n, Accumulate::Yes);
     let want = naive(m, k, n, &x, 1, m, &b, n);
     for (i, (&g, &w)) in c.iter().zip(&want).enumerate() {
         assert!((g as f64 - 0.25 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{i}: {g} vs {w}");
@@ -107,7 +132,7 @@ fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
     }
     let k2 = x2.len() / m;
     let mut c2 = vec![0.25f32; m * n];
-    gemm_acc_one_pass(m, k2, n, &x2, 1, m, &b2, n, &mut c2, n);
+    gemm_one_pass(m, k2, n, &x2, 1, m, &b2, n, &mut c2, n, Accumulate::Yes);
     assert_eq!(c, c2);
 }
 

@@ -4,10 +4,12 @@
 //! the forward product and `W` for the input gradient, so neither product
 //! transposes anything on the fly and no call allocates.
 
-use dien_engine::gemm::tile::{Accumulate, Packed, gemm_acc_one_pass, gemm_packed};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_one_pass, gemm_packed};
 use dien_engine::simd::{LANES, V, load_n};
 use dien_engine::vecmath::simd::sigmoid_v;
 use rayon::prelude::*;
+
+use super::add_into;
 
 /// Rows per task of the row-parallel products ([`Dense::par_forward`],
 /// [`Dense::par_backward_input`]).
@@ -95,13 +97,14 @@ pub(crate) fn par_weight_grad(
     inp: usize,
     dw: &mut [f32],
     db: &mut [f32],
+    acc: Accumulate,
 ) {
     if m == 0 || out == 0 {
-        return;
+        return weight_grad(m, dy, lddy, out, x, ldx, inp, dw, db, acc);
     }
     let block = out.div_ceil(rayon::current_num_threads()).div_ceil(LANES) * LANES;
     let run = |k: usize, dwk: &mut [f32], dbk: &mut [f32]| {
-        weight_grad(m, &dy[k * block..], lddy, dwk.len() / inp, x, ldx, inp, dwk, dbk);
+        weight_grad(m, &dy[k * block..], lddy, dwk.len() / inp, x, ldx, inp, dwk, dbk, acc);
     };
     let dw = dw[..out * inp].par_chunks_mut(block * inp).enumerate();
     if db.is_empty() {
@@ -112,10 +115,12 @@ pub(crate) fn par_weight_grad(
 }
 
 /// `dw[out, inp] += dy[m, out]ᵀ · x[m, inp]` and `db[out] += Σ_rows dy`
-/// (`db` may be empty). Rows whose `dy` is zero contribute nothing, which is
-/// how padded rows are excluded: every element is one chain of fused
-/// multiply-adds over the rows in order (then added to `dw`), so where zero
-/// rows sit changes no bit.
+/// (`db` may be empty), or with [`Accumulate::No`] `=` (zeros when
+/// `m = 0`): the same bits as adding to cleared gradients, so callers that
+/// start a sum need not clear them. Rows whose `dy` is zero contribute
+/// nothing, which is how padded rows are excluded: every element is one
+/// chain of fused multiply-adds over the rows in order (then added to
+/// `dw`), so where zero rows sit changes no bit.
 ///
 /// The columns that fill whole vectors go through the engine's kernel (it
 /// reads rows of `x` as whole vectors); the last `inp mod LANES` columns,
@@ -131,8 +136,13 @@ pub(crate) fn weight_grad(
     inp: usize,
     dw: &mut [f32],
     db: &mut [f32],
+    acc: Accumulate,
 ) {
     if m == 0 {
+        if acc == Accumulate::No {
+            dw[..out * inp].fill(0.0);
+            db.fill(0.0);
+        }
         return;
     }
     assert!(
@@ -141,16 +151,19 @@ pub(crate) fn weight_grad(
     );
     let full = inp / LANES * LANES;
     if full > 0 {
-        gemm_acc_one_pass(out, m, full, dy, 1, lddy, x, ldx, dw, inp);
+        gemm_one_pass(out, m, full, dy, 1, lddy, x, ldx, dw, inp, acc);
     }
     if full < inp {
-        tail_columns(m, dy, lddy, out, x, ldx, full, inp, dw);
+        tail_columns(m, dy, lddy, out, x, ldx, full, inp, dw, acc);
     }
     if !db.is_empty() {
-        for r in 0..m {
-            for (d, &g) in db.iter_mut().zip(&dy[r * lddy..r * lddy + out]) {
-                *d += g;
-            }
+        let (db, first) = (&mut db[..out], &dy[..out]);
+        match acc {
+            Accumulate::No => db.copy_from_slice(first),
+            Accumulate::Yes => add_into(db, first),
+        }
+        for r in 1..m {
+            add_into(db, &dy[r * lddy..r * lddy + out]);
         }
     }
 }
@@ -170,6 +183,7 @@ fn tail_columns(
     j0: usize,
     inp: usize,
     dw: &mut [f32],
+    how: Accumulate,
 ) {
     const NC: usize = 4;
     for jc in (j0..inp).step_by(NC) {
@@ -188,11 +202,10 @@ fn tail_columns(
                 }
             }
             for (c, a) in acc.iter().enumerate().take(nc) {
-                for (l, &v) in a[0].to_array()[..w0].iter().enumerate() {
-                    dw[(i0 + l) * inp + jc + c] += v;
-                }
-                for (l, &v) in a[1].to_array()[..w1].iter().enumerate() {
-                    dw[(i0 + LANES + l) * inp + jc + c] += v;
+                let lanes = a[0].to_array().into_iter().take(w0).chain(a[1].to_array().into_iter().take(w1));
+                for (l, v) in lanes.enumerate() {
+                    let d = &mut dw[(i0 + l) * inp + jc + c];
+                    *d = if how == Accumulate::Yes { *d + v } else { v };
                 }
             }
         }
@@ -253,10 +266,11 @@ mod tests {
             let (mut y, mut dx) = (vec![0.0; m * out], vec![0.25; m * inp]);
             layer.forward(m, &x, inp, &bias, &mut y, out);
             layer.backward_input(m, &dy, out, &mut dx, inp, Accumulate::Yes);
+            let yes = Accumulate::Yes;
             let (mut dw, mut db) = (w.clone(), bias.clone());
-            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw, &mut db);
+            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw, &mut db, yes);
             let mut dw_nb = w.clone();
-            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw_nb, &mut []);
+            weight_grad(m, &dy, out, out, &x, inp, inp, &mut dw_nb, &mut [], yes);
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| {
@@ -264,8 +278,13 @@ mod tests {
                     layer.par_forward(m, &x, inp, &bias, &mut py, out);
                     layer.par_backward_input(m, &dy, out, &mut pdx, inp, Accumulate::Yes);
                     let (mut pdw, mut pdb, mut pdw_nb) = (w.clone(), bias.clone(), w.clone());
-                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw, &mut pdb);
-                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw_nb, &mut []);
+                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw, &mut pdb, yes);
+                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut pdw_nb, &mut [], yes);
+                    // Overwriting: the bits of adding to cleared gradients.
+                    let (mut zdw, mut zdb) = (vec![0.0; out * inp], vec![0.0; out]);
+                    weight_grad(m, &dy, out, out, &x, inp, inp, &mut zdw, &mut zdb, yes);
+                    let (mut odw, mut odb) = (vec![f32::NAN; out * inp], vec![f32::NAN; out]);
+                    par_weight_grad(m, &dy, out, out, &x, inp, inp, &mut odw, &mut odb, Accumulate::No);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let case = format!("m {m} out {out} inp {inp} threads {threads}");
                     assert_eq!(bits(&py), bits(&y), "forward, {case}");
@@ -273,6 +292,8 @@ mod tests {
                     assert_eq!(bits(&pdw), bits(&dw), "weight gradient, {case}");
                     assert_eq!(bits(&pdb), bits(&db), "bias gradient, {case}");
                     assert_eq!(bits(&pdw_nb), bits(&dw_nb), "weight gradient without bias, {case}");
+                    assert_eq!(bits(&odw), bits(&zdw), "overwritten weight gradient, {case}");
+                    assert_eq!(bits(&odb), bits(&zdb), "overwritten bias gradient, {case}");
                 });
             }
         }
@@ -303,15 +324,19 @@ mod tests {
                 }
             }
             let (mut dw, mut db) = (dw0.clone(), vec![0.5f32; out]);
-            weight_grad(m, &dy, lddy, out, &x, ldx, inp, &mut dw, &mut db);
+            weight_grad(m, &dy, lddy, out, &x, ldx, inp, &mut dw, &mut db, Accumulate::Yes);
+            // Overwritten: the sums alone.
+            let (mut odw, mut odb) = (vec![f32::NAN; out * inp], vec![f32::NAN; out]);
+            weight_grad(m, &dy, lddy, out, &x, ldx, inp, &mut odw, &mut odb, Accumulate::No);
             for (k, (&got, &w)) in dw.iter().zip(&want).enumerate() {
-                assert!(
-                    (f64::from(got) - w).abs() <= 1e-5 * (1.0 + m as f64),
-                    "m {m} out {out} inp {inp}: dw[{k}] {got} vs {w}"
-                );
+                let tol = 1e-5 * (1.0 + m as f64);
+                assert!((f64::from(got) - w).abs() <= tol, "m {m} out {out} inp {inp}: dw[{k}] {got} vs {w}");
+                let w0 = w - f64::from(dw0[k]);
+                assert!((f64::from(odw[k]) - w0).abs() <= tol, "overwritten dw[{k}] {} vs {w0}", odw[k]);
             }
             for (k, (&got, &w)) in db.iter().zip(&want_b).enumerate() {
                 assert!((f64::from(got) - w).abs() <= 1e-5 * (1.0 + m as f64), "db[{k}] {got} vs {w}");
+                assert!((f64::from(odb[k]) - (w - 0.5)).abs() <= 1e-5 * (1.0 + m as f64), "overwritten db[{k}]");
             }
         }
     }

@@ -121,7 +121,6 @@ impl Model {
                 return Ok(loss_target);
             }
             grads.zero();
-            ws.g_head.zero();
             ws.head.backward(&layers.head, params, mode, &batch.label, &mut ws.g_head, sync)?;
             grads.add_parts(&ids.head, ws.g_head.parts());
             head::split_input_grad(ws, batch, &mut grads.emb[0], d, e, iw, dh);

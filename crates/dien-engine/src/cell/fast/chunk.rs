@@ -12,7 +12,7 @@ use crate::simd::V;
 use super::step::{CEpi, RuEpi, gate_stride, update_grad};
 use super::{GruCell, INFER_STEPS};
 use crate::cell::{CellKind, SeqInput};
-use crate::gemm::tile::{gemm_acc_long_k, gemm_ep};
+use crate::gemm::tile::{Accumulate, gemm_ep, gemm_long_k};
 use crate::simd::{LANES, grow, load, load_n, prefetch, store, store_n};
 
 /// Slack (in `f32`s) after matrices that the kernels read as whole 8-lane
@@ -509,11 +509,11 @@ impl Chunk {
         }
 
         // Parameter gradients of this chunk, as products over all rows.
-        gw_ih_t[..n_in * h3].fill(0.0);
-        gw_hh_t[..h * h3].fill(0.0);
-        gemm_acc_long_k(n_in, rows, h3, x, 1, n_in, g, h3, gw_ih_t, h3);
-        gemm_acc_long_k(h, rows, 2 * h, hprev, 1, hp, g, h3, gw_hh_t, h3);
-        gemm_acc_long_k(h, rows, h, rh, 1, hp, &g[2 * h..], h3, &mut gw_hh_t[2 * h..], h3);
+        // Each product overwrites its columns (zeros when there are no rows).
+        let no = Accumulate::No;
+        gemm_long_k(n_in, rows, h3, x, 1, n_in, g, h3, gw_ih_t, h3, no);
+        gemm_long_k(h, rows, 2 * h, hprev, 1, hp, g, h3, gw_hh_t, h3, no);
+        gemm_long_k(h, rows, h, rh, 1, hp, &g[2 * h..], h3, &mut gw_hh_t[2 * h..], h3, no);
         // Bias: column sums of dG, 8 vectors at a time.
         let nv3 = h3.div_ceil(LANES);
         let mut v0 = 0;

@@ -107,7 +107,6 @@ pub(crate) fn attention_backward(
         .enumerate()
         .for_each(|(c, ((ch, dk), dea))| {
             let (s0, bc) = (c * k, ch_len(b, c, k));
-            ch.grads.zero();
             ch.backward(
                 pk,
                 &keys[s0 * t * a..(s0 + bc) * t * a],

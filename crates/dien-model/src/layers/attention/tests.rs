@@ -49,7 +49,10 @@ fn fast_attention_matches_the_reference_for_every_form() {
         ch.forward(&pk, &keys, &e_a, &lengths);
         let mut d_keys = vec![0.0; bc * t * a];
         let mut d_e_a = vec![0.0; bc * e];
-        ch.grads.zero();
+        // A first backward leaves gradients behind: the second must
+        // overwrite them, not add to them.
+        let (mut dk0, mut dea0) = (d_keys.clone(), d_e_a.clone());
+        ch.backward(&pk, &keys, &e_a, &lengths, &d_w, &mut dk0, &mut dea0);
         ch.backward(&pk, &keys, &e_a, &lengths, &d_w, &mut d_keys, &mut d_e_a);
 
         let ap = att_params(&cfg, &p64);

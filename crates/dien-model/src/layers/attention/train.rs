@@ -97,12 +97,6 @@ impl AttGrads {
         "att.w",
     ];
 
-    pub fn zero(&mut self) {
-        for v in self.parts_mut() {
-            v.fill(0.0);
-        }
-    }
-
     /// The gradients in [`AttGrads::NAMES`] order (an array: no allocation).
     pub fn parts(&self) -> [&[f32]; 10] {
         [
@@ -116,21 +110,6 @@ impl AttGrads {
             &self.fc3_w,
             &self.fc3_b,
             &self.bil_w,
-        ]
-    }
-
-    fn parts_mut(&mut self) -> [&mut [f32]; 10] {
-        [
-            &mut self.q_w,
-            &mut self.q_b,
-            &mut self.prelu,
-            &mut self.fc1_w,
-            &mut self.fc1_b,
-            &mut self.fc2_w,
-            &mut self.fc2_b,
-            &mut self.fc3_w,
-            &mut self.fc3_b,
-            &mut self.bil_w,
         ]
     }
 }
@@ -365,8 +344,8 @@ impl AttChunk {
     }
 
     /// Backward from `d_weights [bc, t]` (ignored at padded steps):
-    /// accumulates `d_keys [bc, t, A]`, `d_e_a [bc, E]` and the chunk's
-    /// parameter gradients (`self.grads`, which the caller zeroes).
+    /// accumulates `d_keys [bc, t, A]` and `d_e_a [bc, E]`; overwrites the
+    /// chunk's parameter gradients (`self.grads`).
     pub fn backward(
         &mut self,
         pk: &AttPacked,
@@ -395,6 +374,12 @@ impl AttChunk {
         match pk.form {
             AttForm::Mlp => {
                 let g = &mut self.grads;
+                // The sums element by element start from zero; the products
+                // below overwrite theirs.
+                for v in [&mut g.fc3_w, &mut g.fc3_b, &mut g.prelu] {
+                    v.fill(0.0);
+                }
+                let no = Accumulate::No;
                 // fc3
                 for r in 0..rows {
                     let d = self.ds[r];
@@ -406,15 +391,13 @@ impl AttChunk {
                     }
                 }
                 sigmoid_backward_inplace(&mut self.g2[..rows * F2], &self.y2[..rows * F2]);
-                weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
+                weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, no);
                 pk.fc2.backward_input(rows, &self.g2, F2, &mut self.g1, F1, Accumulate::No);
                 sigmoid_backward_inplace(&mut self.g1[..rows * F1], &self.y1[..rows * F1]);
                 pk.fc1_kp.backward_input(rows, &self.g1, F1, &mut self.dx1, 2 * a, Accumulate::No);
                 // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
-                self.tmp_p[..F1 * a].fill(0.0);
-                self.tmp_q[..F1 * a].fill(0.0);
-                weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b);
-                weight_grad(rows, &self.g1, F1, F1, &self.x1[a..], 2 * a, a, &mut self.tmp_q, &mut []);
+                weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b, no);
+                weight_grad(rows, &self.g1, F1, F1, &self.x1[a..], 2 * a, a, &mut self.tmp_q, &mut [], no);
                 // G_s = Σ_t g1; R = Σ_s G_s q_sᵀ.
                 for s in 0..bc {
                     let gs = &mut self.gsum[s * F1..(s + 1) * F1];
@@ -425,17 +408,16 @@ impl AttChunk {
                         }
                     }
                 }
-                self.tmp_r[..F1 * a].fill(0.0);
-                weight_grad(bc, &self.gsum, F1, F1, &self.q, a, a, &mut self.tmp_r, &mut []);
+                weight_grad(bc, &self.gsum, F1, F1, &self.q, a, a, &mut self.tmp_r, &mut [], no);
                 // Map back to W1 = [Wq | Wk | Wd | Wp]: dWq = R, dWk = P, dWd = R − P, dWp = Q.
                 for o in 0..F1 {
                     let row = &mut g.fc1_w[o * 4 * a..(o + 1) * 4 * a];
                     for j in 0..a {
                         let (p, q, r) = (self.tmp_p[o * a + j], self.tmp_q[o * a + j], self.tmp_r[o * a + j]);
-                        row[j] += r;
-                        row[a + j] += p;
-                        row[2 * a + j] += r - p;
-                        row[3 * a + j] += q;
+                        row[j] = r;
+                        row[a + j] = p;
+                        row[2 * a + j] = r - p;
+                        row[3 * a + j] = q;
                     }
                 }
                 // dq = (Wq + Wd)ᵀ G + Σ_t k_t ∘ dx1[t, A..]; dk_t += dx1[t, ..A] + q ∘ dx1[t, A..].
@@ -467,7 +449,7 @@ impl AttChunk {
                         }
                     }
                 }
-                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut g.q_w, &mut g.q_b);
+                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut g.q_w, &mut g.q_b, no);
                 pk.q.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
             }
             AttForm::Bilinear => {
@@ -483,7 +465,7 @@ impl AttChunk {
                         axpy(d, &keys[r * a..(r + 1) * a], dv);
                     }
                 }
-                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut self.grads.bil_w, &mut []);
+                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut self.grads.bil_w, &mut [], Accumulate::No);
                 pk.bil.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
             }
         }

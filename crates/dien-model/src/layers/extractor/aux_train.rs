@@ -193,7 +193,7 @@ impl AuxChunk {
     /// With `scale = Some(c)` also backpropagates `c ×` that sum: accumulates
     /// `d_h [bc, t, H]`, `d_pos`/`d_neg [bc, t, E]` (gradients of the history
     /// and negative embeddings; row `t + 1` receives the term of step `t`)
-    /// and `self.grads` (zeroed by the caller).
+    /// and overwrites `self.grads` (zeros when the chunk has no term).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
@@ -209,6 +209,16 @@ impl AuxChunk {
     ) -> f64 {
         let (hw, e, bc, t) = (pk.h, pk.e, self.bc, self.t);
         let rows = bc * t;
+        if scale.is_some() {
+            // Element-by-element sums start from zero; the products of the
+            // first block overwrite theirs (or nothing runs: all zero).
+            let g = &mut self.grads;
+            g.fc3_w.fill(0.0);
+            g.fc3_b.fill(0.0);
+            if lengths[..bc].iter().all(|&l| l.min(t) < 2) {
+                g.zero();
+            }
+        }
         if rows < 2 {
             return 0.0;
         }
@@ -219,16 +229,12 @@ impl AuxChunk {
         let mut loss = 0.0f64;
         match pk.form {
             AuxForm::Mlp => {
-                if scale.is_some() {
-                    self.grads.d_wh.fill(0.0);
-                    self.grads.d_we.fill(0.0);
-                }
                 // Rows s·t + i with i + 1 < L: a term each, packed in blocks.
                 // From the lengths alone, so that padding cannot move a
                 // block boundary (the buffers hold AUX_BLOCK.max(t) rows).
                 let longest = lengths[..bc].iter().map(|&l| l.min(t).saturating_sub(1)).max().unwrap_or(0);
                 let cap = AUX_BLOCK.max(longest);
-                let mut rows_in = 0;
+                let (mut rows_in, mut acc) = (0, Accumulate::No);
                 self.segs.clear();
                 for (s, &len) in lengths.iter().enumerate().take(bc) {
                     let mb = len.min(t).saturating_sub(1);
@@ -236,25 +242,21 @@ impl AuxChunk {
                         continue;
                     }
                     if rows_in + mb > cap {
-                        loss += self.block(pk, h, pos, neg, scale, d_h, d_pos, d_neg);
+                        loss += self.block(pk, h, pos, neg, scale, acc, d_h, d_pos, d_neg);
+                        (rows_in, acc) = (0, Accumulate::Yes);
                         self.segs.clear();
-                        rows_in = 0;
                     }
                     self.segs.push((s * t, mb));
                     rows_in += mb;
                 }
                 if rows_in > 0 {
-                    loss += self.block(pk, h, pos, neg, scale, d_h, d_pos, d_neg);
-                }
-                if scale.is_some() {
-                    let g = &mut self.grads;
-                    for o in 0..F1 {
-                        let row = &mut g.fc1_w[o * (hw + e)..(o + 1) * (hw + e)];
-                        for j in 0..hw {
-                            row[j] += g.d_wh[o * hw + j];
-                        }
-                        for j in 0..e {
-                            row[hw + j] += g.d_we[o * e + j];
+                    loss += self.block(pk, h, pos, neg, scale, acc, d_h, d_pos, d_neg);
+                    if scale.is_some() {
+                        let g = &mut self.grads;
+                        for o in 0..F1 {
+                            let row = &mut g.fc1_w[o * (hw + e)..(o + 1) * (hw + e)];
+                            row[..hw].copy_from_slice(&g.d_wh[o * hw..(o + 1) * hw]);
+                            row[hw..].copy_from_slice(&g.d_we[o * e..(o + 1) * e]);
                         }
                     }
                 }
@@ -285,7 +287,8 @@ impl AuxChunk {
 
     /// The MLP head on the rows of `self.segs` (all valid): packs their
     /// inputs, runs the block, and with `scale` adds the input gradients
-    /// back to the chunk's rows. Returns the block's loss terms.
+    /// back to the chunk's rows; its parameter gradients overwrite or add
+    /// to the chunk's (`acc`). Returns the block's loss terms.
     fn block(
         &mut self,
         pk: &AuxPacked,
@@ -293,6 +296,7 @@ impl AuxChunk {
         pos: &[f32],
         neg: &[f32],
         scale: Option<f32>,
+        acc: Accumulate,
         d_h: &mut [f32],
         d_pos: &mut [f32],
         d_neg: &mut [f32],
@@ -307,7 +311,7 @@ impl AuxChunk {
             a.xn[m * e..(m + mb) * e].copy_from_slice(&neg[(r0 + 1) * e..(r0 + 1 + mb) * e]);
             m += mb;
         }
-        let loss = mlp_block(pk, a, &mut self.grads, m, scale);
+        let loss = mlp_block(pk, a, &mut self.grads, m, scale, acc);
         if scale.is_some() {
             let mut i = 0;
             for &(r0, mb) in &self.segs {
@@ -323,8 +327,9 @@ impl AuxChunk {
 
 /// The MLP head on the `m` packed rows of `a` (`xh`, `xp`, `xn`): their
 /// loss terms, and with `scale` their backward (input gradients written to
-/// `dh`, `dp`, `dn`; parameter gradients added to `g`).
-fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Option<f32>) -> f64 {
+/// `dh`, `dp`, `dn`; the products' parameter gradients written to or added
+/// to `g` as `acc` says, the output layer's always added).
+fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Option<f32>, acc: Accumulate) -> f64 {
     let (hw, e) = (pk.h, pk.e);
     let (n1, n2) = (m * F1, m * F2);
     let (hs, ps, ns) = (&a.xh[..m * hw], &a.xp[..m * e], &a.xn[..m * e]);
@@ -362,7 +367,7 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
         }
     }
     sigmoid_backward_inplace(g2, y2);
-    weight_grad(2 * m, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b);
+    weight_grad(2 * m, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, acc);
     let g1 = &mut a.g1[..2 * n1];
     pk.fc2.backward_input(2 * m, g2, F2, g1, F1, Accumulate::No);
     sigmoid_backward_inplace(g1, y1);
@@ -370,13 +375,13 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
     // Embedding side: separate products for the two terms.
     pk.fc1_e.backward_input(m, g1p, F1, &mut a.dp, e, Accumulate::No);
     pk.fc1_e.backward_input(m, g1n, F1, &mut a.dn, e, Accumulate::No);
-    weight_grad(m, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut []);
-    weight_grad(m, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut []);
+    weight_grad(m, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut [], acc);
+    weight_grad(m, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut [], Accumulate::Yes);
     // State side: the shared block gets the sum of both terms.
     for (x, &y) in g1p.iter_mut().zip(g1n.iter()) {
         *x += y;
     }
     pk.fc1_h.backward_input(m, g1p, F1, &mut a.dh, hw, Accumulate::No);
-    weight_grad(m, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b);
+    weight_grad(m, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b, acc);
     loss
 }

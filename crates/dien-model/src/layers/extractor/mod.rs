@@ -109,13 +109,18 @@ pub(crate) fn aux_loss(
     n_terms: usize,
     scale_by: Option<f32>,
 ) -> f64 {
+    let k = chunk(t);
+    let nc = b.div_ceil(k);
     let local: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
     if local == 0 || n_terms == 0 || t == 0 {
+        // No term here: the chunks' parameter gradients, which the caller
+        // adds up, are zero (not those of an earlier batch).
+        if scale_by.is_some() {
+            io.chunks[..nc].iter_mut().for_each(|ch| ch.grads.zero());
+        }
         return 0.0;
     }
     let scale = scale_by.map(|w| w / n_terms as f32);
-    let k = chunk(t);
-    let nc = b.div_ceil(k);
     let (e_hist, e_neg) = (&io.e_hist, &io.e_neg);
     io.chunks[..nc]
         .par_iter_mut()
@@ -127,9 +132,6 @@ pub(crate) fn aux_loss(
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
             let s0 = c * k;
             let bc = ch_len(b, c, k);
-            if scale.is_some() {
-                ch.grads.zero();
-            }
             *lo = ch.run(
                 pk,
                 &h1[s0 * t * h..(s0 + bc) * t * h],

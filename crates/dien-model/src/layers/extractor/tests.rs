@@ -46,7 +46,10 @@ fn aux_head_case(t: usize, lengths: [usize; 5]) {
         let neg = pad(uniform(bc * t * e, 0.5, 3), e);
         let n = aux_terms(&lengths);
         let (mut dh, mut dp, mut dn) = (vec![0.0; bc * t * h], vec![0.0; bc * t * e], vec![0.0; bc * t * e]);
-        ch.grads.zero();
+        // A first run leaves gradients behind: the second must overwrite
+        // them, not add to them.
+        let (mut dh0, mut dp0, mut dn0) = (dh.clone(), dp.clone(), dn.clone());
+        ch.run(&pk, &states, &pos, &neg, &lengths, Some(weight / n as f32), &mut dh0, &mut dp0, &mut dn0);
         let sum = ch.run(&pk, &states, &pos, &neg, &lengths, Some(weight / n as f32), &mut dh, &mut dp, &mut dn);
 
         let (s64, p64v, n64) = (wide(&states), wide(&pos), wide(&neg));

@@ -209,15 +209,13 @@ impl HeadGrads {
         ]
     }
 
-    pub fn zero(&mut self) {
+    /// Clears the gradients that [`HeadWs::backward`] accumulates element by
+    /// element; the products' gradients it overwrites.
+    fn zero_sums(&mut self) {
         for v in [
             &mut self.gamma,
             &mut self.beta,
-            &mut self.fc1_w,
-            &mut self.fc1_b,
             &mut self.dice1_alpha,
-            &mut self.fc2_w,
-            &mut self.fc2_b,
             &mut self.dice2_alpha,
             &mut self.fc3_w,
             &mut self.fc3_b,
@@ -362,7 +360,7 @@ impl HeadWs {
     }
 
     /// Backward of the mean target loss (over every replica's rows):
-    /// fills `self.dx` and accumulates `g`.
+    /// fills `self.dx` and overwrites `g`.
     pub fn backward(
         &mut self,
         pk: &HeadPacked,
@@ -374,6 +372,7 @@ impl HeadWs {
     ) -> Result<(), ModelError> {
         let (d, rows, total) = (pk.d, self.rows, self.total_rows);
         let inv_b = 1.0 / total as f32;
+        g.zero_sums();
         for r in 0..rows {
             let z = self.logits[r];
             self.g[r] = inv_b * if labels[r] == 1.0 { -sigmoid(-z) } else { sigmoid(z) };
@@ -402,7 +401,7 @@ impl HeadWs {
             &mut self.sync,
             sync,
         )?;
-        par_weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b);
+        par_weight_grad(rows, &self.g2, H2, H2, &self.y1, H1, H1, &mut g.fc2_w, &mut g.fc2_b, Accumulate::No);
         pk.fc2.par_backward_input(rows, &self.g2, H2, &mut self.g1, H1, Accumulate::No);
         dice_backward(
             mode,
@@ -419,7 +418,7 @@ impl HeadWs {
             &mut self.sync,
             sync,
         )?;
-        par_weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b);
+        par_weight_grad(rows, &self.g1, H1, H1, &self.y0, d, d, &mut g.fc1_w, &mut g.fc1_b, Accumulate::No);
         // dL/dy0 into gh, then through BatchNorm.
         pk.fc1.par_backward_input(rows, &self.g1, H1, &mut self.gh, d, Accumulate::No);
         // BatchNorm's scale and shift: column sums in row order, then the
