@@ -310,12 +310,13 @@ fn step_bits(m: &mut Model, cfg: &ModelConfig, batch: &Batch, pass: usize) -> Ve
 fn a_reused_model_gives_a_fresh_models_bits() {
     for cfg in all_configs() {
         let mut m = Model::new(cfg.clone(), random_params(&cfg, 21)).unwrap();
-        let shapes = [(9, 6), (4, 2), (11, 5), (3, 1), (9, 6), (6, 3), (7, 4)];
+        let shapes = [(9, 6), (4, 2), (11, 5), (3, 1), (9, 6), (6, 3), (7, 4), (8, 5)];
         for (k, &(b, t)) in shapes.iter().enumerate() {
-            let mut batch = random_batch(&cfg, b.max(3), t.max(2), 40 + k as u64, true);
-            if k == shapes.len() - 1 {
-                // No history of two steps: no auxiliary term, so the
-                // auxiliary head's gradients are zero, not an earlier batch's.
+            // Batches 4 and 7 have no auxiliary term (no history of two
+            // steps; no negatives), each after one that has: the auxiliary
+            // head's gradients must be zero, not the earlier batch's.
+            let mut batch = random_batch(&cfg, b.max(3), t.max(2), 40 + k as u64, k != 7);
+            if k == 4 {
                 shorten_to_one_step(&mut batch);
             }
             for pass in 0..3 {

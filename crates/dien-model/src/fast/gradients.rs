@@ -142,6 +142,11 @@ pub struct Gradients {
     dense: Vec<Vec<f32>>,
     /// Ids of the tensors with a dense gradient, ascending.
     dense_ids: Vec<TensorId>,
+    /// Whether each dense gradient holds this step's sum yet: the first
+    /// contribution is stored, later ones added, and what no layer wrote is
+    /// zeroed at the end of the step ([`Gradients::complete`]), so the
+    /// buffers are not cleared before every step.
+    written: Vec<bool>,
     /// Sparse gradients of `emb.uid`, `emb.mid`, `emb.cat`.
     pub emb: [SparseRows; 3],
 }
@@ -166,6 +171,7 @@ impl Gradients {
         let dense_ids = (0..specs.len()).filter(|&i| !dense[i].is_empty()).map(TensorId::from_index).collect();
         Self {
             names: specs.into_iter().map(|s| s.name).collect(),
+            written: vec![true; dense.len()],
             dense,
             dense_ids,
             emb: [SparseRows::new(d, cfg.n_uid), SparseRows::new(d, cfg.n_mid), SparseRows::new(d, cfg.n_cat)],
@@ -243,16 +249,34 @@ impl Gradients {
         }
         out
     }
+    /// Starts a step's sums: every gradient is zero until a layer adds to
+    /// it (the dense buffers are overwritten by their first contribution,
+    /// or cleared by [`Gradients::complete`]).
     pub(crate) fn zero(&mut self) {
-        for g in &mut self.dense {
-            g.fill(0.0);
-        }
+        self.written.fill(false);
         for e in &mut self.emb {
             e.clear();
         }
     }
+    /// Ends a step's sums: the dense gradients no layer contributed to are
+    /// zero.
+    pub(crate) fn complete(&mut self) {
+        for (g, w) in self.dense.iter_mut().zip(&mut self.written) {
+            if !*w {
+                g.fill(0.0);
+                *w = true;
+            }
+        }
+    }
     fn add(&mut self, id: TensorId, g: &[f32]) {
-        super::add_into(&mut self.dense[id.index()], g);
+        let (dst, w) = (&mut self.dense[id.index()], &mut self.written[id.index()]);
+        if *w {
+            super::add_into(dst, g);
+        } else {
+            // Storing gives the bits of adding to zero.
+            dst.copy_from_slice(g);
+            *w = true;
+        }
     }
     /// Adds the gradients of a layer's `nc` chunks (`parts(c)`: chunk `c`'s,
     /// as for [`Gradients::add_parts`]): every element is summed over the
@@ -269,11 +293,23 @@ impl Gradients {
         const BLOCK: usize = 2048;
         for (k, id) in ids.0.iter().enumerate() {
             let Some(id) = *id else { continue };
+            if (0..nc).all(|c| parts(c)[k].is_empty()) {
+                continue;
+            }
+            let stored = std::mem::replace(&mut self.written[id.index()], true);
             let add = |lo: usize, dst: &mut [f32]| {
+                let mut stored = stored;
                 for c in 0..nc {
                     let g = parts(c)[k];
-                    if !g.is_empty() {
-                        super::add_into(dst, &g[lo..lo + dst.len()]);
+                    if g.is_empty() {
+                        continue;
+                    }
+                    let src = &g[lo..lo + dst.len()];
+                    if stored {
+                        super::add_into(dst, src);
+                    } else {
+                        dst.copy_from_slice(src);
+                        stored = true;
                     }
                 }
             };

@@ -233,6 +233,7 @@ impl Model {
         }
         clock.lap(Stage::ExtractorBackward);
         embedding::scatter(batch, e, d, with_neg, ws, &mut grads.emb);
+        grads.complete();
         clock.lap(Stage::Scatter);
         clock.finish(&mut self.timing);
         Ok(losses)
