@@ -59,8 +59,10 @@ impl Model {
         let ws = &mut self.ws;
         let layers = &self.layers;
         if grad {
-            let mut bufs: [&mut [f32]; 6] =
-                [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1, &mut ws.d_h1_aux, &mut ws.d_h2];
+            // Sums start from zero (`d_h1` is written by its first
+            // contribution; `d_h2` is empty unless the evolution pools).
+            let mut bufs: [&mut [f32]; 5] =
+                [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1_aux, &mut ws.d_h2];
             super::par_zero_all(&mut bufs);
         }
         clock.lap(Stage::Input);

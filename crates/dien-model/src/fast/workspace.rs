@@ -8,7 +8,7 @@ use dien_engine::cell::fast::CellWorkspace;
 use std::ops::{Deref, DerefMut};
 
 use super::{ch_len, chunk, grow};
-use crate::config::ModelConfig;
+use crate::config::{Evolution, ModelConfig};
 use crate::layers::attention::train::AttChunk;
 use crate::layers::extractor::AuxIo;
 use crate::layers::extractor::aux_train::AuxChunk;
@@ -137,7 +137,9 @@ impl Workspace {
         self.d_s.fit(b * e);
         self.d_h1.fit(hb);
         self.d_h1_aux.fit(if with_neg { hb } else { 0 });
-        self.d_h2.fit(hb);
+        // Only the pooled evolution sums gradients of the evolving states.
+        let pooled = matches!(&layers.interest, InterestLayers::Evolving(ev) if ev.evolution == Evolution::Pooled);
+        self.d_h2.fit(if pooled { hb } else { 0 });
         self.d_att.fit(b * t);
         self.d_int.fit(b * cfg.interest_width());
         self.d_x.fit(b * t * e.max(h));

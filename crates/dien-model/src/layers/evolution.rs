@@ -17,7 +17,6 @@ use super::EvolvingLayers;
 use super::attention::{attention_backward, attention_forward, weighted_sum, weighted_sum_backward};
 use super::extractor::zero_gru;
 use crate::config::Evolution;
-use crate::fast::add_into;
 use crate::fast::workspace::Workspace;
 
 /// The interest `[B, H]` from the extractor states `h1`.
@@ -55,7 +54,8 @@ pub(crate) fn forward(
 
 /// Backward of [`forward`] (extractor states `h1`, given apart from the
 /// workspace so that others may read them meanwhile) from `d_int`: the
-/// evolving GRU's parameter gradients into `g2` (zeroed first), `d_h1` and
+/// evolving GRU's parameter gradients into `g2` (zeroed first), `d_h1`
+/// written (its first contribution: the evolving GRU's input gradient),
 /// `d_e_a` accumulated; the attention's parameter gradients stay in its
 /// chunks.
 pub(crate) fn backward(
@@ -70,7 +70,7 @@ pub(crate) fn backward(
     e: usize,
 ) {
     zero_gru(g2);
-    let dx = &mut ws.d_x[..b * t * h];
+    let d_h1 = &mut ws.d_h1[..b * t * h];
     match ev.evolution {
         Evolution::Pooled => {
             weighted_sum_backward(&ws.att_w, &ws.h2, &ws.d_int, lengths, &mut ws.d_att, &mut ws.d_h2, b, t, h);
@@ -89,13 +89,11 @@ pub(crate) fn backward(
                 e,
             );
             let input = SeqInput { x: h1, lengths, att: None, h0: None, batch: b, steps: t };
-            ev.gru2.backward(&input, &mut ws.cell2, Some(&ws.d_h2), None, g2, dx, None, None);
-            add_into(&mut ws.d_h1, dx);
+            ev.gru2.backward(&input, &mut ws.cell2, Some(&ws.d_h2), None, g2, d_h1, None, None);
         }
         Evolution::Gated => {
             let input = SeqInput { x: h1, lengths, att: Some(&ws.att_w), h0: None, batch: b, steps: t };
-            ev.gru2.backward(&input, &mut ws.cell2, None, Some(&ws.d_int), g2, dx, Some(&mut ws.d_att), None);
-            add_into(&mut ws.d_h1, dx);
+            ev.gru2.backward(&input, &mut ws.cell2, None, Some(&ws.d_int), g2, d_h1, Some(&mut ws.d_att), None);
             attention_backward(
                 &ev.att,
                 &mut ws.att,
@@ -157,7 +155,8 @@ mod tests {
             let d_int = uniform(b * h, 1.0, 3);
             forward(ev, &mut ws, &h1, &lengths, b, t, h, e, CellMode::Train);
             ws.d_int.copy_from_slice(&d_int);
-            ws.d_h1.fill(0.0);
+            // d_h1 is overwritten: what an earlier step left must not count.
+            ws.d_h1.fill(f32::NAN);
             ws.d_h2.fill(0.0);
             ws.d_e_a.fill(0.0);
             let mut g2 = GruGrads::zeros(h, h);
