@@ -19,7 +19,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dien_engine::gemm::bf16::{Bf16Cpu, Bf16Rows, PackedBf16};
-use dien_engine::gemm::tile::{Accumulate, Packed, gemm_acc_long_k, gemm_packed};
+use dien_engine::gemm::tile::{Accumulate, Packed, gemm_long_k, gemm_packed};
 use dien_engine::gemm::{MatMut, MatRef, gemm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -89,7 +89,9 @@ fn weight_gradient(c: &mut Criterion) {
     });
     let mut dw_t = vec![0.0f32; in_w * out_w];
     g.bench_function("tile_long_k", |bn| {
-        bn.iter(|| gemm_acc_long_k(in_w, rows, out_w, black_box(&x), 1, in_w, &dg, out_w, &mut dw_t, out_w))
+        bn.iter(|| {
+            gemm_long_k(in_w, rows, out_w, black_box(&x), 1, in_w, &dg, out_w, &mut dw_t, out_w, Accumulate::Yes)
+        })
     });
     g.finish();
 }

@@ -13,6 +13,7 @@
 //! trainer's business; it produces these types.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -58,11 +59,19 @@ fn file_prefix(path: &Option<PathBuf>) -> String {
     path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
+/// The hasher of the vocabularies' maps: every id of every line read goes
+/// through one, and ids are short strings, for which a fast hash (seeded
+/// per process) costs a fraction of the standard library's.
+pub type IdHasher = foldhash::fast::RandomState;
+
+/// A string id → index map with the vocabularies' hasher.
+pub type IdMap = HashMap<String, u32, IdHasher>;
+
 /// One vocabulary: string id → index. Unknown ids map to 0.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Vocab {
     /// The string → index map.
-    pub map: HashMap<String, u32>,
+    pub map: IdMap,
     /// Table size: largest index + 1 (at least 1, so that the unknown index 0
     /// always has a row).
     pub size: usize,
@@ -70,7 +79,7 @@ pub struct Vocab {
 
 impl Vocab {
     /// A vocabulary of `map`; its size is the largest index + 1 (at least 1).
-    pub fn from_map(map: HashMap<String, u32>) -> Self {
+    pub fn from_map(map: IdMap) -> Self {
         let size = map.values().map(|&i| i as usize + 1).max().unwrap_or(0).max(1);
         Self { map, size }
     }
@@ -99,7 +108,7 @@ impl Vocab {
 impl Default for Vocab {
     /// No string id; one row, for unknown ids.
     fn default() -> Self {
-        Self::from_map(HashMap::new())
+        Self::from_map(IdMap::default())
     }
 }
 
@@ -151,15 +160,20 @@ struct SidecarOut<'a> {
 /// The sidecar as read (other keys are ignored).
 #[derive(Deserialize)]
 struct SidecarIn {
-    uid: HashMap<String, u32>,
-    mid: HashMap<String, u32>,
-    cat: HashMap<String, u32>,
+    uid: IdMap,
+    mid: IdMap,
+    cat: IdMap,
 }
 
 impl Vocabs {
-    /// Vocabularies from three maps (users, items, categories).
-    pub fn new(uid: HashMap<String, u32>, mid: HashMap<String, u32>, cat: HashMap<String, u32>) -> Self {
-        Self { uid: Vocab::from_map(uid), mid: Vocab::from_map(mid), cat: Vocab::from_map(cat) }
+    /// Vocabularies from three maps (users, items, categories) of any hasher.
+    pub fn new<S: BuildHasher>(
+        uid: HashMap<String, u32, S>,
+        mid: HashMap<String, u32, S>,
+        cat: HashMap<String, u32, S>,
+    ) -> Self {
+        let v = |m: HashMap<String, u32, S>| Vocab::from_map(m.into_iter().collect());
+        Self { uid: v(uid), mid: v(mid), cat: v(cat) }
     }
 
     /// Index of user `id` (0 when unknown).
@@ -209,7 +223,7 @@ impl Vocabs {
             path: None,
             msg: format!("not a vocabulary object {{\"uid\", \"mid\", \"cat\"}} of string → index: {e}"),
         })?;
-        Ok(Self::new(v.uid, v.mid, v.cat))
+        Ok(Self { uid: Vocab::from_map(v.uid), mid: Vocab::from_map(v.mid), cat: Vocab::from_map(v.cat) })
     }
 
     /// Reads the sidecar JSON file at `path`.

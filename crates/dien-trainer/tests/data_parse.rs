@@ -1,9 +1,9 @@
 //! Line parsing, vocabularies (pickle/JSON/built), item-info and reviews-info.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dien_model::vocab::IdMap;
 use dien_trainer::TrainError;
 use dien_trainer::data::line::{parse_sample, split_fields, strip_line_end};
 use dien_trainer::data::{
@@ -33,7 +33,7 @@ fn line(label: &str, uid: &str, mid: &str, cat: &str, mh: &[&str], ch: &[&str]) 
 
 /// Vocabularies mapping the given ids to 1.. in order (0 = unknown).
 fn vocab_of(ids: &[&str]) -> Vocab {
-    let mut m: HashMap<String, u32> = ids.iter().enumerate().map(|(i, s)| (s.to_string(), i as u32 + 1)).collect();
+    let mut m: IdMap = ids.iter().enumerate().map(|(i, s)| (s.to_string(), i as u32 + 1)).collect();
     m.insert("default".into(), 0);
     Vocab::from_map(m)
 }
@@ -203,7 +203,7 @@ fn p_with(p: &Path, text: &str) -> PathBuf {
     p.to_path_buf()
 }
 
-fn expected_fixture_map() -> HashMap<String, u32> {
+fn expected_fixture_map() -> IdMap {
     [("default_mid", 0), ("a", 1), ("b7", 2), ("été", 3), ("x", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dien_model::vocab::Vocabs;
+use dien_model::vocab::{IdMap, Vocabs};
 use dien_trainer::data::line::{
     LineReader, MAX_LINE_BYTES, TableSizes, parse_sample, split_fields, split_fields_with, strip_line_end,
 };
@@ -191,7 +191,7 @@ proptest! {
         let ranked: Vec<(String, u32)> = entries.iter().map(|(k, &v)| (k.clone(), v)).collect();
         write_vocab_pickle(&path, &ranked).unwrap();
         let v = load_pickle(&path).unwrap();
-        let want: HashMap<String, u32> = entries.clone().into_iter().collect();
+        let want: IdMap = entries.clone().into_iter().collect();
         prop_assert_eq!(&v.map, &want);
         prop_assert_eq!(v.size, entries.values().map(|&i| i as usize + 1).max().unwrap_or(1));
         // serde-pickle's protocols 2 and 3 (Python's own pickles of every
@@ -232,7 +232,7 @@ proptest! {
         write_vocab_json(&path, &ranked).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let v = parse_json_dict_bytes(&bytes, Path::new("<p>")).unwrap();
-        prop_assert_eq!(v.map, entries.into_iter().collect::<HashMap<_, _>>());
+        prop_assert_eq!(v.map, entries.into_iter().collect::<IdMap>());
         let i = at.index(bytes.len());
         bytes[i] = byte;
         parse_bounded(bytes.len(), || {

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use dien_model::vocab::{Vocab, Vocabs};
+use dien_model::vocab::{IdHasher, IdMap, Vocab, Vocabs};
 
 use crate::data::line::{BadLines, LineReader, split_fields};
 use crate::error::TrainError;
@@ -31,7 +31,7 @@ pub fn load_pickle(path: &Path) -> Result<Vocab, TrainError> {
 /// [`load_pickle`] of a pickle held in memory; `path` names it in errors.
 pub fn parse_pickle_bytes(bytes: &[u8], path: &Path) -> Result<Vocab, TrainError> {
     let entries = crate::data::pickle::read_dict(bytes).map_err(|msg| vocab_err(path, msg))?;
-    let mut map = HashMap::with_capacity(entries.len());
+    let mut map = IdMap::with_capacity_and_hasher(entries.len(), IdHasher::default());
     for (key, value) in entries {
         let idx = value.map_err(|what| vocab_err(path, format!("value of `{key}` is {what}, not a small integer")))?;
         let idx = checked_index(path, &key, idx)?;
@@ -56,7 +56,7 @@ pub fn parse_json_dict_bytes(bytes: &[u8], path: &Path) -> Result<Vocab, TrainEr
 fn json_dict_from_reader(reader: impl Read, path: &Path) -> Result<Vocab, TrainError> {
     let raw: HashMap<String, i64> = serde_json::from_reader(reader)
         .map_err(|e| vocab_err(path, format!("not a JSON object of string → integer: {e}")))?;
-    let mut map = HashMap::with_capacity(raw.len());
+    let mut map = IdMap::with_capacity_and_hasher(raw.len(), IdHasher::default());
     for (k, i) in raw {
         let idx = checked_index(path, &k, i)?;
         map.insert(k, idx);
@@ -77,7 +77,7 @@ pub fn vocab_from_counts(unknown_key: &str, counts: Vec<(String, u64)>) -> Vocab
     let mut counts = counts;
     // Stable: equal counts keep first-appearance order.
     counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let mut map = HashMap::with_capacity(counts.len() + 1);
+    let mut map = IdMap::with_capacity_and_hasher(counts.len() + 1, IdHasher::default());
     map.insert(unknown_key.to_string(), 0);
     let mut next = 1u32;
     for (k, _) in counts {
