@@ -388,17 +388,16 @@ pub fn gemm_long_k(
     acc: Accumulate,
 ) {
     const KB: usize = 64;
-    if k == 0 {
-        // An empty sum: zeros where `C` is overwritten.
-        gemm_one_pass(m, 0, n, a, rsa, csa, b, ldb, c, ldc, acc);
-        return;
-    }
-    let mut k0 = 0;
-    while k0 < k {
+    // The first block (empty when `k = 0`) stores or adds as asked; the
+    // others add to it.
+    let (mut k0, mut acc) = (0, acc);
+    loop {
         let kb = KB.min(k - k0);
-        let acc = if k0 == 0 { acc } else { Accumulate::Yes };
         gemm_one_pass(m, kb, n, &a[k0 * csa..], rsa, csa, &b[k0 * ldb..], ldb, c, ldc, acc);
-        k0 += kb;
+        (k0, acc) = (k0 + kb, Accumulate::Yes);
+        if k0 >= k {
+            break;
+        }
     }
 }
 

@@ -269,14 +269,8 @@ impl Gradients {
         }
     }
     fn add(&mut self, id: TensorId, g: &[f32]) {
-        let (dst, w) = (&mut self.dense[id.index()], &mut self.written[id.index()]);
-        if *w {
-            super::add_into(dst, g);
-        } else {
-            // Storing gives the bits of adding to zero.
-            dst.copy_from_slice(g);
-            *w = true;
-        }
+        let written = std::mem::replace(&mut self.written[id.index()], true);
+        store_or_add(&mut self.dense[id.index()], g, written);
     }
     /// Adds the gradients of a layer's `nc` chunks (`parts(c)`: chunk `c`'s,
     /// as for [`Gradients::add_parts`]): every element is summed over the
@@ -296,21 +290,16 @@ impl Gradients {
             if (0..nc).all(|c| parts(c)[k].is_empty()) {
                 continue;
             }
-            let stored = std::mem::replace(&mut self.written[id.index()], true);
+            let written = std::mem::replace(&mut self.written[id.index()], true);
             let add = |lo: usize, dst: &mut [f32]| {
-                let mut stored = stored;
+                let mut written = written;
                 for c in 0..nc {
                     let g = parts(c)[k];
                     if g.is_empty() {
                         continue;
                     }
-                    let src = &g[lo..lo + dst.len()];
-                    if stored {
-                        super::add_into(dst, src);
-                    } else {
-                        dst.copy_from_slice(src);
-                        stored = true;
-                    }
+                    store_or_add(dst, &g[lo..lo + dst.len()], written);
+                    written = true;
                 }
             };
             let dst = &mut self.dense[id.index()];
@@ -332,6 +321,16 @@ impl Gradients {
                 self.add(id, g);
             }
         }
+    }
+}
+
+/// `dst += src` when `dst` already holds a contribution (`written`), else
+/// `dst = src`: the bits of adding to zero.
+fn store_or_add(dst: &mut [f32], src: &[f32], written: bool) {
+    if written {
+        super::add_into(dst, src);
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
