@@ -50,7 +50,7 @@ pub(crate) fn backward(
     let input = SeqInput { x: &ws.e_hist, lengths, att: None, h0: None, batch: b, steps: t };
     let dx = &mut ws.d_x[..b * t * e];
     c.backward(&input, &mut ws.cell1, Some(&ws.d_h1), None, g, dx, None, None);
-    crate::fast::add_into(&mut ws.d_e_hist, dx);
+    crate::fast::par_add_into(&mut ws.d_e_hist, dx);
 }
 
 /// Zeroes a GRU's parameter gradients.
