@@ -130,10 +130,12 @@ impl Epilogue for CEpi<'_> {
         store(self.hprev, (self.hn_off + i) * hp + v * LANES, hn);
         if !self.states.is_empty() {
             let o = (self.perm[i] * self.steps + self.t) * h + v * LANES;
-            if self.t + 1 < self.steps {
-                // The lanes past H are zero and land on the sample's next
-                // step, written later: a whole store instead of a masked
-                // one (slow on some CPUs).
+            if o + LANES <= (self.perm[i] + 1) * self.steps * h {
+                // The lanes past H are zero and land on the sample's later
+                // steps, written later (or padding, zero): a whole store
+                // instead of a masked one (slow on some CPUs). Only when
+                // they stay inside the sample's rows: with H < LANES they
+                // can reach past its next step.
                 store(self.states, o, hn);
             } else {
                 store_n(self.states, o, w, hn);
