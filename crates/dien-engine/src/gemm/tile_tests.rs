@@ -112,7 +112,9 @@ fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (m, k, n) = (9, 150, 24);
     let x = rand_vec(&mut rng, k * m);
-    let b = rand_vec(&mut rng, k * n);
+    // One vector of slack: 24 columns are not whole vectors of 16 lanes.
+    let mut b = rand_vec(&mut rng, k * n);
+    b.extend([0.0; LANES]);
     let mut c = vec![0.25f32; m * n];
     gemm_one_pass(m, k, n, &x, 1, m, &b, n, &mut c, n, Accumulate::Yes);
     let want = naive(m, k, n, &x, 1, m, &b, n);
@@ -131,6 +133,7 @@ fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
         b2.extend_from_slice(&b[p * n..(p + 1) * n]);
     }
     let k2 = x2.len() / m;
+    b2.extend([0.0; LANES]);
     let mut c2 = vec![0.25f32; m * n];
     gemm_one_pass(m, k2, n, &x2, 1, m, &b2, n, &mut c2, n, Accumulate::Yes);
     assert_eq!(c, c2);
