@@ -134,8 +134,9 @@ impl Epilogue for CEpi<'_> {
                 // The lanes past H are zero and land on the sample's later
                 // steps, written later (or padding, zero): a whole store
                 // instead of a masked one (slow on some CPUs). Only when
-                // they stay inside the sample's rows: with H < LANES they
-                // can reach past its next step.
+                // they stay inside the sample's rows: with H under half a
+                // vector they outnumber a step's H values and reach past
+                // the next step.
                 store(self.states, o, hn);
             } else {
                 store_n(self.states, o, w, hn);
