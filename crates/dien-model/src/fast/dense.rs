@@ -4,9 +4,8 @@
 //! the forward product and `W` for the input gradient, so neither product
 //! transposes anything on the fly and no call allocates.
 
-use dien_engine::gemm::tile::{Accumulate, Packed, gemm_one_pass, gemm_packed};
+use dien_engine::gemm::tile::{Accumulate, Epilogue, Packed, gemm_ep, gemm_one_pass, gemm_packed};
 use dien_engine::simd::{LANES, V, load_n};
-use dien_engine::vecmath::simd::sigmoid_v;
 use rayon::prelude::*;
 
 use super::add_into;
@@ -56,9 +55,17 @@ impl Dense {
         &self.fwd
     }
 
-    /// `y[m, out] (+)= x[m, inp]·Wᵀ` without bias.
-    pub fn forward_acc(&self, m: usize, x: &[f32], ldx: usize, y: &mut [f32], ldy: usize, acc: Accumulate) {
-        gemm_packed(m, x, ldx, &self.fwd, y, ldy, acc);
+    /// `x[m, inp]·Wᵀ`, each finished vector of the product handed to `epi`
+    /// (row, vector of `out`, value): for callers that fuse bias and
+    /// activation into the product instead of passing over `y` again.
+    pub fn forward_ep(&self, m: usize, x: &[f32], ldx: usize, epi: &mut impl Epilogue) {
+        gemm_ep::<4, 3, _>(m, self.inp, self.fwd.nvec(), x, ldx, 1, self.fwd.data(), self.fwd.ld(), epi);
+    }
+
+    /// `dy[m, out]·W`, each finished vector (row, vector of `inp`, value)
+    /// handed to `epi`, as [`Dense::forward_ep`].
+    pub fn backward_input_ep(&self, m: usize, dy: &[f32], lddy: usize, epi: &mut impl Epilogue) {
+        gemm_ep::<4, 3, _>(m, self.out, self.bwd.nvec(), dy, lddy, 1, self.bwd.data(), self.bwd.ld(), epi);
     }
 
     /// `dx[m, inp] (+)= dy[m, out]·W`.
@@ -209,23 +216,6 @@ fn tail_columns(
                 }
             }
         }
-    }
-}
-
-/// In place `v = σ(v)` over a slice (one vector at a time, tail zero-padded).
-pub(crate) fn sigmoid_inplace(v: &mut [f32]) {
-    let mut chunks = v.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        let x = V::from(<[f32; LANES]>::try_from(&*c).expect("one vector"));
-        c.copy_from_slice(&sigmoid_v(x).to_array());
-    }
-    let rem = chunks.into_remainder();
-    if !rem.is_empty() {
-        let mut buf = [0.0f32; LANES];
-        buf[..rem.len()].copy_from_slice(rem);
-        let r = sigmoid_v(V::from(buf)).to_array();
-        let n = rem.len();
-        rem.copy_from_slice(&r[..n]);
     }
 }
 

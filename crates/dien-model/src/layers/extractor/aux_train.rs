@@ -12,10 +12,11 @@
 use dien_engine::gemm::tile::Accumulate;
 
 use crate::config::AuxForm;
-use crate::fast::dense::{Dense, sigmoid_backward_inplace, sigmoid_inplace, softplus, weight_grad};
+use crate::fast::dense::{Dense, softplus, weight_grad};
 use crate::fast::{add_into, grow};
 use crate::params::ParamStore;
-use dien_engine::simd::{axpy, dot, sigmoid};
+use dien_engine::simd::{LANES, V, axpy, dot, load, load_n, pad_lanes, sigmoid, store_n};
+use dien_engine::vecmath::simd::sigmoid_v;
 
 /// Hidden widths of the auxiliary MLP (docs/MODEL.md#auxiliary-loss).
 pub(crate) const F1: usize = 100;
@@ -29,6 +30,7 @@ pub(crate) struct AuxPacked {
     pub e: usize,
     fc1_h: Dense,
     fc1_e: Dense,
+    /// Biases zero-padded to whole vectors, read by the products' epilogues.
     fc1_b: Vec<f32>,
     fc2: Dense,
     fc2_b: Vec<f32>,
@@ -46,9 +48,9 @@ impl AuxPacked {
             e,
             fc1_h: Dense::new(F1, h),
             fc1_e: Dense::new(F1, e),
-            fc1_b: vec![0.0; F1],
+            fc1_b: vec![0.0; pad_lanes(F1)],
             fc2: Dense::new(F2, F1),
-            fc2_b: vec![0.0; F2],
+            fc2_b: vec![0.0; pad_lanes(F2)],
             fc3_w: vec![0.0; F2],
             fc3_b: 0.0,
             tmp_h: vec![0.0; F1 * h],
@@ -68,9 +70,9 @@ impl AuxPacked {
         }
         self.fc1_h.set(&self.tmp_h);
         self.fc1_e.set(&self.tmp_e);
-        self.fc1_b.copy_from_slice(p.get("aux.fc1.b"));
+        self.fc1_b[..F1].copy_from_slice(p.get("aux.fc1.b"));
         self.fc2.set(p.get("aux.fc2.w"));
-        self.fc2_b.copy_from_slice(p.get("aux.fc2.b"));
+        self.fc2_b[..F2].copy_from_slice(p.get("aux.fc2.b"));
         self.fc3_w.copy_from_slice(p.get("aux.fc3.w"));
         self.fc3_b = p.get("aux.fc3.b")[0];
     }
@@ -325,25 +327,49 @@ impl AuxChunk {
     }
 }
 
+/// Where vector `v` of row `i` of a row-major `[_, n]` matrix starts, and
+/// how many of its lanes are columns (the rest are not stored).
+#[inline(always)]
+fn at(i: usize, v: usize, n: usize) -> (usize, usize) {
+    (i * n + v * LANES, (n - v * LANES).min(LANES))
+}
+
 /// The MLP head on the `m` packed rows of `a` (`xh`, `xp`, `xn`): their
 /// loss terms, and with `scale` their backward (input gradients written to
 /// `dh`, `dp`, `dn`; the products' parameter gradients written to or added
 /// to `g` as `acc` says, the output layer's always added).
+///
+/// Biases, sigmoids and sigmoid gradients run in the products' epilogues,
+/// on each vector as it leaves the registers: every value is the one the
+/// separate passes (bias, product, then activation) would give, without
+/// the passes over memory.
 fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Option<f32>, acc: Accumulate) -> f64 {
     let (hw, e) = (pk.h, pk.e);
     let (n1, n2) = (m * F1, m * F2);
     let (hs, ps, ns) = (&a.xh[..m * hw], &a.xp[..m * e], &a.xn[..m * e]);
-    // Layer 1: the state block W_h·h + b is shared by both terms.
+    // Layer 1: the state block W_h·h + b is shared by both terms; each
+    // term adds its embedding block to it, then σ. The negative rows go
+    // first: the positive ones overwrite the shared block in place.
     let (y1p, y1n) = a.y1.split_at_mut(n1);
-    pk.fc1_h.forward(m, hs, hw, &pk.fc1_b, y1p, F1);
-    y1n[..n1].copy_from_slice(y1p);
-    pk.fc1_e.forward_acc(m, ps, e, y1p, F1, Accumulate::Yes);
-    pk.fc1_e.forward_acc(m, ns, e, y1n, F1, Accumulate::Yes);
-    let y1 = &mut a.y1[..2 * n1];
-    sigmoid_inplace(y1);
-    pk.fc2.forward(2 * m, y1, F1, &pk.fc2_b, &mut a.y2, F2);
+    pk.fc1_h.forward_ep(m, hs, hw, &mut |i: usize, v: usize, acc: V| {
+        let (o, w) = at(i, v, F1);
+        store_n(y1p, o, w, acc + load(&pk.fc1_b, v * LANES));
+    });
+    pk.fc1_e.forward_ep(m, ns, e, &mut |i: usize, v: usize, acc: V| {
+        let (o, w) = at(i, v, F1);
+        store_n(y1n, o, w, sigmoid_v(acc + load_n(y1p, o, w)));
+    });
+    pk.fc1_e.forward_ep(m, ps, e, &mut |i: usize, v: usize, acc: V| {
+        let (o, w) = at(i, v, F1);
+        store_n(y1p, o, w, sigmoid_v(acc + load_n(y1p, o, w)));
+    });
+    let y1 = &a.y1[..2 * n1];
     let y2 = &mut a.y2[..2 * n2];
-    sigmoid_inplace(y2);
+    pk.fc2.forward_ep(2 * m, y1, F1, &mut |i: usize, v: usize, acc: V| {
+        let (o, w) = at(i, v, F2);
+        store_n(y2, o, w, sigmoid_v(acc + load(&pk.fc2_b, v * LANES)));
+    });
+    let y2 = &a.y2[..2 * n2];
     let mut loss = 0.0f64;
     let (gp, gn) = a.g.split_at_mut(m);
     for i in 0..m {
@@ -355,22 +381,26 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
         gn[i] = sigmoid(zn);
     }
     let Some(c) = scale else { return loss };
-    // Output layer, rows of both terms in order (positives, then negatives).
+    // Output layer, rows of both terms in order (positives, then
+    // negatives), and through the second layer's σ: g2 = d·w ∘ y(1 − y).
     let g2 = &mut a.g2[..2 * n2];
     for (k, &gk) in a.g[..2 * m].iter().enumerate() {
         let d = c * gk;
         g.fc3_b[0] += d;
         let y2r = &y2[k * F2..(k + 1) * F2];
         axpy(d, y2r, &mut g.fc3_w);
-        for (o, &w) in g2[k * F2..(k + 1) * F2].iter_mut().zip(&pk.fc3_w) {
-            *o = d * w;
+        for ((o, &w), &y) in g2[k * F2..(k + 1) * F2].iter_mut().zip(&pk.fc3_w).zip(y2r) {
+            *o = (d * w) * (y * (1.0 - y));
         }
     }
-    sigmoid_backward_inplace(g2, y2);
     weight_grad(2 * m, g2, F2, F2, y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, acc);
+    // Through the second layer and the first layer's σ.
     let g1 = &mut a.g1[..2 * n1];
-    pk.fc2.backward_input(2 * m, g2, F2, g1, F1, Accumulate::No);
-    sigmoid_backward_inplace(g1, y1);
+    pk.fc2.backward_input_ep(2 * m, g2, F2, &mut |i: usize, v: usize, acc: V| {
+        let (o, w) = at(i, v, F1);
+        let y = load_n(y1, o, w);
+        store_n(g1, o, w, acc * (y * (V::ONE - y)));
+    });
     let (g1p, g1n) = g1.split_at_mut(n1);
     // Embedding side: separate products for the two terms.
     pk.fc1_e.backward_input(m, g1p, F1, &mut a.dp, e, Accumulate::No);
