@@ -39,6 +39,7 @@ const MAX_X: f32 = 89.0;
 const P: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
 
 /// `2^k` for `k` in the normal exponent range `[-126, 127]`.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx512f"), allow(dead_code))] // the tests' reference there
 #[inline(always)]
 fn pow2i(k: VI) -> V {
     V::from_bits(((k + VI::splat(127)) << 23u32).cast_unsigned())
@@ -70,7 +71,40 @@ pub fn exp_v(x: V) -> V {
     }
     let y = p.mul_add(r * r, r) + V::ONE;
 
-    // |n| ≤ 151 after the clamp: both halves are normal exponents.
+    scale_pow2(y, n, ni)
+}
+
+/// `y · 2^n` rounded once, for the integral `n` (`|n| ≤ 151`, also given as
+/// the integer `ni`), as two exact factors `2^(n/2)` and `2^(n − n/2)`: both
+/// are normal exponents, so only the last product rounds (to a subnormal,
+/// or to `+inf` on overflow).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+#[inline(always)]
+fn scale_pow2(y: V, _n: V, ni: VI) -> V {
+    scale_pow2_two_factors(y, ni)
+}
+
+/// `y · 2^n` rounded once: AVX-512's `vscalefps` does in one instruction
+/// what [`scale_pow2_two_factors`] does in eight, with the same single
+/// rounding of the exact product, hence the same bits (the tests compare
+/// the two on every exponent and on subnormal and overflowing results).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn scale_pow2(y: V, n: V, _ni: VI) -> V {
+    use std::arch::x86_64::{__m512, _mm512_scalef_ps};
+    // SAFETY: `V` is `wide::f32x16`, on this target one `__m512` register
+    // (16 `f32`s, 64 bytes, no padding), so both transmutes only rename the
+    // same bits; the build enables AVX-512F, which `vscalefps` needs.
+    unsafe {
+        let r = _mm512_scalef_ps(std::mem::transmute::<V, __m512>(y), std::mem::transmute::<V, __m512>(n));
+        std::mem::transmute::<__m512, V>(r)
+    }
+}
+
+/// The portable form of [`scale_pow2`] (see there).
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx512f"), allow(dead_code))] // the tests' reference there
+#[inline(always)]
+fn scale_pow2_two_factors(y: V, ni: VI) -> V {
     let n1 = ni >> 1u32;
     let n2 = ni - n1;
     y * pow2i(n1) * pow2i(n2)
@@ -153,6 +187,27 @@ mod tests {
         // exp(−100) ≈ 3.7e−44 is subnormal, not flushed to zero.
         exp(&[-100.0], &mut y);
         assert!(y[0] > 0.0 && y[0] < f32::MIN_POSITIVE, "exp(-100) = {:e}", y[0]);
+    }
+
+    /// The build's `y · 2^n` (one instruction on AVX-512) gives the bits of
+    /// the portable two-factor form for every exponent the reduction can
+    /// produce, mantissas across `[1/√2, √2]`, so subnormal, normal and
+    /// overflowing results.
+    #[test]
+    fn scaling_by_a_power_of_two_matches_the_portable_form() {
+        use super::{V, VI, scale_pow2, scale_pow2_two_factors};
+        use crate::simd::LANES;
+        for n in -151..=129 {
+            for j in 0..64 {
+                let ys: [f32; LANES] =
+                    std::array::from_fn(|l| 0.70 + 0.72 * ((j * LANES + l) as f32 / (64 * LANES) as f32));
+                let (y, ni) = (V::from(ys), VI::splat(n));
+                let (a, b) = (scale_pow2(y, V::splat(n as f32), ni), scale_pow2_two_factors(y, ni));
+                for (x, z) in a.to_array().iter().zip(b.to_array()) {
+                    assert_eq!(x.to_bits(), z.to_bits(), "n = {n}: {x:e} vs {z:e}");
+                }
+            }
+        }
     }
 
     #[test]
