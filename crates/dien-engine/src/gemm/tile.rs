@@ -421,8 +421,31 @@ pub fn gemm_one_pass(
     ldc: usize,
     acc: Accumulate,
 ) {
-    gemm_ep::<4, 3, _>(m, k, n.div_ceil(LANES), a, rsa, csa, b, ldb, &mut Store { c, ldc, n, acc });
+    let nvec = n.div_ceil(LANES);
+    // Register tiles of ONE_PASS_MR rows: with a long `k` each tile streams
+    // its rows of `A` and `B` from L2, and taller tiles read `B` fewer
+    // times. The rows past the last whole tile go in one shorter tile.
+    let full = m / ONE_PASS_MR * ONE_PASS_MR;
+    gemm_ep::<ONE_PASS_MR, 3, _>(full, k, nvec, a, rsa, csa, b, ldb, &mut Store { c: &mut *c, ldc, n, acc });
+    let rest = m - full;
+    if rest == 0 {
+        return;
+    }
+    let (a, c) = (&a[full * rsa..], &mut c[full * ldc..]);
+    let mut epi = Store { c, ldc, n, acc };
+    match rest {
+        1 => gemm_ep::<1, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
+        2 => gemm_ep::<2, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
+        3 => gemm_ep::<3, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
+        4 => gemm_ep::<4, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
+        _ => gemm_ep::<5, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
+    }
 }
+
+/// Rows of the register tiles of [`gemm_one_pass`]: 6 × 3 vectors (18
+/// accumulators) where AVX-512 has 32 vector registers, 4 × 3 (12) within
+/// AVX2's 16.
+const ONE_PASS_MR: usize = if LANES == 16 { 6 } else { 4 };
 
 /// Whether [`gemm_packed`] overwrites or accumulates into `C`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

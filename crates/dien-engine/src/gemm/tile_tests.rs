@@ -107,6 +107,29 @@ fn overwriting_equals_adding_to_zeros_bit_for_bit() {
     }
 }
 
+/// Every row count up to past two of the tallest tiles (so every
+/// remainder of the taller tiles): the bits of one-accumulator tiles.
+#[test]
+fn one_pass_gives_the_bits_of_single_tiles_for_every_row_count() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for m in 1..=14 {
+        let (k, n) = (37, 3 * LANES + 5);
+        let x = rand_vec(&mut rng, k * m);
+        let mut b = rand_vec(&mut rng, k * n);
+        b.extend([0.0; LANES]);
+        let mut got = vec![f32::NAN; m * n];
+        gemm_one_pass(m, k, n, &x, 1, m, &b, n, &mut got, n, Accumulate::No);
+        let mut want = vec![f32::NAN; m * n];
+        let mut epi = Store { c: &mut want, ldc: n, n, acc: Accumulate::No };
+        gemm_ep::<1, 1, _>(m, k, n.div_ceil(LANES), &x, 1, m, &b, n, &mut epi);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "m = {m}"
+        );
+    }
+}
+
 #[test]
 fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
