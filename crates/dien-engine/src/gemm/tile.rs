@@ -421,18 +421,36 @@ pub fn gemm_one_pass(
     ldc: usize,
     acc: Accumulate,
 ) {
-    let nvec = n.div_ceil(LANES);
-    // Register tiles of ONE_PASS_MR rows: with a long `k` each tile streams
-    // its rows of `A` and `B` from L2, and taller tiles read `B` fewer
-    // times. The rows past the last whole tile go in one shorter tile.
-    let full = m / ONE_PASS_MR * ONE_PASS_MR;
-    gemm_ep::<ONE_PASS_MR, 3, _>(full, k, nvec, a, rsa, csa, b, ldb, &mut Store { c: &mut *c, ldc, n, acc });
+    gemm_ep_tall(m, k, n.div_ceil(LANES), a, rsa, csa, b, ldb, &mut Store { c, ldc, n, acc });
+}
+
+/// [`gemm_ep`] in register tiles of [`TALL_MR`] rows × 3 vectors, the rows
+/// past the last whole tile in one shorter tile. Each tile streams its rows
+/// of `A` and all of `B`'s `k` rows of its columns, so taller tiles read `B`
+/// fewer times: the form for products of many rows (weight gradients over
+/// a batch, dense layers over blocks of rows). The bits are those of any
+/// other tiling.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_ep_tall<E: Epilogue>(
+    m: usize,
+    k: usize,
+    nvec: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    ldb: usize,
+    epi: &mut E,
+) {
+    let full = m / TALL_MR * TALL_MR;
+    gemm_ep::<TALL_MR, 3, _>(full, k, nvec, a, rsa, csa, b, ldb, epi);
     let rest = m - full;
     if rest == 0 {
         return;
     }
-    let (a, c) = (&a[full * rsa..], &mut c[full * ldc..]);
-    let mut epi = Store { c, ldc, n, acc };
+    let a = &a[full * rsa..];
+    let mut epi = RowOffset { epi, row0: full };
     match rest {
         1 => gemm_ep::<1, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
         2 => gemm_ep::<2, 3, _>(rest, k, nvec, a, rsa, csa, b, ldb, &mut epi),
@@ -442,10 +460,24 @@ pub fn gemm_one_pass(
     }
 }
 
-/// Rows of the register tiles of [`gemm_one_pass`]: 6 × 3 vectors (18
+/// Rows of the register tiles of [`gemm_ep_tall`]: 6 × 3 vectors (18
 /// accumulators) where AVX-512 has 32 vector registers, 4 × 3 (12) within
 /// AVX2's 16.
-const ONE_PASS_MR: usize = if LANES == 16 { 6 } else { 4 };
+pub const TALL_MR: usize = if LANES == 16 { 6 } else { 4 };
+
+/// An epilogue seen from a product over later rows: row `i` of the
+/// product is row `row0 + i` of the epilogue.
+struct RowOffset<'a, E> {
+    epi: &'a mut E,
+    row0: usize,
+}
+
+impl<E: Epilogue> Epilogue for RowOffset<'_, E> {
+    #[inline(always)]
+    fn vec(&mut self, row: usize, v: usize, acc: V) {
+        self.epi.vec(self.row0 + row, v, acc);
+    }
+}
 
 /// Whether [`gemm_packed`] overwrites or accumulates into `C`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! the forward product and `W` for the input gradient, so neither product
 //! transposes anything on the fly and no call allocates.
 
-use dien_engine::gemm::tile::{Accumulate, Epilogue, Packed, gemm_ep, gemm_one_pass, gemm_packed};
+use dien_engine::gemm::tile::{Accumulate, Epilogue, Packed, gemm_ep_tall, gemm_one_pass, gemm_packed};
 use dien_engine::simd::{LANES, V, load_n};
 use rayon::prelude::*;
 
@@ -59,13 +59,13 @@ impl Dense {
     /// (row, vector of `out`, value): for callers that fuse bias and
     /// activation into the product instead of passing over `y` again.
     pub fn forward_ep(&self, m: usize, x: &[f32], ldx: usize, epi: &mut impl Epilogue) {
-        gemm_ep::<4, 3, _>(m, self.inp, self.fwd.nvec(), x, ldx, 1, self.fwd.data(), self.fwd.ld(), epi);
+        gemm_ep_tall(m, self.inp, self.fwd.nvec(), x, ldx, 1, self.fwd.data(), self.fwd.ld(), epi);
     }
 
     /// `dy[m, out]·W`, each finished vector (row, vector of `inp`, value)
     /// handed to `epi`, as [`Dense::forward_ep`].
     pub fn backward_input_ep(&self, m: usize, dy: &[f32], lddy: usize, epi: &mut impl Epilogue) {
-        gemm_ep::<4, 3, _>(m, self.out, self.bwd.nvec(), dy, lddy, 1, self.bwd.data(), self.bwd.ld(), epi);
+        gemm_ep_tall(m, self.out, self.bwd.nvec(), dy, lddy, 1, self.bwd.data(), self.bwd.ld(), epi);
     }
 
     /// `dx[m, inp] (+)= dy[m, out]·W`.
