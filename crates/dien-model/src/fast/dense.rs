@@ -219,14 +219,6 @@ fn tail_columns(
     }
 }
 
-/// `g = g ∘ y ∘ (1 − y)`: the backward of a sigmoid whose output is `y`.
-pub(crate) fn sigmoid_backward_inplace(g: &mut [f32], y: &[f32]) {
-    assert_eq!(g.len(), y.len());
-    for (gi, &yi) in g.iter_mut().zip(y) {
-        *gi *= yi * (1.0 - yi);
-    }
-}
-
 /// Stable `softplus(x) = max(x, 0) + log1p(exp(−|x|))`.
 #[inline]
 pub(crate) fn softplus(x: f32) -> f32 {

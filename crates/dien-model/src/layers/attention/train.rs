@@ -7,13 +7,13 @@
 // Index loops mirror the equations' subscripts.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use dien_engine::gemm::tile::{Accumulate, gemm_ep};
-use dien_engine::simd::{LANES, V, load, pad_lanes, store, store_n};
+use dien_engine::gemm::tile::{Accumulate, Store, gemm_ep};
+use dien_engine::simd::{LANES, V, load, load_n, pad_lanes, store, store_n};
 use dien_engine::vecmath::simd::sigmoid_v;
 
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
-use crate::fast::dense::{Dense, sigmoid_backward_inplace, weight_grad};
+use crate::fast::dense::{Dense, weight_grad};
 use crate::fast::grow;
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot};
@@ -380,34 +380,39 @@ impl AttChunk {
                     v.fill(0.0);
                 }
                 let no = Accumulate::No;
-                // fc3
+                // fc3, and through the second layer's σ: g2 = d·w ∘ y(1 − y).
                 for r in 0..rows {
                     let d = self.ds[r];
                     g.fc3_b[0] += d;
-                    axpy(d, &self.y2[r * F2..(r + 1) * F2], &mut g.fc3_w);
+                    let y2 = &self.y2[r * F2..(r + 1) * F2];
+                    axpy(d, y2, &mut g.fc3_w);
                     let g2 = &mut self.g2[r * F2..(r + 1) * F2];
                     for j in 0..F2 {
-                        g2[j] = d * pk.fc3_w[j];
+                        g2[j] = (d * pk.fc3_w[j]) * (y2[j] * (1.0 - y2[j]));
                     }
                 }
-                sigmoid_backward_inplace(&mut self.g2[..rows * F2], &self.y2[..rows * F2]);
                 weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, no);
-                pk.fc2.backward_input(rows, &self.g2, F2, &mut self.g1, F1, Accumulate::No);
-                sigmoid_backward_inplace(&mut self.g1[..rows * F1], &self.y1[..rows * F1]);
-                pk.fc1_kp.backward_input(rows, &self.g1, F1, &mut self.dx1, 2 * a, Accumulate::No);
+                // Through the second layer and the first layer's σ, and
+                // G_s = Σ_t g1 (rows arrive in order for every column, so
+                // each sum adds its rows in order).
+                self.gsum[..bc * F1].fill(0.0);
+                let (g1, gsum, y1, rs) = (&mut self.g1, &mut self.gsum, &self.y1, &self.sample);
+                pk.fc2.backward_input_ep(rows, &self.g2, F2, &mut |i: usize, v: usize, acc: V| {
+                    let (o, w) = (i * F1 + v * LANES, (F1 - v * LANES).min(LANES));
+                    let y = load_n(y1, o, w);
+                    let x = acc * (y * (V::ONE - y));
+                    store_n(g1, o, w, x);
+                    let so = rs[i] * F1 + v * LANES;
+                    let sum = load_n(gsum, so, w) + x;
+                    store_n(gsum, so, w, sum);
+                });
+                let dx1 = &mut self.dx1;
+                let mut store_dx1 = Store { c: dx1, ldc: 2 * a, n: 2 * a, acc: Accumulate::No };
+                pk.fc1_kp.backward_input_ep(rows, &self.g1, F1, &mut store_dx1);
                 // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
                 weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b, no);
                 weight_grad(rows, &self.g1, F1, F1, &self.x1[a..], 2 * a, a, &mut self.tmp_q, &mut [], no);
-                // G_s = Σ_t g1; R = Σ_s G_s q_sᵀ.
-                for s in 0..bc {
-                    let gs = &mut self.gsum[s * F1..(s + 1) * F1];
-                    gs.fill(0.0);
-                    for r in self.off[s]..self.off[s + 1] {
-                        for (x, &y) in gs.iter_mut().zip(&self.g1[r * F1..(r + 1) * F1]) {
-                            *x += y;
-                        }
-                    }
-                }
+                // R = Σ_s G_s q_sᵀ.
                 weight_grad(bc, &self.gsum, F1, F1, &self.q, a, a, &mut self.tmp_r, &mut [], no);
                 // Map back to W1 = [Wq | Wk | Wd | Wp]: dWq = R, dWk = P, dWd = R − P, dWp = Q.
                 for o in 0..F1 {
