@@ -307,9 +307,10 @@ fn col_block<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, m: usiz
 /// `A[m, k] · B[k, nvec·8]`, each 8-lane result handed to `epi(row, vec,
 /// acc)` exactly once. `A(i, p) = a[i·rsa + p·csa]`; row `p` of `B` starts at
 /// `b[p·ldb]` and is read as `nvec` whole vectors. Register tiles are `MR`
-/// rows × `NV` vectors (`1 ≤ MR, NV ≤ 6`; the crate uses 4 × 3: 12
+/// rows × `NV` vectors (`1 ≤ MR, NV ≤ 6`; the crate mostly uses 4 × 3: 12
 /// accumulators, 3 vectors of `B` and a broadcast fill the 16 AVX
-/// registers). With `k = 0` every accumulator is zero.
+/// registers; [`gemm_ep_tall`] uses 6 × 3 where AVX-512 has 32). With
+/// `k = 0` every accumulator is zero.
 ///
 /// Never allocates. Panics if a read would leave `a` or `b`.
 #[inline(always)]
