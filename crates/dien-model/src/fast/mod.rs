@@ -69,6 +69,15 @@ pub(crate) fn ch_len(b: usize, c: usize, k: usize) -> usize {
 
 pub(crate) use dien_engine::simd::grow;
 
+/// Where vector `v` of row `i` of a row-major `[_, n]` matrix starts, and
+/// how many of its lanes are columns (the rest are not stored): what a
+/// fused epilogue of a product with `n` outputs reads and writes.
+#[inline(always)]
+pub(crate) fn vec_at(i: usize, v: usize, n: usize) -> (usize, usize) {
+    use dien_engine::simd::LANES;
+    (i * n + v * LANES, (n - v * LANES).min(LANES))
+}
+
 /// `dst += src`, elementwise.
 pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (x, &y) in dst.iter_mut().zip(src) {

@@ -14,7 +14,7 @@ use dien_engine::vecmath::simd::sigmoid_v;
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
 use crate::fast::dense::{Dense, weight_grad};
-use crate::fast::grow;
+use crate::fast::{grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot};
 
@@ -398,7 +398,7 @@ impl AttChunk {
                 self.gsum[..bc * F1].fill(0.0);
                 let (g1, gsum, y1, rs) = (&mut self.g1, &mut self.gsum, &self.y1, &self.sample);
                 pk.fc2.backward_input_ep(rows, &self.g2, F2, &mut |i: usize, v: usize, acc: V| {
-                    let (o, w) = (i * F1 + v * LANES, (F1 - v * LANES).min(LANES));
+                    let (o, w) = vec_at(i, v, F1);
                     let y = load_n(y1, o, w);
                     let x = acc * (y * (V::ONE - y));
                     store_n(g1, o, w, x);
@@ -406,8 +406,7 @@ impl AttChunk {
                     let sum = load_n(gsum, so, w) + x;
                     store_n(gsum, so, w, sum);
                 });
-                let dx1 = &mut self.dx1;
-                let mut store_dx1 = Store { c: dx1, ldc: 2 * a, n: 2 * a, acc: Accumulate::No };
+                let mut store_dx1 = Store { c: &mut self.dx1, ldc: 2 * a, n: 2 * a, acc: no };
                 pk.fc1_kp.backward_input_ep(rows, &self.g1, F1, &mut store_dx1);
                 // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
                 weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b, no);

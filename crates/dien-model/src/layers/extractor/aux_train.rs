@@ -13,7 +13,7 @@ use dien_engine::gemm::tile::Accumulate;
 
 use crate::config::AuxForm;
 use crate::fast::dense::{Dense, softplus, weight_grad};
-use crate::fast::{add_into, grow};
+use crate::fast::{add_into, grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{LANES, V, axpy, dot, load, load_n, pad_lanes, sigmoid, store_n};
 use dien_engine::vecmath::simd::sigmoid_v;
@@ -327,13 +327,6 @@ impl AuxChunk {
     }
 }
 
-/// Where vector `v` of row `i` of a row-major `[_, n]` matrix starts, and
-/// how many of its lanes are columns (the rest are not stored).
-#[inline(always)]
-fn at(i: usize, v: usize, n: usize) -> (usize, usize) {
-    (i * n + v * LANES, (n - v * LANES).min(LANES))
-}
-
 /// The MLP head on the `m` packed rows of `a` (`xh`, `xp`, `xn`): their
 /// loss terms, and with `scale` their backward (input gradients written to
 /// `dh`, `dp`, `dn`; the products' parameter gradients written to or added
@@ -352,21 +345,21 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
     // first: the positive ones overwrite the shared block in place.
     let (y1p, y1n) = a.y1.split_at_mut(n1);
     pk.fc1_h.forward_ep(m, hs, hw, &mut |i: usize, v: usize, acc: V| {
-        let (o, w) = at(i, v, F1);
+        let (o, w) = vec_at(i, v, F1);
         store_n(y1p, o, w, acc + load(&pk.fc1_b, v * LANES));
     });
     pk.fc1_e.forward_ep(m, ns, e, &mut |i: usize, v: usize, acc: V| {
-        let (o, w) = at(i, v, F1);
+        let (o, w) = vec_at(i, v, F1);
         store_n(y1n, o, w, sigmoid_v(acc + load_n(y1p, o, w)));
     });
     pk.fc1_e.forward_ep(m, ps, e, &mut |i: usize, v: usize, acc: V| {
-        let (o, w) = at(i, v, F1);
+        let (o, w) = vec_at(i, v, F1);
         store_n(y1p, o, w, sigmoid_v(acc + load_n(y1p, o, w)));
     });
     let y1 = &a.y1[..2 * n1];
     let y2 = &mut a.y2[..2 * n2];
     pk.fc2.forward_ep(2 * m, y1, F1, &mut |i: usize, v: usize, acc: V| {
-        let (o, w) = at(i, v, F2);
+        let (o, w) = vec_at(i, v, F2);
         store_n(y2, o, w, sigmoid_v(acc + load(&pk.fc2_b, v * LANES)));
     });
     let y2 = &a.y2[..2 * n2];
@@ -397,7 +390,7 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
     // Through the second layer and the first layer's σ.
     let g1 = &mut a.g1[..2 * n1];
     pk.fc2.backward_input_ep(2 * m, g2, F2, &mut |i: usize, v: usize, acc: V| {
-        let (o, w) = at(i, v, F1);
+        let (o, w) = vec_at(i, v, F1);
         let y = load_n(y1, o, w);
         store_n(g1, o, w, acc * (y * (V::ONE - y)));
     });
