@@ -165,13 +165,16 @@ impl Chunk {
             st[inp.lengths[b0 + s] * h..].fill(0.0);
         }
 
-        // Gather the active rows into the compact layout, one sample at a
-        // time so the reads of `x` are sequential. Inference needs the
-        // compact inputs only for AIGRU (`a·x`); otherwise the projection
-        // below reads `x` in place.
+        // Gather the active rows into the compact layout in its own order,
+        // step by step, so the writes are sequential: a sample at a time
+        // (sequential reads) wrote rows a step's block apart, 12 % slower
+        // for the GRU forward at B = 128, T = 100 on AVX-512. Inference
+        // needs the compact inputs only for AIGRU (`a·x`); otherwise the
+        // projection below reads `x` in place.
         let gather_x = train || kind == CellKind::Aigru;
-        for (i, (&p, &len)) in perm.iter().zip(lens).enumerate() {
-            for (t, &o) in off[..len].iter().enumerate() {
+        for t in 0..lens.first().copied().unwrap_or(0) {
+            let o = off[t];
+            for (i, &p) in perm[..active[t]].iter().enumerate() {
                 let row = o + i;
                 let bt = (b0 + p) * steps + t;
                 let a = inp.att.map_or(0.0, |a| a[bt]);

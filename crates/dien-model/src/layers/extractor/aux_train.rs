@@ -127,15 +127,18 @@ pub(crate) const AUX_BLOCK: usize = 128;
 pub(crate) struct AuxChunk {
     bc: usize,
     t: usize,
+    pack: Packing,
     acts: Acts,
     /// The block's samples: (first row in the chunk, terms).
     segs: Vec<(usize, usize)>,
     pub grads: AuxGrads,
 }
 
-/// One block's packed inputs, activations and gradients.
+/// One block's packed inputs and their gradients (blocks of several
+/// samples; a block of one sample reads and writes the chunk's rows in
+/// place).
 #[derive(Clone, Debug, Default)]
-struct Acts {
+struct Packing {
     /// States `[m, H]`, positive and negative embeddings `[m, E]`.
     xh: Vec<f32>,
     xp: Vec<f32>,
@@ -144,6 +147,25 @@ struct Acts {
     dh: Vec<f32>,
     dp: Vec<f32>,
     dn: Vec<f32>,
+}
+
+/// The inputs of one block and where their gradients go.
+struct BlockIo<'a> {
+    /// States `[m, H]`, positive and negative embeddings `[m, E]`.
+    hs: &'a [f32],
+    ps: &'a [f32],
+    ns: &'a [f32],
+    /// Their gradients, same shapes (empty without a backward).
+    dh: &'a mut [f32],
+    dp: &'a mut [f32],
+    dn: &'a mut [f32],
+    /// Whether the input gradients overwrite or add to `dh`, `dp`, `dn`.
+    d_acc: Accumulate,
+}
+
+/// One block's activations and their gradients.
+#[derive(Clone, Debug, Default)]
+struct Acts {
     y1: Vec<f32>,
     y2: Vec<f32>,
     g: Vec<f32>,
@@ -158,14 +180,14 @@ impl AuxChunk {
         if pk.form == AuxForm::Mlp {
             let m = AUX_BLOCK.max(t);
             let (h, e) = (pk.h, pk.e);
-            let a = &mut self.acts;
+            let (a, x) = (&mut self.acts, &mut self.pack);
             for (v, n) in [
-                (&mut a.xh, m * h),
-                (&mut a.xp, m * e),
-                (&mut a.xn, m * e),
-                (&mut a.dh, m * h),
-                (&mut a.dp, m * e),
-                (&mut a.dn, m * e),
+                (&mut x.xh, m * h),
+                (&mut x.xp, m * e),
+                (&mut x.xn, m * e),
+                (&mut x.dh, m * h),
+                (&mut x.dp, m * e),
+                (&mut x.dn, m * e),
                 (&mut a.y1, 2 * m * F1),
                 (&mut a.y2, 2 * m * F2),
                 (&mut a.g2, 2 * m * F2),
@@ -290,7 +312,10 @@ impl AuxChunk {
     /// The MLP head on the rows of `self.segs` (all valid): packs their
     /// inputs, runs the block, and with `scale` adds the input gradients
     /// back to the chunk's rows; its parameter gradients overwrite or add
-    /// to the chunk's (`acc`). Returns the block's loss terms.
+    /// to the chunk's (`acc`). Returns the block's loss terms. A block of
+    /// one sample has its rows contiguous in the chunk: the products read
+    /// them and add their input gradients in place, with the bits of the
+    /// packed form (`d + g` is `g + d`).
     fn block(
         &mut self,
         pk: &AuxPacked,
@@ -304,22 +329,45 @@ impl AuxChunk {
         d_neg: &mut [f32],
     ) -> f64 {
         let (hw, e) = (pk.h, pk.e);
-        let a = &mut self.acts;
+        let (a, x) = (&mut self.acts, &mut self.pack);
         // State row r pairs with embedding row r + 1.
+        if let [(r0, mb)] = self.segs[..] {
+            let (sh, se) = (r0 * hw..(r0 + mb) * hw, (r0 + 1) * e..(r0 + 1 + mb) * e);
+            let back = scale.is_some();
+            let io = BlockIo {
+                hs: &h[sh.clone()],
+                ps: &pos[se.clone()],
+                ns: &neg[se.clone()],
+                dh: if back { &mut d_h[sh] } else { &mut [] },
+                dp: if back { &mut d_pos[se.clone()] } else { &mut [] },
+                dn: if back { &mut d_neg[se] } else { &mut [] },
+                d_acc: Accumulate::Yes,
+            };
+            return mlp_block(pk, a, &mut self.grads, mb, scale, acc, io);
+        }
         let mut m = 0;
         for &(r0, mb) in &self.segs {
-            a.xh[m * hw..(m + mb) * hw].copy_from_slice(&h[r0 * hw..(r0 + mb) * hw]);
-            a.xp[m * e..(m + mb) * e].copy_from_slice(&pos[(r0 + 1) * e..(r0 + 1 + mb) * e]);
-            a.xn[m * e..(m + mb) * e].copy_from_slice(&neg[(r0 + 1) * e..(r0 + 1 + mb) * e]);
+            x.xh[m * hw..(m + mb) * hw].copy_from_slice(&h[r0 * hw..(r0 + mb) * hw]);
+            x.xp[m * e..(m + mb) * e].copy_from_slice(&pos[(r0 + 1) * e..(r0 + 1 + mb) * e]);
+            x.xn[m * e..(m + mb) * e].copy_from_slice(&neg[(r0 + 1) * e..(r0 + 1 + mb) * e]);
             m += mb;
         }
-        let loss = mlp_block(pk, a, &mut self.grads, m, scale, acc);
+        let io = BlockIo {
+            hs: &x.xh[..m * hw],
+            ps: &x.xp[..m * e],
+            ns: &x.xn[..m * e],
+            dh: &mut x.dh,
+            dp: &mut x.dp,
+            dn: &mut x.dn,
+            d_acc: Accumulate::No,
+        };
+        let loss = mlp_block(pk, a, &mut self.grads, m, scale, acc, io);
         if scale.is_some() {
             let mut i = 0;
             for &(r0, mb) in &self.segs {
-                add_into(&mut d_h[r0 * hw..(r0 + mb) * hw], &a.dh[i * hw..(i + mb) * hw]);
-                add_into(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dp[i * e..(i + mb) * e]);
-                add_into(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &a.dn[i * e..(i + mb) * e]);
+                add_into(&mut d_h[r0 * hw..(r0 + mb) * hw], &x.dh[i * hw..(i + mb) * hw]);
+                add_into(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &x.dp[i * e..(i + mb) * e]);
+                add_into(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &x.dn[i * e..(i + mb) * e]);
                 i += mb;
             }
         }
@@ -327,19 +375,28 @@ impl AuxChunk {
     }
 }
 
-/// The MLP head on the `m` packed rows of `a` (`xh`, `xp`, `xn`): their
-/// loss terms, and with `scale` their backward (input gradients written to
-/// `dh`, `dp`, `dn`; the products' parameter gradients written to or added
-/// to `g` as `acc` says, the output layer's always added).
+/// The MLP head on the `m` rows of `io` (`hs`, `ps`, `ns`): their loss
+/// terms, and with `scale` their backward (input gradients written to or
+/// added to `io`'s `dh`, `dp`, `dn` as its `d_acc` says; the products'
+/// parameter gradients written to or added to `g` as `acc` says, the output
+/// layer's always added).
 ///
 /// Biases, sigmoids and sigmoid gradients run in the products' epilogues,
 /// on each vector as it leaves the registers: every value is the one the
 /// separate passes (bias, product, then activation) would give, without
 /// the passes over memory.
-fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Option<f32>, acc: Accumulate) -> f64 {
+fn mlp_block(
+    pk: &AuxPacked,
+    a: &mut Acts,
+    g: &mut AuxGrads,
+    m: usize,
+    scale: Option<f32>,
+    acc: Accumulate,
+    io: BlockIo<'_>,
+) -> f64 {
     let (hw, e) = (pk.h, pk.e);
     let (n1, n2) = (m * F1, m * F2);
-    let (hs, ps, ns) = (&a.xh[..m * hw], &a.xp[..m * e], &a.xn[..m * e]);
+    let (hs, ps, ns) = (io.hs, io.ps, io.ns);
     // Layer 1: the state block W_h·h + b is shared by both terms; each
     // term adds its embedding block to it, then σ. The negative rows go
     // first: the positive ones overwrite the shared block in place.
@@ -396,15 +453,15 @@ fn mlp_block(pk: &AuxPacked, a: &mut Acts, g: &mut AuxGrads, m: usize, scale: Op
     });
     let (g1p, g1n) = g1.split_at_mut(n1);
     // Embedding side: separate products for the two terms.
-    pk.fc1_e.backward_input(m, g1p, F1, &mut a.dp, e, Accumulate::No);
-    pk.fc1_e.backward_input(m, g1n, F1, &mut a.dn, e, Accumulate::No);
+    pk.fc1_e.backward_input(m, g1p, F1, io.dp, e, io.d_acc);
+    pk.fc1_e.backward_input(m, g1n, F1, io.dn, e, io.d_acc);
     weight_grad(m, g1p, F1, F1, ps, e, e, &mut g.d_we, &mut [], acc);
     weight_grad(m, g1n, F1, F1, ns, e, e, &mut g.d_we, &mut [], Accumulate::Yes);
     // State side: the shared block gets the sum of both terms.
     for (x, &y) in g1p.iter_mut().zip(g1n.iter()) {
         *x += y;
     }
-    pk.fc1_h.backward_input(m, g1p, F1, &mut a.dh, hw, Accumulate::No);
+    pk.fc1_h.backward_input(m, g1p, F1, io.dh, hw, io.d_acc);
     weight_grad(m, g1p, F1, F1, hs, hw, hw, &mut g.d_wh, &mut g.fc1_b, acc);
     loss
 }
