@@ -13,7 +13,7 @@
 //! difference between the two results: zero, since every value is the same
 //! chain of fused multiply-adds in the same order.
 //!
-//! Outcome (docs/PERFORMANCE.md, "Samples in lanes"): the recurrence runs
+//! Outcome (docs/PERFORMANCE.md, "later still", item 3): the recurrence runs
 //! no faster than the engine's, because each broadcast weight feeds a
 //! single multiply-add where the engine's tiles reuse it over 3 vectors,
 //! and the projection and transposes cost more; two vectors of samples per
