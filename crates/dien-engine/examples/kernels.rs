@@ -11,20 +11,8 @@
 use dien_engine::gemm::tile::{Accumulate, Store, TALL_MR, gemm_ep, gemm_ep_tall};
 use dien_engine::simd::{LANES, V};
 use dien_engine::vecmath::simd::{exp_v, sigmoid_v, tanh_v};
-use std::time::Instant;
-
-/// Best of 5 timings of `reps` calls of `f`, in seconds per call.
-fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+mod timing;
+use timing::best_of;
 
 /// `dW [out, inp] += dYᵀ [out, rows] · X [rows, inp]` over the whole
 /// vectors of `inp`, in 4 × 3 tiles and in tall ones: GFLOP/s of each.

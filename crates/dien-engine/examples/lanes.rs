@@ -32,6 +32,9 @@ use dien_engine::simd::{LANES, V, load, store};
 use dien_engine::vecmath::simd::{sigmoid_v, tanh_v};
 use std::time::Instant;
 
+mod timing;
+use timing::best_of;
+
 const H: usize = 36;
 const IN: usize = 36;
 const T: usize = 100;
@@ -164,19 +167,6 @@ impl LaneMajor {
         self.secs[1] += (t1 - t0).as_secs_f64();
         self.secs[2] += (t2 - t1).as_secs_f64();
     }
-}
-
-/// Best of 5 timings of `reps` calls of `f`, in seconds per call.
-fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .fold(f64::INFINITY, f64::min)
 }
 
 fn main() {
