@@ -172,7 +172,8 @@ impl Chunk {
         // needs the compact inputs only for AIGRU (`a·x`); otherwise the
         // projection below reads `x` in place.
         let gather_x = train || kind == CellKind::Aigru;
-        for t in 0..lens.first().copied().unwrap_or(0) {
+        let tmax = lens.first().copied().unwrap_or(0);
+        for t in 0..tmax {
             let o = off[t];
             for (i, &p) in perm[..active[t]].iter().enumerate() {
                 let row = o + i;
@@ -217,7 +218,6 @@ impl Chunk {
         // over all its compact rows. Training keeps G of every step (one
         // block); inference needs G only until its step has run, so its
         // blocks of INFER_STEPS steps keep G in L2 whatever T is.
-        let tmax = lens.first().copied().unwrap_or(0);
         let block = if train { tmax.max(1) } else { INFER_STEPS };
         let (wih, uru, uc) = (&cell.wih_t, &cell.uru_t, &cell.uc_t);
         let (nv3, nvru) = (wih.nvec(), uru.nvec());
