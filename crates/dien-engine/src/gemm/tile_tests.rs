@@ -130,6 +130,41 @@ fn one_pass_gives_the_bits_of_single_tiles_for_every_row_count() {
     }
 }
 
+/// A long `k` runs in blocks whose accumulators are carried on: the bits
+/// of one unbroken chain per element (a one-accumulator tile over all of
+/// `k`), for `k` at and past the blocked threshold with and without a
+/// short last block, row counts across the carried groups (and their
+/// remainders), column counts of 3, 2 and 1 vectors and partial vectors,
+/// with `C` overwritten or added to.
+#[test]
+fn long_one_pass_gives_the_bits_of_one_unbroken_chain() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let ks = [2 * CHAIN_KB, 2 * CHAIN_KB + 1, 3 * CHAIN_KB, 5 * CHAIN_KB + 17];
+    let ms = [1, 5, TALL_MR, TALL_MR + 1, 95, 96, 97, 200];
+    let ns = [7, LANES, 2 * LANES + 3, 3 * LANES, 5 * LANES + 4];
+    for (case, ((&k, &m), &n)) in ks.iter().cycle().zip(ms.iter().cycle()).zip(ns.iter().cycle()).take(40).enumerate() {
+        // A read through a transposed view, as weight gradients do.
+        let lda = m + case % 3;
+        let x = rand_vec(&mut rng, k * lda);
+        let ldb = n + case % 2;
+        let mut b = rand_vec(&mut rng, k * ldb);
+        b.extend([0.0; LANES]);
+        for acc in [Accumulate::No, Accumulate::Yes] {
+            let start = rand_vec(&mut rng, m * n);
+            let mut got = start.clone();
+            gemm_one_pass(m, k, n, &x, 1, lda, &b, ldb, &mut got, n, acc);
+            let mut want = start.clone();
+            let mut epi = Store { c: &mut want, ldc: n, n, acc };
+            gemm_ep::<1, 1, _>(m, k, n.div_ceil(LANES), &x, 1, lda, &b, ldb, &mut epi);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "m {m} k {k} n {n} {acc:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn one_pass_matches_the_sum_and_ignores_inserted_zero_rows_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
