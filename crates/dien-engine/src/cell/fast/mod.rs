@@ -237,6 +237,8 @@ impl GruCell {
                 .par_iter_mut()
                 .zip(states.par_chunks_mut(cs * t * h))
                 .zip(last.par_chunks_mut(cs * h))
+                // One task per chunk, so an idle thread can take any one.
+                .with_max_len(1)
                 .enumerate()
                 .for_each(|(c, ((ch, st), la))| ch.forward(self, input, c * cs, train, st, la));
         }
@@ -337,6 +339,10 @@ impl GruCell {
             .zip(dx.par_chunks_mut(CHUNK * t * n))
             .zip(d_att.par_chunks_mut(CHUNK * t))
             .zip(dh0.par_chunks_mut(CHUNK * h))
+            // One task per chunk: rayon's default tasks of several chunks
+            // leave the last ones to one thread when another thread joins
+            // late (from work running beside this call).
+            .with_max_len(1)
             .enumerate()
             .for_each(|(c, (((ch, dxc), dac), dhc))| {
                 ch.backward(self, input, c * CHUNK, d_states, d_last, dxc, dac, dhc)

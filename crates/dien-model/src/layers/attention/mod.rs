@@ -74,7 +74,10 @@ pub(crate) fn attention_forward(
 ) {
     let k = chunk(t);
     let nc = b.div_ceil(k);
-    chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(k * t.max(1))).enumerate().for_each(|(c, (ch, w))| {
+    // One task per chunk (here and below): a thread done with the work
+    // beside this stage (the auxiliary loss) can then take any one.
+    let tasks = chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(k * t.max(1))).with_max_len(1);
+    tasks.enumerate().for_each(|(c, (ch, w))| {
         let (s0, bc) = (c * k, ch_len(b, c, k));
         ch.forward(pk, &keys[s0 * t * a..(s0 + bc) * t * a], &e_a[s0 * e..(s0 + bc) * e], &lengths[s0..s0 + bc]);
         w.copy_from_slice(&ch.weights[..bc * t]);
@@ -104,6 +107,7 @@ pub(crate) fn attention_backward(
         .par_iter_mut()
         .zip(d_keys.par_chunks_mut(k * t.max(1) * a))
         .zip(d_e_a.par_chunks_mut(k * e))
+        .with_max_len(1)
         .enumerate()
         .for_each(|(c, ((ch, dk), dea))| {
             let (s0, bc) = (c * k, ch_len(b, c, k));

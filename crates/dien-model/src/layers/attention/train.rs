@@ -382,6 +382,10 @@ impl AttChunk {
                 let no = Accumulate::No;
                 // fc3, and through the second layer's σ: g2 = d·w ∘ y(1 − y).
                 for r in 0..rows {
+                    // The rows the products below read, from far caches
+                    // (the forward ran over every other chunk since).
+                    dien_engine::simd::prefetch(&self.y1, r * F1, F1);
+                    dien_engine::simd::prefetch(&self.x1, r * 2 * a, 2 * a);
                     let d = self.ds[r];
                     g.fc3_b[0] += d;
                     let y2 = &self.y2[r * F2..(r + 1) * F2];

@@ -128,6 +128,9 @@ pub(crate) fn aux_loss(
         .zip(io.d_h1.par_chunks_mut(k * t * h))
         .zip(io.d_e_hist.par_chunks_mut(k * t * e))
         .zip(io.d_e_neg.par_chunks_mut(k * t * e))
+        // One task per chunk, so the thread of the stages beside the loss
+        // can take any one when it is done.
+        .with_max_len(1)
         .enumerate()
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
             let s0 = c * k;
