@@ -397,7 +397,9 @@ impl Chunk {
             // during pass A (a burst would stall on the fill buffers): the
             // forward of the other chunks ran in between, so they come from
             // far caches, in an order (blocks in reverse) the hardware
-            // prefetchers miss.
+            // prefetchers miss. `x` and `r ∘ h` too, which only the weight
+            // gradients after the loop read: there they would come from
+            // far caches again (all of them fit in L2).
             let next = t.checked_sub(1).map_or(0..0, |t1| off[t1]..off[t]);
             // The output gradient rows two steps ahead.
             if let (Some(ds), Some(t2)) = (d_states, t.checked_sub(2)) {
@@ -413,6 +415,8 @@ impl Chunk {
                 if next.start + i < next.end {
                     prefetch(g, (next.start + i) * h3, h3);
                     prefetch(hprev, (next.start + i) * hp, hp);
+                    prefetch(x, (next.start + i) * n_in, n_in);
+                    prefetch(rh, (next.start + i) * hp, hp);
                 }
                 let a = V::splat(att[row]);
                 let mut da_acc = V::ZERO;
@@ -444,6 +448,8 @@ impl Chunk {
             for r in next.start + n..next.end {
                 prefetch(g, r * h3, h3);
                 prefetch(hprev, r * hp, hp);
+                prefetch(x, r * n_in, n_in);
+                prefetch(rh, r * hp, hp);
             }
 
             // Pass B: dq = dG_c · U_c is ∂L/∂(r ∘ h_{t−1}); it gives dG_r
