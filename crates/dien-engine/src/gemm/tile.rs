@@ -231,33 +231,17 @@ impl<F: FnMut(usize, usize, V)> Epilogue for F {
     }
 }
 
-/// One register tile: `acc[i][v] = Σ_p A(i, p) · B(p, v·8 .. v·8 + 8)`.
+/// One register tile: `acc[i][v] += Σ_p A(i, p) · B(p, v·8 .. v·8 + 8)`,
+/// each accumulator a chain of fused multiply-adds over `p = 0..k` in
+/// order that goes on from `acc` (zeros for a product; carried
+/// accumulators for the next block of `p`, which gives the bits of one
+/// unbroken chain).
 ///
 /// # Safety
 /// For all `i < MR`, `p < k`: `a + i·rsa + p·csa` lies inside the `A`
 /// allocation, and `b + p·ldb + NV·8 − 1` inside the `B` allocation.
 #[inline(always)]
 unsafe fn micro<const MR: usize, const NV: usize>(
-    k: usize,
-    a: *const f32,
-    rsa: usize,
-    csa: usize,
-    b: *const f32,
-    ldb: usize,
-) -> [[V; NV]; MR] {
-    // SAFETY: the caller's contract.
-    unsafe { micro_from(k, a, rsa, csa, b, ldb, [[V::ZERO; NV]; MR]) }
-}
-
-/// [`micro`] continuing chains that already hold `acc`: the fused
-/// multiply-adds of `p = 0..k` follow those that made `acc`, so a product
-/// cut into blocks of `p` whose accumulators are carried from block to
-/// block gives the bits of one unbroken chain.
-///
-/// # Safety
-/// As for [`micro`].
-#[inline(always)]
-unsafe fn micro_from<const MR: usize, const NV: usize>(
     k: usize,
     a: *const f32,
     rsa: usize,
@@ -300,7 +284,8 @@ fn tile<const MR: usize, const NV: usize, E: Epilogue>(g: Geom<'_>, i0: usize, v
     // `< nvec` of B are inside their slices; the tile loops only pass
     // `i0 + MR ≤ m` and `v0 + NV ≤ nvec`.
     let acc = unsafe {
-        micro::<MR, NV>(g.k, g.a.as_ptr().add(i0 * g.rsa), g.rsa, g.csa, g.b.as_ptr().add(v0 * LANES), g.ldb)
+        let (a, b) = (g.a.as_ptr().add(i0 * g.rsa), g.b.as_ptr().add(v0 * LANES));
+        micro::<MR, NV>(g.k, a, g.rsa, g.csa, b, g.ldb, [[V::ZERO; NV]; MR])
     };
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
@@ -499,13 +484,13 @@ fn chained<const NV: usize>(g: Geom<'_>, i0: usize, mb: usize, v0: usize, epi: &
         while i + TALL_MR <= mb {
             let init: [[V; NV]; TALL_MR] = std::array::from_fn(|r| part[i + r]);
             // SAFETY: as above, rows `i .. i + TALL_MR ≤ mb`.
-            let acc = unsafe { micro_from::<TALL_MR, NV>(kb, a.add(i * g.rsa), g.rsa, g.csa, b, g.ldb, init) };
+            let acc = unsafe { micro::<TALL_MR, NV>(kb, a.add(i * g.rsa), g.rsa, g.csa, b, g.ldb, init) };
             part[i..i + TALL_MR].copy_from_slice(&acc);
             i += TALL_MR;
         }
         while i < mb {
             // SAFETY: as above, row `i < mb`.
-            let acc = unsafe { micro_from::<1, NV>(kb, a.add(i * g.rsa), g.rsa, g.csa, b, g.ldb, [part[i]]) };
+            let acc = unsafe { micro::<1, NV>(kb, a.add(i * g.rsa), g.rsa, g.csa, b, g.ldb, [part[i]]) };
             part[i] = acc[0];
             i += 1;
         }
