@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dien_engine::cell::fast::{CHUNK, CellWorkspace, GruCell, Mode};
 use dien_engine::cell::{CellKind, GruGrads, GruParams, SeqInput, reference};
+use dien_engine::gemm::tile::Accumulate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -403,6 +404,31 @@ fn zero_steps_pass_h0_through() {
     cell.backward(&case.seq(), &mut ws, None, Some(&case.d_last), &mut grads, &mut [], None, Some(&mut dh0));
     assert_eq!(dh0, case.d_last);
     assert_eq!(grads, GruGrads::zeros(4, 6));
+}
+
+#[test]
+fn adding_the_input_gradient_gives_the_bits_of_writing_it_then_adding() {
+    let _g = serial();
+    for kind in [CellKind::Gru, CellKind::Aigru] {
+        let case = Case::random(kind, 5, 6, CHUNK + 3, 7, false, 98);
+        let (b, t, n) = (case.batch, case.steps, case.input);
+        let written = run_fast(&case, &mut CellWorkspace::new()).dx;
+        let base: Vec<f32> = (0..b * t * n).map(|i| ((i % 11) as f32 - 5.0) * 0.37).collect();
+        let cell = case.cell();
+        let mut ws = CellWorkspace::new();
+        let (mut states, mut last) = (vec![0.0; b * t * case.hidden], vec![0.0; b * case.hidden]);
+        cell.forward(&case.seq(), &mut ws, Mode::Train, &mut states, &mut last);
+        let mut grads = start_grads(&case);
+        let mut dx = base.clone();
+        let d = (Some(&case.d_states[..]), Some(&case.d_last[..]));
+        cell.backward_dx(&case.seq(), &mut ws, d.0, d.1, &mut grads, &mut dx, Accumulate::Yes, None, None);
+        for (i, ((&got, &x), &w)) in dx.iter().zip(&base).zip(&written).enumerate() {
+            // Padded steps keep what the buffer held (the written form has
+            // zeros there).
+            let want = if case.valid(i / (t * n), (i / n) % t) { x + w } else { x };
+            assert_eq!(got.to_bits(), want.to_bits(), "{kind:?}: element {i}");
+        }
+    }
 }
 
 #[test]

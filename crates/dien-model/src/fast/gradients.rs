@@ -45,6 +45,30 @@ impl SparseRows {
     }
     pub(crate) fn add(&mut self, row: u32, g: &[f32]) {
         let w = self.width;
+        let s = self.slot_of(row);
+        if s == self.scratch.len() / w {
+            self.scratch.extend_from_slice(g);
+        } else {
+            for (x, &y) in self.scratch[s * w..(s + 1) * w].iter_mut().zip(g) {
+                *x += y;
+            }
+        }
+    }
+    /// [`SparseRows::add`] of `g + h` (elementwise), without a buffer for
+    /// the sum: the same bits as adding the rows first.
+    pub(crate) fn add_sum(&mut self, row: u32, g: &[f32], h: &[f32]) {
+        let w = self.width;
+        let s = self.slot_of(row);
+        if s == self.scratch.len() / w {
+            self.scratch.extend(g.iter().zip(h).map(|(&a, &b)| a + b));
+        } else {
+            for ((x, &a), &b) in self.scratch[s * w..(s + 1) * w].iter_mut().zip(g).zip(h) {
+                *x += a + b;
+            }
+        }
+    }
+    /// The scratch slot of `row`, given one if the step had not touched it.
+    fn slot_of(&mut self, row: u32) -> usize {
         let r = row as usize;
         if r >= self.slot.len() {
             // Rows are checked against the table sizes before a step runs;
@@ -55,14 +79,7 @@ impl SparseRows {
             self.slot[r] = self.touched.len() as u32;
             self.touched.push(row);
         }
-        let s = self.slot[r] as usize;
-        if s == self.scratch.len() / w {
-            self.scratch.extend_from_slice(g);
-        } else {
-            for (x, &y) in self.scratch[s * w..(s + 1) * w].iter_mut().zip(g) {
-                *x += y;
-            }
-        }
+        self.slot[r] as usize
     }
     /// Asks the cache for `row`'s entry of the direct index ahead of an
     /// [`SparseRows::add`] of it: rows come in the batch's random order,

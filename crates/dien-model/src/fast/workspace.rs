@@ -142,7 +142,7 @@ impl Workspace {
         self.d_h2.fit(if pooled { hb } else { 0 });
         self.d_att.fit(b * t);
         self.d_int.fit(b * cfg.interest_width());
-        self.d_x.fit(b * t * e.max(h));
+        self.d_x.fit(b * d);
         let k = chunk(t);
         let nc = b.div_ceil(k);
         if let Some(pk) = layers.interest.attention() {

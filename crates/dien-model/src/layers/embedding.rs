@@ -80,10 +80,11 @@ pub(crate) fn gather(p: &ParamStore<f32>, batch: &Batch, d: usize, e: usize, ws:
     }
 }
 
-/// Backward of the sum pooling (every valid `e_t` receives `d_s`), then the
-/// item and category rows of the target, the history and (with `with_neg`)
+/// The item and category rows of the target, the history (with the sum
+/// pooling's `d_s`: every valid `e_t` is in the sum) and (with `with_neg`)
 /// the negatives into the `mid` and `cat` tables; finishes all three tables
-/// (the user rows were added by the head-input split).
+/// (the user rows were added by the head-input split). `d_e_hist` is read,
+/// not completed.
 pub(crate) fn scatter(
     batch: &Batch,
     e: usize,
@@ -94,20 +95,13 @@ pub(crate) fn scatter(
 ) {
     let (b, t) = (batch.batch, batch.steps);
     let lengths = &batch.lengths;
-    if t > 0 {
-        ws.d_e_hist[..b * t * e].par_chunks_mut(t * e).zip(ws.d_s[..b * e].par_chunks(e)).enumerate().for_each(
-            |(s, (dh, ds))| {
-                for x in dh.chunks_exact_mut(e).take(lengths[s]) {
-                    crate::fast::add_into(x, ds);
-                }
-            },
-        );
-    }
     // The item and the category table in parallel, each in the one
     // sequential order that fixes its sums' bits: samples, then for each
-    // the target, the history steps and their negatives.
+    // the target, the history steps and their negatives. A history row's
+    // gradient is its `d_e_hist` row plus the sum pooling's `d_s` (every
+    // valid `e_t` is in the sum), added as the row is scattered.
     let [g_uid, gm, gc] = emb;
-    let (d_e_a, d_e_hist, d_e_neg) = (&ws.d_e_a, &ws.d_e_hist, &ws.d_e_neg);
+    let (d_e_a, d_e_hist, d_e_neg, d_s) = (&ws.d_e_a, &ws.d_e_hist, &ws.d_e_neg, &ws.d_s);
     let negs = match (&batch.neg_mid, &batch.neg_cat, with_neg) {
         (Some(nm), Some(nc), true) => Some((nm, nc)),
         _ => None,
@@ -116,6 +110,7 @@ pub(crate) fn scatter(
         |g: &mut SparseRows, target: &[u32], hist: &[u32], neg: Option<&Vec<u32>>, cols: std::ops::Range<usize>| {
             for s in 0..b {
                 g.add(target[s], &d_e_a[s * e + cols.start..s * e + cols.end]);
+                let ds = &d_s[s * e + cols.start..s * e + cols.end];
                 for tt in 0..lengths[s] {
                     let i = s * t + tt;
                     // The index entries of the rows a few positions ahead
@@ -126,7 +121,7 @@ pub(crate) fn scatter(
                             g.prefetch(r);
                         }
                     }
-                    g.add(hist[i], &d_e_hist[i * e + cols.start..i * e + cols.end]);
+                    g.add_sum(hist[i], &d_e_hist[i * e + cols.start..i * e + cols.end], ds);
                     if let Some(neg) = neg {
                         g.add(neg[i], &d_e_neg[i * e + cols.start..i * e + cols.end]);
                     }

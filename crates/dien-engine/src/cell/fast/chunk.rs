@@ -306,7 +306,8 @@ impl Chunk {
     }
 
     /// Backward through the cached forward of the same samples: writes
-    /// `dx [nb, T, in]`, `d_att [nb, T]`, `dh0 [nb, H]` of the chunk and
+    /// (or, with `dx_acc`, adds to) `dx [nb, T, in]`, writes `d_att [nb,
+    /// T]`, `dh0 [nb, H]` of the chunk and
     /// overwrites the chunk's parameter gradients (`gw_*`, `gb`).
     /// Consumes the cache (the gate buffer now holds gradients).
     #[allow(clippy::too_many_arguments)]
@@ -318,18 +319,25 @@ impl Chunk {
         d_states: Option<&[f32]>,
         d_last: Option<&[f32]>,
         dx: &mut [f32],
+        dx_acc: Accumulate,
         d_att: &mut [f32],
         dh0: &mut [f32],
     ) {
         let k = cell.kind;
         match k {
-            CellKind::Gru => self.backward_kind(CellKind::Gru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
-            CellKind::Augru => self.backward_kind(CellKind::Augru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
-            CellKind::AugruRef => {
-                self.backward_kind(CellKind::AugruRef, cell, inp, b0, d_states, d_last, dx, d_att, dh0)
+            CellKind::Gru => self.backward_kind(CellKind::Gru, cell, inp, b0, d_states, d_last, dx, dx_acc, d_att, dh0),
+            CellKind::Augru => {
+                self.backward_kind(CellKind::Augru, cell, inp, b0, d_states, d_last, dx, dx_acc, d_att, dh0)
             }
-            CellKind::Agru => self.backward_kind(CellKind::Agru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
-            CellKind::Aigru => self.backward_kind(CellKind::Aigru, cell, inp, b0, d_states, d_last, dx, d_att, dh0),
+            CellKind::AugruRef => {
+                self.backward_kind(CellKind::AugruRef, cell, inp, b0, d_states, d_last, dx, dx_acc, d_att, dh0)
+            }
+            CellKind::Agru => {
+                self.backward_kind(CellKind::Agru, cell, inp, b0, d_states, d_last, dx, dx_acc, d_att, dh0)
+            }
+            CellKind::Aigru => {
+                self.backward_kind(CellKind::Aigru, cell, inp, b0, d_states, d_last, dx, dx_acc, d_att, dh0)
+            }
         }
     }
 
@@ -344,6 +352,7 @@ impl Chunk {
         d_states: Option<&[f32]>,
         d_last: Option<&[f32]>,
         dx: &mut [f32],
+        dx_acc: Accumulate,
         d_att: &mut [f32],
         dh0: &mut [f32],
     ) {
@@ -363,9 +372,11 @@ impl Chunk {
         let (perm, lens) = (&perm[..nb], &lens[..nb]);
         let rows = off[steps];
 
-        // Padded steps get zero gradient.
-        for (s, d) in dx.chunks_exact_mut(steps * n_in).enumerate() {
-            d[inp.lengths[b0 + s] * n_in..].fill(0.0);
+        // Padded steps get zero gradient (nothing, when adding).
+        if dx_acc == Accumulate::No {
+            for (s, d) in dx.chunks_exact_mut(steps * n_in).enumerate() {
+                d[inp.lengths[b0 + s] * n_in..].fill(0.0);
+            }
         }
         for (s, d) in d_att.chunks_exact_mut(steps).enumerate() {
             d[if uses_att { inp.lengths[b0 + s] } else { 0 }..].fill(0.0);
@@ -498,13 +509,17 @@ impl Chunk {
                 let w = (n_in - v * LANES).min(LANES);
                 let bt = perm[i] * steps + t;
                 let o = bt * n_in + v * LANES;
-                if kind == CellKind::Aigru {
+                let g = if kind == CellKind::Aigru {
                     let row = row0 + i;
                     let xo = load_n(inp.x, b0 * steps * n_in + o, w);
                     da[row] += (acc * xo).reduce_add();
-                    store_n(dx, o, w, acc * V::splat(att[row]));
+                    acc * V::splat(att[row])
                 } else {
-                    store_n(dx, o, w, acc);
+                    acc
+                };
+                match dx_acc {
+                    Accumulate::No => store_n(dx, o, w, g),
+                    Accumulate::Yes => store_n(dx, o, w, load_n(dx, o, w) + g),
                 }
             };
             gemm_ep::<4, 3, _>(active[t], h3, nvin, &g[row0 * h3..], h3, 1, cell.wih.data(), cell.wih.ld(), &mut epi);

@@ -87,7 +87,7 @@ use rayon::prelude::*;
 use self::chunk::Chunk;
 pub use self::shared::SharedWorkspace;
 use super::{CellKind, GruGrads, GruParams, SeqInput};
-use crate::gemm::tile::Packed;
+use crate::gemm::tile::{Accumulate, Packed};
 use crate::simd::{lane_masks, pad_lanes};
 
 /// Samples per batch chunk: the unit of parallel work and of the fixed
@@ -287,6 +287,27 @@ impl GruCell {
         d_att: Option<&mut [f32]>,
         dh0: Option<&mut [f32]>,
     ) {
+        self.backward_dx(input, ws, d_states, d_last, grads, dx, Accumulate::No, d_att, dh0);
+    }
+
+    /// [`GruCell::backward`] that, with [`Accumulate::Yes`], adds the input
+    /// gradient to `dx` (its padded steps untouched) instead of
+    /// overwriting it: for an input that other layers also feed
+    /// gradients, without a buffer and a pass to add it. Each element gets
+    /// `dx + g`, the bits of overwriting a buffer and adding it after.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_dx(
+        &self,
+        input: &SeqInput<'_, f32>,
+        ws: &mut CellWorkspace,
+        d_states: Option<&[f32]>,
+        d_last: Option<&[f32]>,
+        grads: &mut GruGrads<f32>,
+        dx: &mut [f32],
+        dx_acc: Accumulate,
+        d_att: Option<&mut [f32]>,
+        dh0: Option<&mut [f32]>,
+    ) {
         self.check_input(input);
         let (b, t, h, n) = (input.batch, input.steps, self.hidden, self.input);
         let tag = Tag { kind: self.kind, input: n, hidden: h, batch: b, steps: t };
@@ -345,7 +366,7 @@ impl GruCell {
             .with_max_len(1)
             .enumerate()
             .for_each(|(c, (((ch, dxc), dac), dhc))| {
-                ch.backward(self, input, c * CHUNK, d_states, d_last, dxc, dac, dhc)
+                ch.backward(self, input, c * CHUNK, d_states, d_last, dxc, dx_acc, dac, dhc)
             });
         // Fixed reduction order: chunk 0, 1, 2, ... for every element; the
         // gate rows are cut into blocks summed on all threads.

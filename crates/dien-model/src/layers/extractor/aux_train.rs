@@ -13,7 +13,7 @@ use dien_engine::gemm::tile::Accumulate;
 
 use crate::config::AuxForm;
 use crate::fast::dense::{Dense, softplus, weight_grad};
-use crate::fast::{add_into, grow, vec_at};
+use crate::fast::{grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{LANES, V, axpy, dot, load, load_n, pad_lanes, sigmoid, store_n};
 use dien_engine::vecmath::simd::sigmoid_v;
@@ -214,10 +214,12 @@ impl AuxChunk {
     }
 
     /// Sum over the chunk of `softplus(−p⁺) + softplus(p⁻)` for `t + 1 < L`.
-    /// With `scale = Some(c)` also backpropagates `c ×` that sum: accumulates
+    /// With `scale = Some(c)` also backpropagates `c ×` that sum: writes
     /// `d_h [bc, t, H]`, `d_pos`/`d_neg [bc, t, E]` (gradients of the history
-    /// and negative embeddings; row `t + 1` receives the term of step `t`)
-    /// and overwrites `self.grads` (zeros when the chunk has no term).
+    /// and negative embeddings; row `t + 1` receives the term of step `t`,
+    /// rows without a term get zeros) and overwrites `self.grads` (zeros
+    /// when the chunk has no term). Being the first to write these
+    /// gradients, the loss spares the step a pass that would clear them.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
@@ -242,6 +244,9 @@ impl AuxChunk {
             if lengths[..bc].iter().all(|&l| l.min(t) < 2) {
                 g.zero();
             }
+        }
+        if scale.is_some() {
+            clear_rows_without_terms(pk.form, &lengths[..bc], t, hw, e, d_h, d_pos, d_neg);
         }
         if rows < 2 {
             return 0.0;
@@ -310,12 +315,12 @@ impl AuxChunk {
     }
 
     /// The MLP head on the rows of `self.segs` (all valid): packs their
-    /// inputs, runs the block, and with `scale` adds the input gradients
+    /// inputs, runs the block, and with `scale` writes the input gradients
     /// back to the chunk's rows; its parameter gradients overwrite or add
     /// to the chunk's (`acc`). Returns the block's loss terms. A block of
     /// one sample has its rows contiguous in the chunk: the products read
-    /// them and add their input gradients in place, with the bits of the
-    /// packed form (`d + g` is `g + d`).
+    /// them and write their input gradients in place, with the bits of the
+    /// packed form.
     fn block(
         &mut self,
         pk: &AuxPacked,
@@ -341,7 +346,7 @@ impl AuxChunk {
                 dh: if back { &mut d_h[sh] } else { &mut [] },
                 dp: if back { &mut d_pos[se.clone()] } else { &mut [] },
                 dn: if back { &mut d_neg[se] } else { &mut [] },
-                d_acc: Accumulate::Yes,
+                d_acc: Accumulate::No,
             };
             return mlp_block(pk, a, &mut self.grads, mb, scale, acc, io);
         }
@@ -365,13 +370,44 @@ impl AuxChunk {
         if scale.is_some() {
             let mut i = 0;
             for &(r0, mb) in &self.segs {
-                add_into(&mut d_h[r0 * hw..(r0 + mb) * hw], &x.dh[i * hw..(i + mb) * hw]);
-                add_into(&mut d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e], &x.dp[i * e..(i + mb) * e]);
-                add_into(&mut d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e], &x.dn[i * e..(i + mb) * e]);
+                d_h[r0 * hw..(r0 + mb) * hw].copy_from_slice(&x.dh[i * hw..(i + mb) * hw]);
+                d_pos[(r0 + 1) * e..(r0 + 1 + mb) * e].copy_from_slice(&x.dp[i * e..(i + mb) * e]);
+                d_neg[(r0 + 1) * e..(r0 + 1 + mb) * e].copy_from_slice(&x.dn[i * e..(i + mb) * e]);
                 i += mb;
             }
         }
         loss
+    }
+}
+
+/// Zeros the gradient rows of a chunk that no term of the auxiliary loss
+/// writes: the MLP form writes, for a sample of length `L`, the state rows
+/// `0 .. L − 1` and the embedding rows `1 .. L` (each once); the dot form
+/// adds into its rows, so all of them start from zero.
+#[allow(clippy::too_many_arguments)]
+fn clear_rows_without_terms(
+    form: AuxForm,
+    lengths: &[usize],
+    t: usize,
+    hw: usize,
+    e: usize,
+    d_h: &mut [f32],
+    d_pos: &mut [f32],
+    d_neg: &mut [f32],
+) {
+    if form == AuxForm::Dot || t == 0 {
+        for v in [d_h, d_pos, d_neg] {
+            v.fill(0.0);
+        }
+        return;
+    }
+    for (s, &len) in lengths.iter().enumerate() {
+        let terms = len.min(t).saturating_sub(1);
+        d_h[(s * t + terms) * hw..(s + 1) * t * hw].fill(0.0);
+        for d in [&mut *d_pos, &mut *d_neg] {
+            d[s * t * e..(s * t + 1) * e].fill(0.0);
+            d[(s * t + 1 + terms) * e..(s + 1) * t * e].fill(0.0);
+        }
     }
 }
 

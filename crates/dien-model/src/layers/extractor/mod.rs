@@ -21,6 +21,7 @@ mod tests;
 
 use dien_engine::cell::fast::{GruCell, Mode as CellMode};
 use dien_engine::cell::{GruGrads, SeqInput};
+use dien_engine::gemm::tile::Accumulate;
 use rayon::prelude::*;
 
 use self::aux_train::{AuxChunk, AuxPacked};
@@ -48,9 +49,8 @@ pub(crate) fn backward(
 ) {
     zero_gru(g);
     let input = SeqInput { x: &ws.e_hist, lengths, att: None, h0: None, batch: b, steps: t };
-    let dx = &mut ws.d_x[..b * t * e];
-    c.backward(&input, &mut ws.cell1, Some(&ws.d_h1), None, g, dx, None, None);
-    crate::fast::par_add_into(&mut ws.d_e_hist, dx);
+    let dx = &mut ws.d_e_hist[..b * t * e];
+    c.backward_dx(&input, &mut ws.cell1, Some(&ws.d_h1), None, g, dx, Accumulate::Yes, None, None);
 }
 
 /// Zeroes a GRU's parameter gradients.
@@ -93,8 +93,9 @@ pub(crate) struct AuxIo {
 
 /// The auxiliary loss `L_aux` of the batch (extractor states `h1`) over
 /// `n_terms` terms ([`aux_terms`]), backpropagated at once when `scale_by`
-/// is given (it is a leaf): the gradient of `scale_by · L_aux` is added to
-/// `io`'s `d_h1`, `d_e_hist` and `d_e_neg`, parameter gradients stay in the chunks. 0
+/// is given (it is a leaf): the gradient of `scale_by · L_aux` is written
+/// to `io`'s `d_h1`, `d_e_hist` and `d_e_neg` (their first contribution;
+/// zeros where the loss has no term), parameter gradients stay in the chunks. 0
 /// when no sample has two valid steps. In training mode the result is this
 /// replica's part of the loss (the whole loss for one process).
 pub(crate) fn aux_loss(
@@ -114,9 +115,11 @@ pub(crate) fn aux_loss(
     let local: usize = lengths.iter().map(|&l| l.saturating_sub(1)).sum();
     if local == 0 || n_terms == 0 || t == 0 {
         // No term here: the chunks' parameter gradients, which the caller
-        // adds up, are zero (not those of an earlier batch).
+        // adds up, and the input gradients are zero (not those of an
+        // earlier batch).
         if scale_by.is_some() {
             io.chunks[..nc].iter_mut().for_each(|ch| ch.grads.zero());
+            crate::fast::par_zero_all(&mut [&mut io.d_h1[..], &mut io.d_e_hist[..], &mut io.d_e_neg[..]]);
         }
         return 0.0;
     }
