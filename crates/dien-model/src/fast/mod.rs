@@ -25,6 +25,7 @@
 pub(crate) mod dense;
 mod gradients;
 mod model;
+pub(crate) mod per_thread;
 mod stages;
 mod timing;
 pub(crate) mod workspace;

@@ -9,9 +9,10 @@ use std::ops::{Deref, DerefMut};
 
 use super::{ch_len, chunk, grow};
 use crate::config::{Evolution, ModelConfig};
+use crate::layers::attention::AttChunks;
 use crate::layers::attention::train::AttChunk;
-use crate::layers::extractor::AuxIo;
 use crate::layers::extractor::aux_train::AuxChunk;
+use crate::layers::extractor::{AuxChunks, AuxIo};
 use crate::layers::head::train::{HeadGrads, HeadWs, RecalScratch};
 use crate::layers::{InterestLayers, Layers};
 
@@ -33,8 +34,8 @@ pub(crate) struct Workspace {
     pub interest: Buf,
     pub cell1: CellWorkspace,
     pub cell2: CellWorkspace,
-    pub att: Vec<AttChunk>,
-    pub aux: Vec<AuxChunk>,
+    pub att: AttChunks,
+    pub aux: AuxChunks,
     pub aux_loss: Vec<f64>,
     pub head: HeadWs,
     // Gradients of the activations.
@@ -152,6 +153,7 @@ impl Workspace {
             for (c, ch) in self.att[..nc].iter_mut().enumerate() {
                 ch.prepare(pk, ch_len(b, c, k), t);
             }
+            self.att.scr.fit();
         }
         if let Some(pk) = layers.interest.aux() {
             if self.aux.len() < nc {
@@ -160,6 +162,7 @@ impl Workspace {
             for (c, ch) in self.aux[..nc].iter_mut().enumerate() {
                 ch.prepare(pk, ch_len(b, c, k), t);
             }
+            self.aux.scr.fit();
             self.aux_loss.resize(nc, 0.0);
         }
         self.head.prepare(cfg.head_in(), b);

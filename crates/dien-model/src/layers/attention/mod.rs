@@ -33,7 +33,8 @@ pub(crate) mod train;
 
 use rayon::prelude::*;
 
-use self::train::{AttChunk, AttPacked};
+use self::train::{AttChunk, AttPacked, AttScratch};
+use crate::fast::per_thread::Chunks;
 use crate::fast::{ch_len, chunk};
 use dien_engine::simd::{axpy, dot};
 
@@ -58,11 +59,14 @@ pub(crate) fn split_first_layer(w1: &[f32], a: usize, mut put: impl FnMut(usize,
     }
 }
 
+/// The attention's chunks of a batch and the scratch their threads lend them.
+pub(crate) type AttChunks = Chunks<AttChunk, AttScratch>;
+
 /// Attention weights `att_w [B, T]` of `keys [B, T, A]` for targets `e_a`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_forward(
     pk: &AttPacked,
-    chunks: &mut [AttChunk],
+    chunks: &mut AttChunks,
     keys: &[f32],
     e_a: &[f32],
     lengths: &[usize],
@@ -76,10 +80,13 @@ pub(crate) fn attention_forward(
     let nc = b.div_ceil(k);
     // One task per chunk (here and below): a thread done with the work
     // beside this stage (the auxiliary loss) can then take any one.
+    let AttChunks { chunks, scr } = chunks;
     let tasks = chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(k * t.max(1))).with_max_len(1);
     tasks.enumerate().for_each(|(c, (ch, w))| {
         let (s0, bc) = (c * k, ch_len(b, c, k));
+        scr.swap(&mut ch.scr);
         ch.forward(pk, &keys[s0 * t * a..(s0 + bc) * t * a], &e_a[s0 * e..(s0 + bc) * e], &lengths[s0..s0 + bc]);
+        scr.swap(&mut ch.scr);
         w.copy_from_slice(&ch.weights[..bc * t]);
     });
 }
@@ -89,7 +96,7 @@ pub(crate) fn attention_forward(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     pk: &AttPacked,
-    chunks: &mut [AttChunk],
+    chunks: &mut AttChunks,
     keys: &[f32],
     e_a: &[f32],
     lengths: &[usize],
@@ -103,6 +110,7 @@ pub(crate) fn attention_backward(
 ) {
     let k = chunk(t);
     let nc = b.div_ceil(k);
+    let AttChunks { chunks, scr } = chunks;
     chunks[..nc]
         .par_iter_mut()
         .zip(d_keys.par_chunks_mut(k * t.max(1) * a))
@@ -111,6 +119,7 @@ pub(crate) fn attention_backward(
         .enumerate()
         .for_each(|(c, ((ch, dk), dea))| {
             let (s0, bc) = (c * k, ch_len(b, c, k));
+            scr.swap(&mut ch.scr);
             ch.backward(
                 pk,
                 &keys[s0 * t * a..(s0 + bc) * t * a],
@@ -120,6 +129,7 @@ pub(crate) fn attention_backward(
                 dk,
                 dea,
             );
+            scr.swap(&mut ch.scr);
         });
 }
 

@@ -167,7 +167,8 @@ impl AttPacked {
     }
 }
 
-/// Scratch and cache of one chunk of `bc` samples with `t` steps.
+/// Cache of one chunk of `bc` samples with `t` steps, and the scratch its
+/// forward and backward borrow from their thread ([`AttScratch`]).
 ///
 /// The per-step rows (`x1`, `y1`, `y2` and their gradients) are compact:
 /// sample `s`'s valid steps are rows `off[s]..off[s + 1]`, so padded steps
@@ -187,15 +188,26 @@ pub(crate) struct AttChunk {
     q: Vec<f32>,
     /// Per-sample constant of the first layer `[bc, F1]`.
     cb: Vec<f32>,
-    /// `[k_t | q ∘ k_t]` rows `[n, 2A]`.
-    x1: Vec<f32>,
     y1: Vec<f32>,
     y2: Vec<f32>,
     /// Attention weights `[bc, t]`.
     pub weights: Vec<f32>,
+    /// The thread's scratch while the chunk runs (see
+    /// [`PerThread`](crate::fast::per_thread::PerThread)); empty otherwise.
+    pub scr: AttScratch,
+    pub grads: AttGrads,
+}
+
+/// What a chunk's forward or backward writes and reads back within the call:
+/// kept per thread, not per chunk.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AttScratch {
+    /// `[k_t | q ∘ k_t]` rows `[n, 2A]`: built by the forward for the first
+    /// layer and again by the backward for its weight gradient (a copy and
+    /// a product per value, cheaper than keeping the rows until then).
+    x1: Vec<f32>,
     /// Lane-wise partial scores of the rows `[n]`.
     score_acc: Vec<V>,
-    // backward scratch
     ds: Vec<f32>,
     g2: Vec<f32>,
     g1: Vec<f32>,
@@ -205,23 +217,31 @@ pub(crate) struct AttChunk {
     tmp_p: Vec<f32>,
     tmp_q: Vec<f32>,
     tmp_r: Vec<f32>,
-    pub grads: AttGrads,
 }
 
-impl AttChunk {
-    /// Sizes the buffers for `bc` samples of `t` steps (grows only).
-    pub fn prepare(&mut self, pk: &AttPacked, bc: usize, t: usize) {
-        let (a, rows) = (pk.a, bc * t);
-        self.bc = bc;
-        self.t = t;
+/// `x1 = [k_t | q_s ∘ k_t]` of every compact row of a chunk (`off` as
+/// [`AttChunk`]'s, `q [bc, A]`, `keys [bc, t, A]`).
+fn fill_x1(x1: &mut [f32], keys: &[f32], q: &[f32], off: &[usize], t: usize, a: usize) {
+    for (s, w) in off.windows(2).enumerate() {
+        let q = &q[s * a..(s + 1) * a];
+        for (tt, rc) in (w[0]..w[1]).enumerate() {
+            let x = &mut x1[rc * 2 * a..(rc + 1) * 2 * a];
+            let r = s * t + tt;
+            let k = &keys[r * a..(r + 1) * a];
+            x[..a].copy_from_slice(k);
+            for j in 0..a {
+                x[a + j] = q[j] * k[j];
+            }
+        }
+    }
+}
+
+impl AttScratch {
+    /// Sizes the buffers for `rows` rows (the chunk's `bc · t`, whatever
+    /// the lengths) of `bc` samples (grows only).
+    fn fit(&mut self, a: usize, bc: usize, rows: usize) {
         for (v, n) in [
-            (&mut self.q_pre, bc * a),
-            (&mut self.q, bc * a),
-            (&mut self.cb, bc * F1),
             (&mut self.x1, rows * 2 * a),
-            (&mut self.y1, rows * F1),
-            (&mut self.y2, rows * F2),
-            (&mut self.weights, rows),
             (&mut self.ds, rows),
             (&mut self.g2, rows * F2),
             (&mut self.g1, rows * F1),
@@ -234,11 +254,30 @@ impl AttChunk {
         ] {
             grow(v, n);
         }
-        grow(&mut self.off, bc + 1);
-        grow(&mut self.sample, rows);
         if self.score_acc.len() < rows {
             self.score_acc.resize(rows, V::ZERO);
         }
+    }
+}
+
+impl AttChunk {
+    /// Sizes the buffers for `bc` samples of `t` steps (grows only).
+    pub fn prepare(&mut self, pk: &AttPacked, bc: usize, t: usize) {
+        let (a, rows) = (pk.a, bc * t);
+        self.bc = bc;
+        self.t = t;
+        for (v, n) in [
+            (&mut self.q_pre, bc * a),
+            (&mut self.q, bc * a),
+            (&mut self.cb, bc * F1),
+            (&mut self.y1, rows * F1),
+            (&mut self.y2, rows * F2),
+            (&mut self.weights, rows),
+        ] {
+            grow(v, n);
+        }
+        grow(&mut self.off, bc + 1);
+        grow(&mut self.sample, rows);
         if self.grads.fc3_b.is_empty() && self.grads.bil_w.is_empty() {
             self.grads = AttGrads::new(pk.form, a, pk.e);
         }
@@ -274,28 +313,18 @@ impl AttChunk {
                 pk.fc1_q.forward(bc, &self.q, a, &pk.fc1_b, &mut self.cb, F1);
                 // Only the valid steps are computed, in compact rows.
                 let (fc1, fc2) = (pk.fc1_kp.packed_t(), pk.fc2.packed_t());
-                for s in 0..bc {
-                    let q = &self.q[s * a..(s + 1) * a];
-                    for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
-                        let x = &mut self.x1[rc * 2 * a..(rc + 1) * 2 * a];
-                        let r = s * t + tt;
-                        let k = &keys[r * a..(r + 1) * a];
-                        x[..a].copy_from_slice(k);
-                        for j in 0..a {
-                            x[a + j] = q[j] * k[j];
-                        }
-                    }
-                }
+                self.scr.fit(a, bc, bc * t);
+                fill_x1(&mut self.scr.x1, keys, &self.q, &self.off[..=bc], t, a);
                 // y1 = σ(x1·[Wk − Wd | Wp]ᵀ + cb_s), each row's sample
                 // constant as the bias.
                 let (cb, y1, rs) = (&self.cb, &mut self.y1, &self.sample);
                 let mut epi1 = |i: usize, v: usize, acc: V| {
                     store(y1, i * F1 + v * LANES, sigmoid_v(acc + load(cb, rs[i] * F1 + v * LANES)));
                 };
-                gemm_ep::<4, 3, _>(n, 2 * a, fc1.nvec(), &self.x1, 2 * a, 1, fc1.data(), fc1.ld(), &mut epi1);
+                gemm_ep::<4, 3, _>(n, 2 * a, fc1.nvec(), &self.scr.x1, 2 * a, 1, fc1.data(), fc1.ld(), &mut epi1);
                 // y2 = σ(y1·W2ᵀ + b2) and the score y2·w3 + b3, summed
                 // lane-wise as the vectors of a row arrive (in order).
-                let (y2, score) = (&mut self.y2, &mut self.score_acc[..n]);
+                let (y2, score) = (&mut self.y2, &mut self.scr.score_acc[..n]);
                 score.fill(V::ZERO);
                 let (b2, w3) = (&pk.fc2_b_pad, &pk.fc3_w_pad);
                 let mut epi2 = |i: usize, v: usize, acc: V| {
@@ -306,7 +335,7 @@ impl AttChunk {
                 gemm_ep::<4, 3, _>(n, F1, fc2.nvec(), &self.y1, F1, 1, fc2.data(), fc2.ld(), &mut epi2);
                 for s in 0..bc {
                     let (o, len) = (self.off[s], self.off[s + 1] - self.off[s]);
-                    for (w, sc) in self.weights[s * t..s * t + len].iter_mut().zip(&self.score_acc[o..o + len]) {
+                    for (w, sc) in self.weights[s * t..s * t + len].iter_mut().zip(&self.scr.score_acc[o..o + len]) {
                         *w = sc.reduce_add() + pk.fc3_b;
                     }
                 }
@@ -359,6 +388,7 @@ impl AttChunk {
         let (a, bc, t) = (pk.a, self.bc, self.t);
         // The compact rows of the forward (`off`, `sample`).
         let rows = self.off[bc];
+        self.scr.fit(a, bc, bc * t);
         debug_assert!((0..bc).all(|s| self.off[s + 1] - self.off[s] == lengths[s].min(t)), "forward's lengths");
         // Softmax backward: ds_t = a_t (da_t − Σ_j a_j da_j), compact.
         for s in 0..bc {
@@ -366,7 +396,7 @@ impl AttChunk {
             let w = &self.weights[s * t..s * t + l];
             let da = &d_weights[s * t..s * t + l];
             let inner: f32 = (0..l).map(|j| w[j] * da[j]).sum();
-            let ds = &mut self.ds[o..o + l];
+            let ds = &mut self.scr.ds[o..o + l];
             for j in 0..l {
                 ds[j] = w[j] * (da[j] - inner);
             }
@@ -385,23 +415,22 @@ impl AttChunk {
                     // The rows the products below read, from far caches
                     // (the forward ran over every other chunk since).
                     dien_engine::simd::prefetch(&self.y1, r * F1, F1);
-                    dien_engine::simd::prefetch(&self.x1, r * 2 * a, 2 * a);
-                    let d = self.ds[r];
+                    let d = self.scr.ds[r];
                     g.fc3_b[0] += d;
                     let y2 = &self.y2[r * F2..(r + 1) * F2];
                     axpy(d, y2, &mut g.fc3_w);
-                    let g2 = &mut self.g2[r * F2..(r + 1) * F2];
+                    let g2 = &mut self.scr.g2[r * F2..(r + 1) * F2];
                     for j in 0..F2 {
                         g2[j] = (d * pk.fc3_w[j]) * (y2[j] * (1.0 - y2[j]));
                     }
                 }
-                weight_grad(rows, &self.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, no);
+                weight_grad(rows, &self.scr.g2, F2, F2, &self.y1, F1, F1, &mut g.fc2_w, &mut g.fc2_b, no);
                 // Through the second layer and the first layer's σ, and
                 // G_s = Σ_t g1 (rows arrive in order for every column, so
                 // each sum adds its rows in order).
-                self.gsum[..bc * F1].fill(0.0);
-                let (g1, gsum, y1, rs) = (&mut self.g1, &mut self.gsum, &self.y1, &self.sample);
-                pk.fc2.backward_input_ep(rows, &self.g2, F2, &mut |i: usize, v: usize, acc: V| {
+                self.scr.gsum[..bc * F1].fill(0.0);
+                let (g1, gsum, y1, rs) = (&mut self.scr.g1, &mut self.scr.gsum, &self.y1, &self.sample);
+                pk.fc2.backward_input_ep(rows, &self.scr.g2, F2, &mut |i: usize, v: usize, acc: V| {
                     let (o, w) = vec_at(i, v, F1);
                     let y = load_n(y1, o, w);
                     let x = acc * (y * (V::ONE - y));
@@ -410,18 +439,21 @@ impl AttChunk {
                     let sum = load_n(gsum, so, w) + x;
                     store_n(gsum, so, w, sum);
                 });
-                let mut store_dx1 = Store { c: &mut self.dx1, ldc: 2 * a, n: 2 * a, acc: no };
-                pk.fc1_kp.backward_input_ep(rows, &self.g1, F1, &mut store_dx1);
-                // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1.
-                weight_grad(rows, &self.g1, F1, F1, &self.x1, 2 * a, a, &mut self.tmp_p, &mut g.fc1_b, no);
-                weight_grad(rows, &self.g1, F1, F1, &self.x1[a..], 2 * a, a, &mut self.tmp_q, &mut [], no);
+                let mut store_dx1 = Store { c: &mut self.scr.dx1, ldc: 2 * a, n: 2 * a, acc: no };
+                pk.fc1_kp.backward_input_ep(rows, &self.scr.g1, F1, &mut store_dx1);
+                // P = Σ g1 kᵀ, Q = Σ g1 (q∘k)ᵀ over rows: weight_grad against the two halves of x1,
+                // built again (the forward's went with its thread's scratch).
+                fill_x1(&mut self.scr.x1, keys, &self.q, &self.off[..=bc], t, a);
+                weight_grad(rows, &self.scr.g1, F1, F1, &self.scr.x1, 2 * a, a, &mut self.scr.tmp_p, &mut g.fc1_b, no);
+                weight_grad(rows, &self.scr.g1, F1, F1, &self.scr.x1[a..], 2 * a, a, &mut self.scr.tmp_q, &mut [], no);
                 // R = Σ_s G_s q_sᵀ.
-                weight_grad(bc, &self.gsum, F1, F1, &self.q, a, a, &mut self.tmp_r, &mut [], no);
+                weight_grad(bc, &self.scr.gsum, F1, F1, &self.q, a, a, &mut self.scr.tmp_r, &mut [], no);
                 // Map back to W1 = [Wq | Wk | Wd | Wp]: dWq = R, dWk = P, dWd = R − P, dWp = Q.
                 for o in 0..F1 {
                     let row = &mut g.fc1_w[o * 4 * a..(o + 1) * 4 * a];
                     for j in 0..a {
-                        let (p, q, r) = (self.tmp_p[o * a + j], self.tmp_q[o * a + j], self.tmp_r[o * a + j]);
+                        let (p, q, r) =
+                            (self.scr.tmp_p[o * a + j], self.scr.tmp_q[o * a + j], self.scr.tmp_r[o * a + j]);
                         row[j] = r;
                         row[a + j] = p;
                         row[2 * a + j] = r - p;
@@ -429,13 +461,13 @@ impl AttChunk {
                     }
                 }
                 // dq = (Wq + Wd)ᵀ G + Σ_t k_t ∘ dx1[t, A..]; dk_t += dx1[t, ..A] + q ∘ dx1[t, A..].
-                pk.fc1_q.backward_input(bc, &self.gsum, F1, &mut self.dq, a, Accumulate::No);
+                pk.fc1_q.backward_input(bc, &self.scr.gsum, F1, &mut self.scr.dq, a, Accumulate::No);
                 for s in 0..bc {
                     let q = &self.q[s * a..(s + 1) * a];
-                    let dq = &mut self.dq[s * a..(s + 1) * a];
+                    let dq = &mut self.scr.dq[s * a..(s + 1) * a];
                     for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
                         let r = s * t + tt;
-                        let dx = &self.dx1[rc * 2 * a..(rc + 1) * 2 * a];
+                        let dx = &self.scr.dx1[rc * 2 * a..(rc + 1) * 2 * a];
                         let k = &keys[r * a..(r + 1) * a];
                         let dk = &mut d_keys[r * a..(r + 1) * a];
                         for j in 0..a {
@@ -452,29 +484,29 @@ impl AttChunk {
                         if z > 0.0 {
                             // dq passes through unchanged.
                         } else {
-                            g.prelu[j] += self.dq[i] * z;
-                            self.dq[i] *= pk.prelu[j];
+                            g.prelu[j] += self.scr.dq[i] * z;
+                            self.scr.dq[i] *= pk.prelu[j];
                         }
                     }
                 }
-                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut g.q_w, &mut g.q_b, no);
-                pk.q.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
+                weight_grad(bc, &self.scr.dq, a, a, e_a, pk.e, pk.e, &mut g.q_w, &mut g.q_b, no);
+                pk.q.backward_input(bc, &self.scr.dq, a, d_e_a, pk.e, Accumulate::Yes);
             }
             AttForm::Bilinear => {
                 // s_t = k_t·v, v = W e_a: dk_t += ds_t v; dv = Σ_t ds_t k_t.
                 for s in 0..bc {
                     let v = &self.q_pre[s * a..(s + 1) * a];
-                    let dv = &mut self.dq[s * a..(s + 1) * a];
+                    let dv = &mut self.scr.dq[s * a..(s + 1) * a];
                     dv.fill(0.0);
                     for (tt, rc) in (self.off[s]..self.off[s + 1]).enumerate() {
                         let r = s * t + tt;
-                        let d = self.ds[rc];
+                        let d = self.scr.ds[rc];
                         axpy(d, v, &mut d_keys[r * a..(r + 1) * a]);
                         axpy(d, &keys[r * a..(r + 1) * a], dv);
                     }
                 }
-                weight_grad(bc, &self.dq, a, a, e_a, pk.e, pk.e, &mut self.grads.bil_w, &mut [], Accumulate::No);
-                pk.bil.backward_input(bc, &self.dq, a, d_e_a, pk.e, Accumulate::Yes);
+                weight_grad(bc, &self.scr.dq, a, a, e_a, pk.e, pk.e, &mut self.grads.bil_w, &mut [], Accumulate::No);
+                pk.bil.backward_input(bc, &self.scr.dq, a, d_e_a, pk.e, Accumulate::Yes);
             }
         }
     }

@@ -127,11 +127,43 @@ pub(crate) const AUX_BLOCK: usize = 128;
 pub(crate) struct AuxChunk {
     bc: usize,
     t: usize,
-    pack: Packing,
-    acts: Acts,
+    /// The thread's scratch while the chunk runs (see
+    /// [`PerThread`](crate::fast::per_thread::PerThread)); empty otherwise.
+    pub scr: AuxScratch,
     /// The block's samples: (first row in the chunk, terms).
     segs: Vec<(usize, usize)>,
     pub grads: AuxGrads,
+}
+
+/// A block's packed inputs and activations: kept per thread, not per chunk.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuxScratch {
+    pack: Packing,
+    acts: Acts,
+}
+
+impl AuxScratch {
+    /// Sizes the buffers for blocks of chunks of `t` steps (grows only).
+    fn fit(&mut self, pk: &AuxPacked, t: usize) {
+        let m = AUX_BLOCK.max(t);
+        let (h, e) = (pk.h, pk.e);
+        let (a, x) = (&mut self.acts, &mut self.pack);
+        for (v, n) in [
+            (&mut x.xh, m * h),
+            (&mut x.xp, m * e),
+            (&mut x.xn, m * e),
+            (&mut x.dh, m * h),
+            (&mut x.dp, m * e),
+            (&mut x.dn, m * e),
+            (&mut a.y1, 2 * m * F1),
+            (&mut a.y2, 2 * m * F2),
+            (&mut a.g2, 2 * m * F2),
+            (&mut a.g1, 2 * m * F1),
+            (&mut a.g, 2 * m),
+        ] {
+            grow(v, n);
+        }
+    }
 }
 
 /// One block's packed inputs and their gradients (blocks of several
@@ -178,24 +210,7 @@ impl AuxChunk {
         self.bc = bc;
         self.t = t;
         if pk.form == AuxForm::Mlp {
-            let m = AUX_BLOCK.max(t);
             let (h, e) = (pk.h, pk.e);
-            let (a, x) = (&mut self.acts, &mut self.pack);
-            for (v, n) in [
-                (&mut x.xh, m * h),
-                (&mut x.xp, m * e),
-                (&mut x.xn, m * e),
-                (&mut x.dh, m * h),
-                (&mut x.dp, m * e),
-                (&mut x.dn, m * e),
-                (&mut a.y1, 2 * m * F1),
-                (&mut a.y2, 2 * m * F2),
-                (&mut a.g2, 2 * m * F2),
-                (&mut a.g1, 2 * m * F1),
-                (&mut a.g, 2 * m),
-            ] {
-                grow(v, n);
-            }
             self.segs.clear();
             self.segs.reserve(bc);
             if self.grads.fc1_w.is_empty() {
@@ -258,6 +273,7 @@ impl AuxChunk {
         let mut loss = 0.0f64;
         match pk.form {
             AuxForm::Mlp => {
+                self.scr.fit(pk, t);
                 // Rows s·t + i with i + 1 < L: a term each, packed in blocks.
                 // From the lengths alone, so that padding cannot move a
                 // block boundary (the buffers hold AUX_BLOCK.max(t) rows).
@@ -334,7 +350,7 @@ impl AuxChunk {
         d_neg: &mut [f32],
     ) -> f64 {
         let (hw, e) = (pk.h, pk.e);
-        let (a, x) = (&mut self.acts, &mut self.pack);
+        let (a, x) = (&mut self.scr.acts, &mut self.scr.pack);
         // State row r pairs with embedding row r + 1.
         if let [(r0, mb)] = self.segs[..] {
             let (sh, se) = (r0 * hw..(r0 + mb) * hw, (r0 + 1) * e..(r0 + 1 + mb) * e);

@@ -24,8 +24,9 @@ use dien_engine::cell::{GruGrads, SeqInput};
 use dien_engine::gemm::tile::Accumulate;
 use rayon::prelude::*;
 
-use self::aux_train::{AuxChunk, AuxPacked};
+use self::aux_train::{AuxChunk, AuxPacked, AuxScratch};
 use crate::error::ModelError;
+use crate::fast::per_thread::Chunks;
 use crate::fast::workspace::{Buf, Workspace};
 use crate::fast::{ch_len, chunk};
 use crate::sync::StatSync;
@@ -75,6 +76,10 @@ pub(crate) fn aux_terms(lengths: &[usize], sync: Option<&mut (dyn StatSync + '_)
     })
 }
 
+/// The auxiliary loss's chunks of a batch and the scratch their threads
+/// lend them.
+pub(crate) type AuxChunks = Chunks<AuxChunk, AuxScratch>;
+
 /// What the auxiliary loss reads and writes of a batch's workspace (but
 /// the extractor states, which others read at the same time), lent out of
 /// it so that the loss can run beside the stages that own the rest
@@ -82,7 +87,7 @@ pub(crate) fn aux_terms(lengths: &[usize], sync: Option<&mut (dyn StatSync + '_)
 /// own part of the state gradients.
 #[derive(Default)]
 pub(crate) struct AuxIo {
-    pub chunks: Vec<AuxChunk>,
+    pub chunks: AuxChunks,
     pub loss: Vec<f64>,
     pub e_hist: Buf,
     pub e_neg: Buf,
@@ -125,7 +130,8 @@ pub(crate) fn aux_loss(
     }
     let scale = scale_by.map(|w| w / n_terms as f32);
     let (e_hist, e_neg) = (&io.e_hist, &io.e_neg);
-    io.chunks[..nc]
+    let Chunks { chunks, scr } = &mut io.chunks;
+    chunks[..nc]
         .par_iter_mut()
         .zip(io.loss[..nc].par_iter_mut())
         .zip(io.d_h1.par_chunks_mut(k * t * h))
@@ -138,6 +144,7 @@ pub(crate) fn aux_loss(
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
             let s0 = c * k;
             let bc = ch_len(b, c, k);
+            scr.swap(&mut ch.scr);
             *lo = ch.run(
                 pk,
                 &h1[s0 * t * h..(s0 + bc) * t * h],
@@ -149,6 +156,7 @@ pub(crate) fn aux_loss(
                 dp,
                 dn,
             );
+            scr.swap(&mut ch.scr);
         });
     io.loss[..nc].iter().sum::<f64>() / n_terms as f64
 }

@@ -1,0 +1,89 @@
+//! Scratch buffers kept per thread and lent to the chunk a thread works on.
+//!
+//! A chunk's transient buffers (what its forward or backward writes and
+//! reads back within the same call) need not be the chunk's own: with one
+//! set per chunk, every chunk starts on buffers last touched a whole stage
+//! earlier, far out of cache, and a step touches megabytes that no other
+//! step part reuses. Lent from the thread instead, the buffers the previous
+//! chunk of the same thread left are still in its L2. Only the buffers move
+//! (a swap of their handles), never their contents, so nothing a chunk
+//! computes depends on which thread ran it.
+
+use std::sync::Mutex;
+
+/// One `T` per thread of the pool that runs the chunks, and one for callers
+/// outside a pool.
+#[derive(Debug, Default)]
+pub(crate) struct PerThread<T> {
+    slots: Vec<Mutex<T>>,
+}
+
+impl<T: Default> PerThread<T> {
+    /// Has a slot for every thread of the current pool (grows only).
+    pub fn fit(&mut self) {
+        let n = rayon::current_num_threads() + 1;
+        while self.slots.len() < n {
+            self.slots.push(Mutex::new(T::default()));
+        }
+    }
+
+    /// Exchanges `own` with the calling thread's `T`: called once before a
+    /// chunk's work and once after, it lends the thread's buffers to the
+    /// chunk and takes them back (no lock is held in between). Every buffer
+    /// is scratch, so a swap that cannot happen (a thread without a slot,
+    /// the one slot of callers outside a pool in use by another) only leaves
+    /// the chunk on other buffers: slower, never wrong.
+    pub fn swap(&self, own: &mut T) {
+        let i = rayon::current_thread_index().unwrap_or(self.slots.len().saturating_sub(1));
+        if let Some(Ok(mut slot)) = self.slots.get(i).map(Mutex::try_lock) {
+            std::mem::swap(own, &mut *slot);
+        }
+    }
+}
+
+/// A stage's chunks of a batch (`C`, their caches) and the scratch (`S`)
+/// their threads lend them; derefs to the chunks.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks<C, S> {
+    pub chunks: Vec<C>,
+    pub scr: PerThread<S>,
+}
+
+impl<C, S> std::ops::Deref for Chunks<C, S> {
+    type Target = Vec<C>;
+    fn deref(&self) -> &Vec<C> {
+        &self.chunks
+    }
+}
+
+impl<C, S> std::ops::DerefMut for Chunks<C, S> {
+    fn deref_mut(&mut self) -> &mut Vec<C> {
+        &mut self.chunks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_lends_its_buffers_and_takes_them_back() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let mut p: PerThread<Vec<f32>> = PerThread::default();
+            p.fit();
+            assert_eq!(p.slots.len(), 3);
+            let mut own = vec![1.0];
+            p.swap(&mut own);
+            // The chunk now holds the thread's (empty) buffer and grows it.
+            assert!(own.is_empty());
+            own.resize(4, 2.0);
+            p.swap(&mut own);
+            assert_eq!(own, vec![1.0]);
+            // The next chunk on this thread gets the grown buffer back.
+            let mut next = Vec::new();
+            p.swap(&mut next);
+            assert_eq!(next, vec![2.0; 4]);
+        });
+    }
+}
