@@ -27,18 +27,32 @@ impl<T: Default> PerThread<T> {
         }
     }
 
-    /// Exchanges `own` with the calling thread's `T`: called once before a
-    /// chunk's work and once after, it lends the thread's buffers to the
-    /// chunk and takes them back (no lock is held in between). Every buffer
-    /// is scratch, so a swap that cannot happen (a thread without a slot,
-    /// the one slot of callers outside a pool in use by another) only leaves
+    /// Runs `f` on `ch` with the calling thread's scratch in place of the
+    /// chunk's own: swapped in before, back after (no lock is held in
+    /// between).
+    pub fn lend<C: Scratch<T>, R>(&self, ch: &mut C, f: impl FnOnce(&mut C) -> R) -> R {
+        self.swap(ch.scratch());
+        let r = f(ch);
+        self.swap(ch.scratch());
+        r
+    }
+
+    /// Exchanges `own` with the calling thread's `T`. Every buffer is
+    /// scratch, so a swap that cannot happen (a thread without a slot, the
+    /// one slot of callers outside a pool in use by another) only leaves
     /// the chunk on other buffers: slower, never wrong.
-    pub fn swap(&self, own: &mut T) {
+    fn swap(&self, own: &mut T) {
         let i = rayon::current_thread_index().unwrap_or(self.slots.len().saturating_sub(1));
         if let Some(Ok(mut slot)) = self.slots.get(i).map(Mutex::try_lock) {
             std::mem::swap(own, &mut *slot);
         }
     }
+}
+
+/// A chunk whose transient buffers (`T`) a thread lends it ([`PerThread::lend`]).
+pub(crate) trait Scratch<T> {
+    /// The chunk's place for the lent buffers.
+    fn scratch(&mut self) -> &mut T;
 }
 
 /// A stage's chunks of a batch (`C`, their caches) and the scratch (`S`)

@@ -61,15 +61,11 @@ impl Model {
         if grad {
             // Sums start from zero (`d_h1` is written by its first
             // contribution; `d_h2` is empty unless the evolution pools).
-            // The auxiliary loss, when it runs, writes its gradients and the
-            // history rows' first contribution.
-            if with_neg {
-                super::par_zero_all(&mut [&mut ws.d_e_a[..], &mut ws.d_h2[..]]);
-            } else {
-                let mut bufs: [&mut [f32]; 5] =
-                    [&mut ws.d_e_hist, &mut ws.d_e_neg, &mut ws.d_e_a, &mut ws.d_h1_aux, &mut ws.d_h2];
-                super::par_zero_all(&mut bufs);
-            }
+            // The auxiliary loss, when it runs, writes its gradients
+            // (`d_e_neg`, `d_h1_aux`: empty otherwise) and the history rows'
+            // first contribution.
+            let d_e_hist: &mut [f32] = if with_neg { &mut [] } else { &mut ws.d_e_hist };
+            super::par_zero_all(&mut [d_e_hist, &mut ws.d_e_a, &mut ws.d_h2]);
         }
         clock.lap(Stage::Input);
 

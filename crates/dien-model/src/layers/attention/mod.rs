@@ -84,9 +84,9 @@ pub(crate) fn attention_forward(
     let tasks = chunks[..nc].par_iter_mut().zip(att_w.par_chunks_mut(k * t.max(1))).with_max_len(1);
     tasks.enumerate().for_each(|(c, (ch, w))| {
         let (s0, bc) = (c * k, ch_len(b, c, k));
-        scr.swap(&mut ch.scr);
-        ch.forward(pk, &keys[s0 * t * a..(s0 + bc) * t * a], &e_a[s0 * e..(s0 + bc) * e], &lengths[s0..s0 + bc]);
-        scr.swap(&mut ch.scr);
+        scr.lend(ch, |ch| {
+            ch.forward(pk, &keys[s0 * t * a..(s0 + bc) * t * a], &e_a[s0 * e..(s0 + bc) * e], &lengths[s0..s0 + bc])
+        });
         w.copy_from_slice(&ch.weights[..bc * t]);
     });
 }
@@ -119,17 +119,17 @@ pub(crate) fn attention_backward(
         .enumerate()
         .for_each(|(c, ((ch, dk), dea))| {
             let (s0, bc) = (c * k, ch_len(b, c, k));
-            scr.swap(&mut ch.scr);
-            ch.backward(
-                pk,
-                &keys[s0 * t * a..(s0 + bc) * t * a],
-                &e_a[s0 * e..(s0 + bc) * e],
-                &lengths[s0..s0 + bc],
-                &d_w[s0 * t..(s0 + bc) * t],
-                dk,
-                dea,
-            );
-            scr.swap(&mut ch.scr);
+            scr.lend(ch, |ch| {
+                ch.backward(
+                    pk,
+                    &keys[s0 * t * a..(s0 + bc) * t * a],
+                    &e_a[s0 * e..(s0 + bc) * e],
+                    &lengths[s0..s0 + bc],
+                    &d_w[s0 * t..(s0 + bc) * t],
+                    dk,
+                    dea,
+                )
+            });
         });
 }
 

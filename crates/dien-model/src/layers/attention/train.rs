@@ -14,6 +14,7 @@ use dien_engine::vecmath::simd::sigmoid_v;
 use super::{F1, F2, split_first_layer};
 use crate::config::AttForm;
 use crate::fast::dense::{Dense, weight_grad};
+use crate::fast::per_thread::Scratch;
 use crate::fast::{grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{axpy, dot};
@@ -233,6 +234,12 @@ fn fill_x1(x1: &mut [f32], keys: &[f32], q: &[f32], off: &[usize], t: usize, a: 
                 x[a + j] = q[j] * k[j];
             }
         }
+    }
+}
+
+impl Scratch<AttScratch> for AttChunk {
+    fn scratch(&mut self) -> &mut AttScratch {
+        &mut self.scr
     }
 }
 

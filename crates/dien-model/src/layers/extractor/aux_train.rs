@@ -13,6 +13,7 @@ use dien_engine::gemm::tile::Accumulate;
 
 use crate::config::AuxForm;
 use crate::fast::dense::{Dense, softplus, weight_grad};
+use crate::fast::per_thread::Scratch;
 use crate::fast::{grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{LANES, V, axpy, dot, load, load_n, pad_lanes, sigmoid, store_n};
@@ -140,6 +141,12 @@ pub(crate) struct AuxChunk {
 pub(crate) struct AuxScratch {
     pack: Packing,
     acts: Acts,
+}
+
+impl Scratch<AuxScratch> for AuxChunk {
+    fn scratch(&mut self) -> &mut AuxScratch {
+        &mut self.scr
+    }
 }
 
 impl AuxScratch {

@@ -144,19 +144,19 @@ pub(crate) fn aux_loss(
         .for_each(|(c, ((((ch, lo), dh), dp), dn))| {
             let s0 = c * k;
             let bc = ch_len(b, c, k);
-            scr.swap(&mut ch.scr);
-            *lo = ch.run(
-                pk,
-                &h1[s0 * t * h..(s0 + bc) * t * h],
-                &e_hist[s0 * t * e..(s0 + bc) * t * e],
-                &e_neg[s0 * t * e..(s0 + bc) * t * e],
-                &lengths[s0..s0 + bc],
-                scale,
-                dh,
-                dp,
-                dn,
-            );
-            scr.swap(&mut ch.scr);
+            *lo = scr.lend(ch, |ch| {
+                ch.run(
+                    pk,
+                    &h1[s0 * t * h..(s0 + bc) * t * h],
+                    &e_hist[s0 * t * e..(s0 + bc) * t * e],
+                    &e_neg[s0 * t * e..(s0 + bc) * t * e],
+                    &lengths[s0..s0 + bc],
+                    scale,
+                    dh,
+                    dp,
+                    dn,
+                )
+            });
         });
     io.loss[..nc].iter().sum::<f64>() / n_terms as f64
 }
