@@ -19,11 +19,20 @@ pub(crate) struct PerThread<T> {
 }
 
 impl<T: Default> PerThread<T> {
-    /// Has a slot for every thread of the current pool (grows only).
-    pub fn fit(&mut self) {
+    /// Has a slot for every thread of the current pool (grows only) and
+    /// sizes every slot's scratch with `size`: a thread that runs its first
+    /// chunk only in a later step (which thread takes which chunk is up to
+    /// the scheduler) then finds its buffers ready rather than growing them
+    /// inside that step.
+    pub fn fit(&mut self, size: impl Fn(&mut T)) {
         let n = rayon::current_num_threads() + 1;
         while self.slots.len() < n {
             self.slots.push(Mutex::new(T::default()));
+        }
+        for slot in &mut self.slots {
+            // A poisoned slot only means a chunk panicked while holding it;
+            // its buffers are scratch, so they are resized all the same.
+            size(slot.get_mut().unwrap_or_else(|e| e.into_inner()));
         }
     }
 
@@ -85,13 +94,16 @@ mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
             let mut p: PerThread<Vec<f32>> = PerThread::default();
-            p.fit();
+            p.fit(|v| v.resize(2, 0.0));
             assert_eq!(p.slots.len(), 3);
+            // Every slot is sized up front, whichever thread uses it first.
+            assert!(p.slots.iter().all(|s| s.lock().unwrap().len() == 2));
             let mut own = vec![1.0];
             p.swap(&mut own);
-            // The chunk now holds the thread's (empty) buffer and grows it.
-            assert!(own.is_empty());
+            // The chunk now holds the thread's buffer and grows it.
+            assert_eq!(own, vec![0.0; 2]);
             own.resize(4, 2.0);
+            own[..2].fill(2.0);
             p.swap(&mut own);
             assert_eq!(own, vec![1.0]);
             // The next chunk on this thread gets the grown buffer back.

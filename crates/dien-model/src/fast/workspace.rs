@@ -153,7 +153,8 @@ impl Workspace {
             for (c, ch) in self.att[..nc].iter_mut().enumerate() {
                 ch.prepare(pk, ch_len(b, c, k), t);
             }
-            self.att.scr.fit();
+            let a = pk.a;
+            self.att.scr.fit(|s| s.fit(a, k, k * t));
         }
         if let Some(pk) = layers.interest.aux() {
             if self.aux.len() < nc {
@@ -162,7 +163,7 @@ impl Workspace {
             for (c, ch) in self.aux[..nc].iter_mut().enumerate() {
                 ch.prepare(pk, ch_len(b, c, k), t);
             }
-            self.aux.scr.fit();
+            self.aux.scr.fit(|s| s.fit(pk, t));
             self.aux_loss.resize(nc, 0.0);
         }
         self.head.prepare(cfg.head_in(), b);

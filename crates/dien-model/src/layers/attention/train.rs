@@ -246,7 +246,7 @@ impl Scratch<AttScratch> for AttChunk {
 impl AttScratch {
     /// Sizes the buffers for `rows` rows (the chunk's `bc · t`, whatever
     /// the lengths) of `bc` samples (grows only).
-    fn fit(&mut self, a: usize, bc: usize, rows: usize) {
+    pub(crate) fn fit(&mut self, a: usize, bc: usize, rows: usize) {
         for (v, n) in [
             (&mut self.x1, rows * 2 * a),
             (&mut self.ds, rows),

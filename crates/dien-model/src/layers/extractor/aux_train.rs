@@ -151,7 +151,7 @@ impl Scratch<AuxScratch> for AuxChunk {
 
 impl AuxScratch {
     /// Sizes the buffers for blocks of chunks of `t` steps (grows only).
-    fn fit(&mut self, pk: &AuxPacked, t: usize) {
+    pub(crate) fn fit(&mut self, pk: &AuxPacked, t: usize) {
         let m = AUX_BLOCK.max(t);
         let (h, e) = (pk.h, pk.e);
         let (a, x) = (&mut self.acts, &mut self.pack);
