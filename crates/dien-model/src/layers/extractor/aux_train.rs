@@ -17,7 +17,7 @@ use crate::fast::per_thread::Scratch;
 use crate::fast::{grow, vec_at};
 use crate::params::ParamStore;
 use dien_engine::simd::{LANES, V, axpy, dot, load, load_n, pad_lanes, sigmoid, store_n};
-use dien_engine::vecmath::simd::sigmoid_v;
+use dien_engine::vecmath::simd::{sigmoid_v, softplus_v};
 
 /// Hidden widths of the auxiliary MLP (docs/MODEL.md#auxiliary-loss).
 pub(crate) const F1: usize = 100;
@@ -481,13 +481,22 @@ fn mlp_block(
     let y2 = &a.y2[..2 * n2];
     let mut loss = 0.0f64;
     let (gp, gn) = a.g.split_at_mut(m);
+    // The logits first, then their losses and gradients a vector of rows
+    // at a time (the gradient buffers hold the logits in between).
     for i in 0..m {
-        let zp = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-        let zn = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
-        loss += (softplus(-zp) + softplus(zn)) as f64;
+        gp[i] = dot(&y2[i * F2..(i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+        gn[i] = dot(&y2[n2 + i * F2..n2 + (i + 1) * F2], &pk.fc3_w) + pk.fc3_b;
+    }
+    for o in (0..m).step_by(LANES) {
+        let w = (m - o).min(LANES);
+        let (zp, zn) = (load_n(gp, o, w), load_n(gn, o, w));
+        // Summed per row in f64, in row order; lanes past `w` are padding.
+        for &l in &(softplus_v(-zp) + softplus_v(zn)).to_array()[..w] {
+            loss += l as f64;
+        }
         // d/dz softplus(−z) = −σ(−z); d/dz softplus(z) = σ(z).
-        gp[i] = -sigmoid(-zp);
-        gn[i] = sigmoid(zn);
+        store_n(gp, o, w, -sigmoid_v(-zp));
+        store_n(gn, o, w, sigmoid_v(zn));
     }
     let Some(c) = scale else { return loss };
     // Output layer, rows of both terms in order (positives, then
