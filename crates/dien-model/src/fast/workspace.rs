@@ -153,8 +153,7 @@ impl Workspace {
             for (c, ch) in self.att[..nc].iter_mut().enumerate() {
                 ch.prepare(pk, ch_len(b, c, k), t);
             }
-            let a = pk.a;
-            self.att.scr.fit(|s| s.fit(a, k, k * t));
+            self.att.scr.fit(|s| s.fit(pk.a, k, k * t));
         }
         if let Some(pk) = layers.interest.aux() {
             if self.aux.len() < nc {
